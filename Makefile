@@ -1,0 +1,32 @@
+# Two commands from a fresh clone: `make demo` and `make test` (see README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch 2.13.0 is a CPU build on disk here (an unpinned torch pulls a multi-GB CUDA build);
+# pythia8mc 8.317.2 is a binary wheel (newer ones compile for half an hour).
+PINS := torch==2.13.0 pythia8mc==8.317.2
+DEMO_DIR ?= demo
+DEMO_EVENTS ?= 2000
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(PINS)
+	$(PIP) install -q -e '.[$*]' $(PINS)
+	touch $@
+
+install: $(VENV)/.installed-refsim
+
+demo: $(VENV)/.installed-refsim
+	$(PY) -m flashsim.demo --out $(DEMO_DIR) --events $(DEMO_EVENTS)
+
+# Slow tests are skipped locally and run in CI (CI=true), or with `make test SLOW=1`.
+PYTEST_MARKERS := $(if $(or $(CI),$(SLOW)),,-m "not slow")
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q $(PYTEST_MARKERS) tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

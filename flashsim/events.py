@@ -1,0 +1,71 @@
+"""The event model: NanoAOD branches <-> awkward records named like NanoAOD collections.
+
+``events.GenJet.pt`` is a jagged collection (branches ``nGenJet``, ``GenJet_pt``),
+``events.MET.pt`` a singleton record (branch ``MET_pt``), ``events.run`` a plain scalar.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+import awkward as ak
+import numpy as np
+
+__all__ = ["from_branches", "to_branches", "collection_of", "is_collection"]
+
+
+def collection_of(branch: str) -> str:
+    """Name of the collection a branch belongs to (``Jet_pt`` -> ``Jet``, ``run`` -> ``run``)."""
+    if _is_counter(branch):
+        return branch[1:]
+    return branch.split("_", 1)[0]
+
+
+def from_branches(branches: Mapping[str, ak.Array | np.ndarray]) -> ak.Array:
+    """Group flat NanoAOD branches into an awkward event record (counters ``nX`` are dropped)."""
+    prefixes = {name.split("_", 1)[0] for name in branches if "_" in name}
+    grouped: dict[str, dict[str, ak.Array | np.ndarray]] = defaultdict(dict)
+    scalars: dict[str, ak.Array | np.ndarray] = {}
+    for name, values in branches.items():
+        if "_" in name:
+            coll, field = name.split("_", 1)
+            grouped[coll][field] = values
+        elif not (_is_counter(name) and name[1:] in prefixes):
+            scalars[name] = values
+    fields: dict[str, ak.Array] = {}
+    for coll, cols in grouped.items():
+        first = ak.Array(next(iter(cols.values())))
+        if first.ndim > 1:
+            fields[coll] = ak.zip(cols, with_name=coll)
+        else:
+            fields[coll] = ak.zip(cols, depth_limit=1, with_name=coll)
+    for name, values in scalars.items():
+        fields[name] = ak.Array(values)
+    if not fields:
+        return ak.Array([])
+    return ak.zip(fields, depth_limit=1)
+
+
+def _is_counter(name: str) -> bool:
+    return name.startswith("n") and name[1:2].isupper() and "_" not in name
+
+
+def is_collection(values: ak.Array) -> bool:
+    """True for a jagged collection of records (one list per event)."""
+    return bool(values.fields) and values.ndim == 2
+
+
+def to_branches(events: ak.Array) -> dict[str, ak.Array]:
+    """Flatten an event record to NanoAOD branches: ``nX`` counters, ``X_field`` and scalars."""
+    branches: dict[str, ak.Array] = {}
+    for name in events.fields:
+        values = events[name]
+        if values.fields:
+            if values.ndim == 2:
+                branches[f"n{name}"] = ak.num(values, axis=1)
+            for field in values.fields:
+                branches[f"{name}_{field}"] = ak.without_parameters(values[field])
+        else:
+            branches[name] = ak.without_parameters(values)
+    return branches

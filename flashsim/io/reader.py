@@ -1,0 +1,186 @@
+"""Chunked readers of NanoAOD events from ROOT (uproot) and Parquet files.
+
+Branches are selected by name and cast on read to the NanoAOD types of the shipped schema, so
+files of any NanoAOD version (uint32 or int32 counters, int16 or int32 indices) read alike.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+from flashsim.errors import InputError
+from flashsim.events import collection_of, from_branches
+from flashsim.io.schema import nanoaod_types
+
+__all__ = ["resolve_inputs", "open_source", "iterate_events", "read_events", "EventSource"]
+
+PathLike = str | os.PathLike[str]
+
+
+def resolve_inputs(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
+    """Expand a path, a glob or a list of them to existing files, in a stable order."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if any(ch in text for ch in "*?["):
+            matched = sorted(glob.glob(text))
+            if not matched:
+                raise InputError(f"no input file matches {text!r}")
+            paths.extend(Path(m) for m in matched)
+        else:
+            path = Path(text)
+            if not path.is_file():
+                raise InputError(f"input file {text!r} does not exist")
+            paths.append(path)
+    if not paths:
+        raise InputError("no input files given")
+    return paths
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in {".parquet", ".pq"}
+
+
+@dataclass
+class EventSource:
+    """One input file: its branch names, entry count and a ranged reader of named branches."""
+
+    path: Path
+    tree: str
+    keys: list[str]
+    num_entries: int
+    _handle: object
+
+    def select(self, collections: Sequence[str] | None = None, branches: Sequence[str] | None = None) -> list[str]:
+        """Branch names for whole ``collections`` plus single ``branches``; errors name what is missing."""
+        if collections is None and branches is None:
+            return list(self.keys)
+        chosen: list[str] = []
+        available = set(self.keys)
+        for coll in collections or ():
+            members = [k for k in self.keys if collection_of(k) == coll]
+            if not members:
+                raise InputError(f"{self.path}: no branch of collection {coll!r} in tree {self.tree!r}")
+            chosen.extend(members)
+        for name in branches or ():
+            if name not in available:
+                raise InputError(f"{self.path}: branch {name!r} not found in tree {self.tree!r}")
+            if name not in chosen:
+                chosen.append(name)
+        return chosen
+
+    def read(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> dict[str, ak.Array]:
+        """Read ``names`` for entries [start, stop), cast to NanoAOD types."""
+        stop = self.num_entries if stop is None else min(stop, self.num_entries)
+        try:
+            if _is_parquet(self.path):
+                raw = _read_parquet(self._handle, names, start, stop)
+            else:
+                arrays = self._handle.arrays(list(names), entry_start=start, entry_stop=stop, how=dict)
+                raw = {k: ak.Array(v) for k, v in arrays.items()}
+        except InputError:
+            raise
+        except Exception as exc:  # uproot/pyarrow raise many types on damaged files
+            raise InputError(f"{self.path}: cannot read entries {start}-{stop} ({type(exc).__name__}: {exc})") from exc
+        return {name: _cast(self.path, name, raw[name]) for name in names}
+
+
+def _read_parquet(handle, names: Sequence[str], start: int, stop: int) -> dict[str, ak.Array]:
+    groups, offset = [], 0
+    for i in range(handle.metadata.num_row_groups):
+        n = handle.metadata.row_group(i).num_rows
+        if offset < stop and offset + n > start:
+            groups.append((i, offset))
+        offset += n
+    if not groups:
+        return {name: ak.Array(np.zeros(0)) for name in names}
+    table = handle.read_row_groups([g for g, _ in groups], columns=list(names))
+    first = groups[0][1]
+    table = table.slice(start - first, stop - start)
+    return {name: ak.from_arrow(table.column(name), highlevel=True) for name in names}
+
+
+def _cast(path: Path, name: str, values: ak.Array) -> ak.Array:
+    expected = nanoaod_types().get(name)
+    values = ak.to_packed(ak.without_parameters(ak.fill_none(values, 0) if values.layout.is_option else values))
+    if expected is None:
+        return values
+    depth = values.ndim
+    if depth != (2 if expected.jagged else 1):
+        shape = "one list per event" if expected.jagged else "one value per event"
+        raise InputError(f"{path}: branch {name!r} has type {values.type.content}, expected {shape} of {expected.dtype}")
+    leaf = ak.flatten(values, axis=None) if depth > 1 else values
+    try:
+        kind = np.asarray(leaf).dtype.kind
+    except Exception as exc:
+        raise InputError(f"{path}: branch {name!r} is not numeric (expected {expected.dtype})") from exc
+    if kind not in "biuf":
+        raise InputError(f"{path}: branch {name!r} has non-numeric type {values.type.content}, expected {expected.dtype}")
+    return ak.values_astype(values, expected.dtype)
+
+
+def open_source(path: PathLike, tree: str = "Events") -> EventSource:
+    """Open one ROOT or Parquet file; errors name the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file {str(path)!r} does not exist")
+    try:
+        if _is_parquet(path):
+            import pyarrow.parquet as pq
+
+            handle = pq.ParquetFile(path)
+            keys = list(handle.schema_arrow.names)
+            num_entries = handle.metadata.num_rows
+        else:
+            import uproot
+
+            rootfile = uproot.open(path)
+            trees = [k.split(";")[0] for k, cls in rootfile.classnames().items() if cls == "TTree"]
+            if tree not in trees:
+                raise InputError(f"{path}: no TTree {tree!r} (found: {', '.join(trees) or 'none'})")
+            handle = rootfile[tree]
+            keys = list(handle.keys())
+            num_entries = int(handle.num_entries)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable or truncated file ({type(exc).__name__}: {exc})") from exc
+    if num_entries == 0:
+        raise InputError(f"{path}: tree {tree!r} has zero events")
+    return EventSource(path, tree, keys, num_entries, handle)
+
+
+def iterate_events(
+    inputs: PathLike | Iterable[PathLike],
+    step_size: int = 100_000,
+    collections: Sequence[str] | None = None,
+    branches: Sequence[str] | None = None,
+    tree: str = "Events",
+) -> Iterator[ak.Array]:
+    """Yield event records of at most ``step_size`` events, file after file (memory bounded by the chunk)."""
+    if step_size <= 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    for path in resolve_inputs(inputs):
+        source = open_source(path, tree)
+        names = source.select(collections, branches)
+        for start in range(0, source.num_entries, step_size):
+            yield from_branches(source.read(names, start, start + step_size))
+
+
+def read_events(
+    inputs: PathLike | Iterable[PathLike],
+    collections: Sequence[str] | None = None,
+    branches: Sequence[str] | None = None,
+    tree: str = "Events",
+) -> ak.Array:
+    """Read whole files into one event record (use :func:`iterate_events` for large inputs)."""
+    chunks = list(iterate_events(inputs, 1 << 62, collections, branches, tree))
+    return chunks[0] if len(chunks) == 1 else ak.concatenate(chunks)

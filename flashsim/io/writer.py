@@ -1,0 +1,142 @@
+"""Writers of NANOAOD-like output: a ROOT TTree ``Events`` (uproot) or Parquet, appended chunk by chunk.
+
+Files are written under a temporary name and renamed on success, so an interrupted run never
+leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import awkward as ak
+import numpy as np
+
+from flashsim.errors import InputError
+from flashsim.events import to_branches
+from flashsim.io.schema import dtype_of
+
+__all__ = ["NanoAODWriter", "write_events", "format_of"]
+
+Format = Literal["root", "parquet"]
+
+
+def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
+    """Output format from an explicit choice or the file suffix."""
+    if fmt is None:
+        fmt = "parquet" if Path(path).suffix.lower() in {".parquet", ".pq"} else "root"
+    if fmt not in ("root", "parquet"):
+        raise ValueError(f"unknown output format {fmt!r} (expected 'root' or 'parquet')")
+    return fmt  # type: ignore[return-value]
+
+
+def _typed_branches(events: ak.Array) -> dict[str, ak.Array]:
+    """Flat branches cast to NanoAOD dtypes (unknown branches keep theirs; float64 becomes float32)."""
+    typed = {}
+    for name, values in to_branches(events).items():
+        leaf = ak.flatten(values, axis=None) if values.ndim > 1 else values
+        current = np.asarray(leaf).dtype
+        default = np.dtype(np.float32) if current == np.float64 else current
+        typed[name] = ak.values_astype(values, dtype_of(name, default))
+    return typed
+
+
+class NanoAODWriter:
+    """Append event records to one NANOAOD-like file; use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str], format: str | None = None, tree: str = "Events") -> None:
+        self.path = Path(path)
+        self.format: Format = format_of(path, format)
+        self.tree_name = tree
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self._file = None
+        self._tree = None
+        self._layout: dict[str, object] | None = None
+        self.num_events = 0
+
+    def write(self, events: ak.Array) -> None:
+        """Append one chunk of events; every chunk must have the same branches."""
+        branches = _typed_branches(events)
+        if self.format == "root":
+            self._write_root(branches)
+        else:
+            self._write_parquet(branches)
+        self.num_events += len(events)
+
+    def _check_layout(self, branches: dict[str, ak.Array]) -> None:
+        layout = {name: str(values.type.content) for name, values in branches.items()}
+        if self._layout is None:
+            self._layout = layout
+        elif layout != self._layout:
+            missing = sorted(set(self._layout) ^ set(layout))
+            changed = sorted(k for k in set(layout) & set(self._layout) if layout[k] != self._layout[k])
+            raise InputError(f"{self.path}: chunk branches differ from the first chunk (added/removed {missing}, retyped {changed})")
+
+    def _write_root(self, branches: dict[str, ak.Array]) -> None:
+        import uproot
+
+        self._check_layout(branches)
+        collections: dict[str, dict[str, ak.Array]] = {}
+        for name, values in branches.items():
+            if values.ndim > 1:
+                coll, field = name.split("_", 1)
+                collections.setdefault(coll, {})[field] = values
+        # uproot writes the counter nX of each jagged collection itself
+        grouped: dict[str, ak.Array | np.ndarray] = {
+            name: ak.to_numpy(values)
+            for name, values in branches.items()
+            if values.ndim == 1 and not (name.startswith("n") and name[1:] in collections)
+        }
+        grouped.update({coll: ak.zip(fields) for coll, fields in collections.items()})
+        if self._tree is None:
+            self._file = uproot.recreate(self._tmp)
+            types = {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in grouped.items()}
+            self._tree = self._file.mktree(self.tree_name, types)
+        self._tree.extend(grouped)
+
+    def _write_parquet(self, branches: dict[str, ak.Array]) -> None:
+        import pyarrow.parquet as pq
+
+        self._check_layout(branches)
+        table = ak.to_arrow_table(ak.zip(branches, depth_limit=1), extensionarray=False, list_to32=True)
+        if self._file is None:
+            self._file = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        self._file.write_table(table)
+
+    def close(self) -> Path:
+        """Finish the file and move it into place; returns the final path."""
+        if self._file is None:
+            raise InputError(f"{self.path}: no events were written; refusing to create an empty file")
+        self._file.close()
+        self._file = None
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the partial file."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> NanoAODWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_events(events: ak.Array, path: str | os.PathLike[str], format: str | None = None) -> Path:
+    """Write one event record to ``path`` atomically."""
+    with NanoAODWriter(path, format) as writer:
+        writer.write(events)
+    return writer.path
