@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -34,13 +35,11 @@ def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
 
 
 def _typed_branches(events: ak.Array) -> dict[str, ak.Array]:
-    """Flat branches cast to NanoAOD dtypes (unknown branches keep theirs; float64 becomes float32)."""
+    """Flat branches cast to NanoAOD dtypes (branches unknown to NanoAOD keep theirs)."""
     typed = {}
     for name, values in to_branches(events).items():
-        leaf = ak.flatten(values, axis=None) if values.ndim > 1 else values
-        current = np.asarray(leaf).dtype
-        default = np.dtype(np.float32) if current == np.float64 else current
-        typed[name] = ak.values_astype(values, dtype_of(name, default))
+        dtype = dtype_of(name)
+        typed[name] = values if dtype is None else ak.values_astype(values, dtype)
     return typed
 
 
@@ -71,6 +70,13 @@ class NanoAODWriter:
         layout = {name: str(values.type.content) for name, values in branches.items()}
         if self._layout is None:
             self._layout = layout
+            crossrefs = [k for k in layout if k.endswith(("_genPartIdx", "_genJetIdx"))]
+            if crossrefs and not any(k.startswith("GenPart_") for k in layout):
+                warnings.warn(
+                    f"{self.path}: {', '.join(crossrefs)} written without a GenPart collection; "
+                    "coffea's NanoAODSchema then drops every gen cross-reference (keep GEN collections)",
+                    stacklevel=3,
+                )
         elif layout != self._layout:
             missing = sorted(set(self._layout) ^ set(layout))
             changed = sorted(k for k in set(layout) & set(self._layout) if layout[k] != self._layout[k])
