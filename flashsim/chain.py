@@ -1,0 +1,150 @@
+"""The chain orchestrator: orders units by their declared inputs and outputs, runs them on
+chunks of GEN events, and streams NANOAOD-like output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+import awkward as ak
+import numpy as np
+import torch
+
+from flashsim.errors import ChainError
+from flashsim.io import NanoAODWriter, iterate_events
+from flashsim.unit import Unit, _seed, load_unit
+
+__all__ = ["Chain", "resolve_device", "EVENT_ID_COLUMNS"]
+
+EVENT_ID_COLUMNS = ("run", "luminosityBlock", "event")
+GEN_PREFIXES = ("Gen", "LHE", "Pileup", "genWeight", "PSWeight", "HTXS", "FlashSim")  # kept by --keep-gen
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Chain:
+    """An ordered list of units; a later unit may condition on the outputs of earlier ones."""
+
+    def __init__(self, units: Iterable[Unit | str | os.PathLike[str]], device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(device)
+        loaded = [u if isinstance(u, Unit) else load_unit(u, self.device) for u in units]
+        names = [u.name for u in loaded]
+        if len(set(names)) != len(names):
+            raise ChainError(f"unit names must be unique in a chain, got {names}")
+        self.units: list[Unit] = _order(loaded)
+
+    def __repr__(self) -> str:
+        return f"Chain({' -> '.join(u.name for u in self.units)})"
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(dict.fromkeys(u.spec.output for u in self.units))
+
+    @property
+    def inputs(self) -> set[str]:
+        """Collections the chain needs from the GEN input (not produced by any of its units)."""
+        produced = set(self.outputs)
+        return {c for u in self.units for c in u.spec.inputs if c not in produced}
+
+    def check(self, available: Iterable[str]) -> None:
+        """Fail clearly when an input collection nobody provides is missing."""
+        have = set(available)
+        for unit in self.units:
+            produced = {u.spec.output for u in self.units[: self.units.index(unit)]}
+            for coll in sorted(unit.spec.inputs):
+                if coll not in have and coll not in produced:
+                    raise ChainError(
+                        f"unit {unit.name!r} needs column {coll!r}, which is neither in the input "
+                        f"(has {sorted(have)}) nor produced by an earlier unit"
+                    )
+
+    def run(self, events: ak.Array, seed: int = 0, batch_size: int = 100_000) -> ak.Array:
+        """Run every unit in order on one chunk of events; returns the events with the new collections."""
+        self.check(events.fields)
+        for unit in self.units:
+            events = unit.run(events, seed=seed, device=self.device, batch_size=batch_size)
+        return events
+
+    def generate(
+        self,
+        inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        output: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        seed: int = 0,
+        step_size: int = 50_000,
+        batch_size: int = 100_000,
+        keep_gen: bool = False,
+        oversample: int = 1,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written."""
+        if oversample < 1:
+            raise ChainError(f"oversample must be >= 1, got {oversample}")
+        with NanoAODWriter(output, format) as writer:
+            for index, chunk in enumerate(iterate_events(inputs, step_size=step_size)):
+                writer.write(self.process(chunk, seed=_seed(seed, "chunk", index), batch_size=batch_size,
+                                          keep_gen=keep_gen, oversample=oversample))
+                if progress is not None:
+                    progress(len(chunk))
+        return writer.num_events
+
+    def process(self, chunk: ak.Array, seed: int, batch_size: int = 100_000, keep_gen: bool = False, oversample: int = 1) -> ak.Array:
+        """One GEN chunk -> output record: event ids, (GEN if kept), the chain's collections.
+
+        Input collections that the chain produces (e.g. full-simulation ``Jet`` in a GEN+RECO file)
+        are dropped first, so they never mix with flash output.
+        """
+        chunk = chunk[[f for f in chunk.fields if f not in self.outputs]]
+        if oversample > 1:
+            chunk = chunk[np.repeat(np.arange(len(chunk)), oversample)]
+            chunk = ak.with_field(chunk, ak.zip({
+                "oversampleIndex": np.tile(np.arange(oversample, dtype=np.int32), len(chunk) // oversample),
+                "weight": np.full(len(chunk), 1.0 / oversample, np.float32),
+            }, depth_limit=1), "FlashSim")
+        result = self.run(chunk, seed=seed, batch_size=batch_size)
+        keep = [f for f in EVENT_ID_COLUMNS if f in result.fields]
+        if keep_gen:
+            keep += [f for f in chunk.fields if f not in keep and f.startswith(GEN_PREFIXES)]
+        elif "FlashSim" in result.fields:
+            keep.append("FlashSim")
+        keep += self.outputs
+        return result[keep]
+
+
+def _order(units: list[Unit]) -> list[Unit]:
+    """Topological order: producers of a collection, then units merging into it, then its readers."""
+    producers: dict[str, list[Unit]] = {}
+    for unit in units:
+        producers.setdefault(unit.spec.output, []).append(unit)
+    deps: dict[str, set[str]] = {}
+    for unit in units:
+        needed: set[str] = set()
+        for coll in unit.spec.inputs:
+            for producer in producers.get(coll, []):
+                if producer is unit:
+                    continue
+                if unit.spec.merge and coll == unit.spec.output and producer.spec.merge:
+                    continue
+                needed.add(producer.name)
+        deps[unit.name] = needed
+    ordered: list[Unit] = []
+    done: set[str] = set()
+    pending = list(units)
+    while pending:
+        ready = [u for u in pending if deps[u.name] <= done]
+        if not ready:
+            cycle = ", ".join(f"{u.name} (needs {sorted(deps[u.name] - done)})" for u in pending)
+            raise ChainError(f"units depend on each other in a cycle: {cycle}")
+        for unit in ready:
+            ordered.append(unit)
+            done.add(unit.name)
+            pending.remove(unit)
+    return ordered
+

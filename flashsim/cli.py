@@ -1,0 +1,151 @@
+"""The ``flashsim`` command: refsim, dataset, train, generate, validate, units."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flashsim.errors import FlashsimError
+
+app = typer.Typer(help="flashsim: machine-learning fast simulation of LHC events (GEN -> NANOAOD-like RECO).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=1)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+@app.command()
+def generate(
+    chain: str = typer.Option(..., "--chain", help="comma-separated units: zoo names (units/<name>) or directories"),
+    input: list[str] = typer.Option(..., "--input", "-i", help="GEN NanoAOD file(s) or glob(s), ROOT or Parquet"),
+    output: Path = typer.Option(..., "--output", "-o", help="output file (.root or .parquet)"),
+    format: Optional[str] = typer.Option(None, "--format", help="root|parquet (default: from the suffix)"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
+    batch_size: int = typer.Option(100_000, "--batch-size", help="objects per model call"),
+    step_size: int = typer.Option(50_000, "--step-size", help="events per chunk read (bounds memory)"),
+    seed: int = typer.Option(0, "--seed"),
+    keep_gen: bool = typer.Option(False, "--keep-gen", help="copy the input GEN collections to the output"),
+    oversample: int = typer.Option(1, "--oversample", help="simulate each GEN event N times (weight 1/N)"),
+) -> None:
+    """Run a chain of units on GEN events and write NANOAOD-like output."""
+    import time
+
+    from flashsim.chain import Chain
+    from flashsim.io import open_source, resolve_inputs
+
+    try:
+        units = Chain([name.strip() for name in chain.split(",") if name.strip()], device=device)
+        files = resolve_inputs(input)
+        total = sum(open_source(f).num_entries for f in files)
+        console.print(f"chain {units} on {units.device}, {total:,} events from {len(files)} file(s)")
+        start = time.perf_counter()
+        with _progress() as bar:
+            task = bar.add_task("generate", total=total * oversample, rate="")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n * oversample)
+                done = bar.tasks[task].completed
+                bar.update(task, rate=f"{done / (time.perf_counter() - start):,.0f} ev/s")
+
+            written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
+                                     keep_gen=keep_gen, oversample=oversample, progress=advance)
+        elapsed = time.perf_counter() - start
+        console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
+    except FlashsimError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def dataset(
+    unit: str = typer.Argument(..., help="unit name (units/<name>) or directory"),
+    input: list[str] = typer.Option(..., "--input", "-i", help="NanoAOD file(s) or glob(s) with GEN and RECO"),
+    output: Path = typer.Option(..., "--output", "-o", help="Parquet table to write"),
+    max_events: Optional[int] = typer.Option(None, "--max-events"),
+) -> None:
+    """Build a unit's paired GEN/RECO training table from NanoAOD files."""
+    from flashsim.datasets import extract
+    from flashsim.unit import load_unit
+
+    try:
+        with console.status(f"extracting {unit} rows"):
+            table = extract(load_unit(unit, require_trained=False), input, max_events=max_events)
+        table.save(output)
+        console.print(f"{table.report.summary()}\nwrote {output}")
+    except FlashsimError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def train(
+    unit: str = typer.Argument(..., help="unit name: reads training/<unit>.toml unless --recipe is given"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="recipe TOML"),
+    set_: list[str] = typer.Option([], "--set", help="override any recipe field: section.key=value (repeatable)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto|cpu|cuda"),
+    input: list[str] = typer.Option([], "--input", "-i", help="override data.inputs"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="unit directory to write (default: the zoo unit)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
+) -> None:
+    """Train a unit (flow, efficiency and multiplicity models) from its recipe."""
+    from flashsim.train import load_recipe, train_unit
+
+    overrides = list(set_)
+    overrides += [f"training.epochs={epochs}"] if epochs is not None else []
+    overrides += [f"training.batch_size={batch_size}"] if batch_size is not None else []
+    overrides += [f'training.device="{device}"'] if device is not None else []
+    overrides += [f"output={str(output)!r}".replace("'", '"')] if output is not None else []
+    if input:
+        overrides.append("data.inputs=[" + ",".join(f'"{i}"' for i in input) + "]")
+    try:
+        r = load_recipe(recipe or unit, overrides)
+        with _progress() as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(info: dict) -> None:
+                key = f"{info['epochs']}"
+                if key not in tasks:
+                    tasks[key] = bar.add_task(f"{r.unit}", total=info["epochs"], rate="")
+                bar.update(tasks[key], completed=info["epoch"],
+                           rate=f"train {info['train']:.4f} val {info['val']:.4f} {info['samples_per_s']:,.0f} samples/s")
+
+            train_unit(r, resume=resume, log=console.print, progress=progress)
+    except FlashsimError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def units() -> None:
+    """List the units of the zoo (units/) and whether they are trained."""
+    from flashsim.unit import UNITS_DIR, UnitSpec
+
+    table = Table("unit", "type", "output", "model", "trained", "description")
+    for directory in sorted(p for p in UNITS_DIR.glob("*") if (p / "unit.toml").is_file()):
+        spec = UnitSpec.load(directory / "unit.toml")
+        trained = "yes" if (directory / "model.safetensors").is_file() else "no"
+        table.add_row(spec.name, spec.type, spec.output, spec.model.get("type", "?"), trained, spec.description)
+    Console().print(table)
+
+
+def _register_optional() -> None:
+    from flashsim.refsim.cli import refsim
+    from flashsim.validate.cli import validate
+
+    app.command(help="Reference simulation: Pythia8 + a particle-level detector -> paired GEN+RECO NanoAOD.")(refsim)
+    app.command(help="Compare a flash sample with a reference: metrics, plots and an HTML report.")(validate)
+
+
+_register_optional()

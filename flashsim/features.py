@@ -1,0 +1,213 @@
+"""Conditioning features by name: object fields, four-vector components, event fields, and
+derived quantities (ΔR to the nearest objects, counts, sums, reco-minus-gen momentum).
+
+A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}``,
+``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
+selection = "abs(pdgId) == 13 & status == 1", k = 2}``; :func:`compute` turns it into named
+columns aligned with the unit's rows (one per selected object, or one per event).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import vector
+
+from flashsim.errors import InputError, UnitError
+
+vector.register_awkward()
+
+__all__ = ["select", "compute", "collections_used", "feature_names", "KINEMATIC_FIELDS"]
+
+KINEMATIC_FIELDS = ("px", "py", "pz", "energy", "p", "mt")
+_FAR = 10.0  # ΔR given when there is no k-th nearest object
+
+
+# ---- selections ------------------------------------------------------------------------------
+
+_ALLOWED_NODES = (
+    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Load, ast.Constant,
+    ast.Call, ast.And, ast.Or, ast.BitAnd, ast.BitOr, ast.Invert, ast.Not, ast.USub, ast.Add, ast.Sub,
+    ast.Mult, ast.Div, ast.Mod, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
+)
+_FUNCTIONS = {"abs": abs}
+
+
+def select(expression: str, objects: ak.Array, where: str = "selection") -> ak.Array:
+    """Evaluate a cut such as ``abs(pdgId) == 13 & status == 1`` on a collection (no Python eval of arbitrary code)."""
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise UnitError(f"{where}: cannot parse {expression!r}: {exc.msg}") from exc
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise UnitError(f"{where}: {type(node).__name__} is not allowed in {expression!r}")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS):
+            raise UnitError(f"{where}: only {sorted(_FUNCTIONS)} may be called in {expression!r}")
+    return _eval(tree.body, objects, expression, where)
+
+
+def _eval(node: ast.AST, objects: ak.Array, expression: str, where: str) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in _FUNCTIONS:
+            return _FUNCTIONS[node.id]
+        if node.id not in objects.fields:
+            raise InputError(f"{where}: field {node.id!r} of {expression!r} not in collection (has {objects.fields})")
+        return objects[node.id]
+    if isinstance(node, ast.Call):
+        return _FUNCTIONS[node.func.id](*(_eval(a, objects, expression, where) for a in node.args))  # type: ignore[union-attr]
+    if isinstance(node, ast.UnaryOp):
+        value = _eval(node.operand, objects, expression, where)
+        return {ast.USub: lambda v: -v, ast.Invert: lambda v: ~v, ast.Not: lambda v: ~v}[type(node.op)](value)
+    if isinstance(node, ast.BoolOp):
+        values = [_eval(v, objects, expression, where) for v in node.values]
+        out = values[0]
+        for v in values[1:]:
+            out = (out & v) if isinstance(node.op, ast.And) else (out | v)
+        return out
+    if isinstance(node, ast.BinOp):
+        a, b = _eval(node.left, objects, expression, where), _eval(node.right, objects, expression, where)
+        ops = {ast.BitAnd: np.logical_and, ast.BitOr: np.logical_or, ast.Add: np.add, ast.Sub: np.subtract,
+               ast.Mult: np.multiply, ast.Div: np.divide, ast.Mod: np.mod}
+        return ops[type(node.op)](a, b)
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, objects, expression, where)
+        out = None
+        for op, right_node in zip(node.ops, node.comparators):
+            right = _eval(right_node, objects, expression, where)
+            ops = {ast.Eq: np.equal, ast.NotEq: np.not_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
+                   ast.Gt: np.greater, ast.GtE: np.greater_equal}
+            cmp = ops[type(op)](left, right)
+            out = cmp if out is None else np.logical_and(out, cmp)
+            left = right
+        return out
+    raise UnitError(f"{where}: unsupported expression {expression!r}")
+
+
+# ---- features --------------------------------------------------------------------------------
+
+
+def _momentum(objects: ak.Array) -> ak.Array:
+    return ak.zip({"pt": objects.pt, "eta": objects.eta, "phi": objects.phi, "mass": objects.mass}, with_name="Momentum4D")
+
+
+def _collection(events: ak.Array, name: str, selection: str | None, where: str) -> ak.Array:
+    if name not in events.fields:
+        raise InputError(f"{where}: collection {name!r} not in the events (have {sorted(events.fields)})")
+    objects = events[name]
+    return objects[select(selection, objects, where)] if selection else objects
+
+
+def _field(objects: ak.Array, name: str, where: str) -> ak.Array:
+    if name in objects.fields:
+        return objects[name]
+    if name in KINEMATIC_FIELDS:
+        missing = [f for f in ("pt", "eta", "phi", "mass") if f not in objects.fields]
+        if missing:
+            raise InputError(f"{where}: {name!r} needs fields {missing}")
+        return getattr(_momentum(objects), name)
+    raise InputError(f"{where}: field {name!r} not in collection (has {objects.fields})")
+
+
+def _event_field(events: ak.Array, dotted: str, where: str) -> ak.Array:
+    coll, _, field = dotted.partition(".")
+    if coll not in events.fields:
+        raise InputError(f"{where}: event column {dotted!r} not in the events (have {sorted(events.fields)})")
+    return events[coll] if not field else _field(events[coll], field, where)
+
+
+def feature_names(spec: Mapping[str, Any]) -> list[str]:
+    """Column names a feature table produces."""
+    if "name" in spec and "fields" not in spec and spec.get("feature") != "nearest":
+        return [spec["name"]]
+    if "field" in spec:
+        return [spec["field"]]
+    if "event" in spec:
+        return [spec["event"]]
+    kind = spec.get("feature")
+    prefix = spec.get("name", f"{kind}_{spec.get('collection', '')}")
+    if kind == "nearest":
+        fields = spec.get("fields", ["dr", "pt"])
+        return [f"{prefix}{i}_{f}" for i in range(1, int(spec.get("k", 1)) + 1) for f in fields]
+    if kind in ("sum", "reco_minus_gen"):
+        return [f"{prefix}_{f}" for f in spec.get("fields", ["px", "py"])]
+    if kind == "count":
+        return [prefix]
+    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen")
+
+
+def collections_used(spec: Mapping[str, Any]) -> set[str]:
+    """Collections a feature table reads besides the unit's source (for the chain's ordering)."""
+    used = set()
+    if "event" in spec:
+        used.add(spec["event"].partition(".")[0])
+    if "collection" in spec:
+        used.add(spec["collection"])
+    if "gen_collection" in spec:
+        used.add(spec["gen_collection"])
+    return used
+
+
+def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, where: str) -> dict[str, ak.Array]:
+    """Columns of one feature: jagged like ``rows`` (selected source objects) or one per event if ``rows`` is None."""
+    names = feature_names(spec)
+    if "field" in spec:
+        if rows is None:
+            raise UnitError(f"{where}: {{field = {spec['field']!r}}} needs a source collection; use {{event = ...}} in event units")
+        return {names[0]: _field(rows, spec["field"], where)}
+    if "event" in spec:
+        values = _event_field(events, spec["event"], where)
+        return {names[0]: values if rows is None else ak.broadcast_arrays(values, rows[rows.fields[0]])[0]}
+    kind = spec["feature"]
+    others = _collection(events, spec["collection"], spec.get("selection"), where)
+    if kind == "nearest":
+        return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where)
+    if kind == "count":
+        count = ak.num(others, axis=1)
+        return {names[0]: count if rows is None else ak.broadcast_arrays(count, rows[rows.fields[0]])[0]}
+    if kind == "sum":
+        out = {n: ak.sum(_field(others, f, where), axis=1) for n, f in zip(names, spec.get("fields", ["px", "py"]))}
+    elif kind == "reco_minus_gen":
+        gen = _collection(events, spec["gen_collection"], None, where)
+        index = others[spec.get("index", "genJetIdx")]
+        matched = others[(index >= 0) & (index < ak.num(gen, axis=1))]
+        midx = matched[spec.get("index", "genJetIdx")]
+        partner = gen[midx]
+        out = {
+            n: ak.sum(_field(matched, f, where), axis=1) - ak.sum(_field(partner, f, where), axis=1)
+            for n, f in zip(names, spec.get("fields", ["px", "py"]))
+        }
+    else:
+        raise UnitError(f"{where}: unknown feature {kind!r}")
+    if rows is not None:
+        out = {n: ak.broadcast_arrays(v, rows[rows.fields[0]])[0] for n, v in out.items()}
+    return out
+
+
+def _nearest(rows: ak.Array | None, others: ak.Array, k: int, fields: list[str], names: list[str], where: str) -> dict[str, ak.Array]:
+    if rows is None:
+        raise UnitError(f"{where}: feature 'nearest' needs a source collection")
+    pairs = ak.cartesian({"a": rows, "b": others}, axis=1, nested=True)
+    a = ak.zip({"eta": pairs.a.eta, "phi": pairs.a.phi, "pt": pairs.a.pt, "mass": pairs.a.mass}, with_name="Momentum4D")
+    b = ak.zip({"eta": pairs.b.eta, "phi": pairs.b.phi, "pt": pairs.b.pt, "mass": pairs.b.mass}, with_name="Momentum4D")
+    dr = a.deltaR(b)
+    order = ak.argsort(dr, axis=2)
+    dr_sorted = dr[order]
+    other_sorted = pairs.b[order]
+    out: dict[str, ak.Array] = {}
+    names_iter = iter(names)
+    for i in range(k):
+        for f in fields:
+            name = next(names_iter)
+            if f == "dr":
+                values = ak.fill_none(ak.pad_none(dr_sorted, k, axis=2)[:, :, i], _FAR)
+            else:
+                values = ak.fill_none(ak.pad_none(_field(other_sorted, f, where), k, axis=2)[:, :, i], 0.0)
+            out[name] = values
+    return out

@@ -1,0 +1,25 @@
+"""Model types behind one interface (see :mod:`flashsim.models.base`).
+
+``build_model({"type": "maf_rqs" | "coupling_rqs" | "mean_quantile" | "efficiency", ...}, n_targets, n_context)``
+"""
+
+from flashsim.models.base import MODELS, ConditionalModel, SamplingError, build_model, register_model
+from flashsim.models.efficiency import EfficiencyModel
+from flashsim.models.flows import CouplingRQS, MafRQS
+from flashsim.models.mean_quantile import MeanQuantile
+from flashsim.models.serialize import load_model, model_paths, save_model
+
+__all__ = [
+    "MODELS",
+    "ConditionalModel",
+    "SamplingError",
+    "build_model",
+    "register_model",
+    "EfficiencyModel",
+    "CouplingRQS",
+    "MafRQS",
+    "MeanQuantile",
+    "load_model",
+    "model_paths",
+    "save_model",
+]

@@ -1,0 +1,132 @@
+"""The model interface: ``loss(targets, context)`` to train, ``sample(context, generator)`` to draw.
+
+Every model type is a :class:`ConditionalModel` registered under ``config["type"]``;
+:func:`build_model` turns a JSON-able config into a fresh model. Weights are plain tensors
+(``state_dict``), so a model is fully described by ``config`` + a safetensors file.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ConditionalModel", "SamplingError", "MODELS", "register_model", "build_model"]
+
+
+class SamplingError(RuntimeError):
+    """Sampling kept producing non-finite values after the allowed redraws."""
+
+
+class ConditionalModel(nn.Module, abc.ABC):
+    """A conditional generative model ``p(targets | context)``.
+
+    Subclasses set ``type`` and ``defaults`` and implement :meth:`loss` and :meth:`_draw`.
+    :meth:`sample` wraps ``_draw`` with the redraw guard: rows that come out non-finite
+    (or batches whose draw raises a numerical error) are redrawn, at most ``max_redraws``
+    times, before :class:`SamplingError` is raised. NaN/inf never leave :meth:`sample`.
+    """
+
+    type: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: exceptions from the numerics of a draw that trigger a redraw (subclasses extend)
+    numerical_errors: ClassVar[tuple[type[BaseException], ...]] = (AssertionError,)
+
+    def __init__(self, config: Mapping[str, Any], n_targets: int, n_context: int):
+        super().__init__()
+        cfg = dict(config)
+        cfg.setdefault("type", self.type)
+        if cfg["type"] != self.type:
+            raise ValueError(f"config type {cfg['type']!r} given to model class {self.type!r}")
+        common = {"type", "name", "max_redraws"}
+        unknown = set(cfg) - set(self.defaults) - common
+        if unknown:
+            raise ValueError(f"model {self.type!r}: unknown config keys {sorted(unknown)} (known: {sorted(set(self.defaults) | common)})")
+        full = {"type": self.type, **copy.deepcopy(self.defaults), "max_redraws": 10}
+        full.update(cfg)
+        if int(n_targets) < 1 or int(n_context) < 0:
+            raise ValueError(f"model {self.type!r}: need n_targets >= 1 and n_context >= 0, got {n_targets}, {n_context}")
+        self.config: dict[str, Any] = full
+        self.n_targets = int(n_targets)
+        self.n_context = int(n_context)
+        self.name: str = str(full.get("name") or self.type)
+
+    # -- interface ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def loss(self, targets: Tensor, context: Tensor) -> Tensor:
+        """Scalar mean training loss for a batch ``targets (n, d)`` given ``context (n, c)``."""
+
+    @abc.abstractmethod
+    def _draw(self, context: Tensor, generator: torch.Generator) -> Tensor:
+        """One raw draw ``(n, d)`` for ``context (n, c)``; may contain NaN/inf or raise."""
+
+    # -- sampling with the redraw guard -------------------------------------------------
+    def _draw_split(self, context: Tensor, generator: torch.Generator) -> Tensor:
+        """Draw; if the numerics raise, redraw in halves, down to NaN rows for single failures."""
+        try:
+            return self._draw(context, generator)
+        except self.numerical_errors:
+            n = context.shape[0]
+            if n <= 1:
+                return torch.full((n, self.n_targets), float("nan"), device=context.device)
+            half = n // 2
+            return torch.cat([self._draw_split(context[:half], generator),
+                              self._draw_split(context[half:], generator)])
+
+    def sample(self, context: Tensor, generator: torch.Generator) -> Tensor:
+        """Draw ``(n, d)`` targets for ``context (n, c)``, all randomness from ``generator``.
+
+        Runs without gradients and in eval mode (the previous mode is restored).
+        """
+        if context.dim() != 2 or context.shape[1] != self.n_context:
+            raise ValueError(f"model {self.name!r}: context must have shape (n, {self.n_context}), got {tuple(context.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self._draw_split(context, generator)
+                bad = ~torch.isfinite(out).all(dim=1)
+                tries = 0
+                while bool(bad.any()):
+                    if tries >= int(self.config["max_redraws"]):
+                        raise SamplingError(
+                            f"model {self.name!r} ({self.type}): {int(bad.sum())} of {out.shape[0]} rows still "
+                            f"non-finite after {tries} redraws"
+                        )
+                    idx = bad.nonzero(as_tuple=True)[0]
+                    out[idx] = self._draw_split(context[idx], generator).to(out.dtype)
+                    bad = ~torch.isfinite(out).all(dim=1)
+                    tries += 1
+        finally:
+            self.train(was_training)
+        return out
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, n_targets={self.n_targets}, n_context={self.n_context}"
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(cls):
+    """Class decorator: make a model type buildable from ``config["type"]``."""
+    MODELS[cls.type] = cls
+    return cls
+
+
+def build_model(config: Mapping[str, Any], n_targets: int, n_context: int) -> nn.Module:
+    """A fresh model of type ``config["type"]`` for ``n_targets`` targets and ``n_context`` context features."""
+    from flashsim import models as _models  # noqa: F401  (registers the built-in types)
+
+    if not isinstance(config, Mapping) or "type" not in config:
+        raise ValueError(f"model config needs a 'type' (one of {sorted(MODELS)}), got {config!r}")
+    kind = config["type"]
+    if kind not in MODELS:
+        raise ValueError(f"unknown model type {kind!r} (known: {sorted(MODELS)})")
+    return MODELS[kind](config, n_targets, n_context)

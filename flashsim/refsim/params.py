@@ -1,0 +1,180 @@
+"""Every number of the parametric CMS-like detector, in one dataclass.
+
+Units: GeV, mm for positions handed over by Pythia (converted to cm where NanoAOD
+wants cm), radians.  Resolutions are written as ``sigma = a (+) b / sqrt(E) (+) c / E``
+(added in quadrature).  Each smearing draws a Gaussian core plus, with probability
+``*_tail_frac``, a ``*_tail_scale`` times wider Gaussian, so every response has
+non-Gaussian tails the flows have to learn.
+
+Load from TOML with :meth:`DetectorParams.from_toml` (a flat table of field = value,
+optionally inside a ``[detector]`` table); unknown keys are an error so that typos do
+not silently fall back to defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Parameters of the particle-level parametric detector (defaults: CMS Run-3-like)."""
+
+    # --- pileup ---------------------------------------------------------------------
+    pu_profile_width: float = 0.25
+    """Relative Gaussian width of the per-event nTrueInt around the requested mean."""
+    pu_vertex_sigma_z: float = 50.0
+    """Spread in z (mm) of pileup vertices relative to the primary vertex."""
+    pu_pool_size: int = 2000
+    """Number of cached min-bias events from which pileup interactions are drawn."""
+    pv_reco_eff: float = 0.7
+    """Probability that a pileup vertex is reconstructed (PV_npvs)."""
+
+    # --- tracker ----------------------------------------------------------------------
+    trk_eta_max: float = 2.5
+    trk_pt_min: float = 0.3
+    trk_eff_plateau: float = 0.95
+    trk_eff_pt_turnon: float = 0.4
+    """Track efficiency = plateau * (1 - exp(-pt/turnon)), reduced for displaced tracks."""
+    trk_rho_max: float = 600.0
+    """Tracks produced beyond this transverse radius (mm) are not reconstructed."""
+    trk_displaced_rho: float = 100.0
+    """Scale (mm) of the efficiency loss with production radius: eff *= exp(-rho/scale)."""
+    trk_pt_res_a: float = 0.006
+    trk_pt_res_b: float = 1.5e-4
+    """sigma(pT)/pT = a (+) b * pT, times (1 + endcap term) for |eta|>1.2."""
+    trk_pt_res_endcap: float = 1.0
+    trk_tail_frac: float = 0.04
+    trk_tail_scale: float = 4.0
+    trk_ip_res_a: float = 0.012
+    """sigma(d0) = a (+) b / (pT sqrt(sin theta)), mm; a = 12 um, b = 30 um GeV."""
+    trk_ip_res_b: float = 0.030
+    trk_dz_res_a: float = 0.030
+    trk_dz_res_b: float = 0.080
+    trk_ip_tail_frac: float = 0.06
+    trk_ip_tail_scale: float = 5.0
+    chs_dz_cut: float = 1.0
+    """Charged pileup with |dz(measured) - 0| below this (mm) is taken as primary (CHS leaks)."""
+
+    # --- calorimeters -----------------------------------------------------------------
+    calo_eta_max: float = 5.0
+    hf_eta_min: float = 3.0
+    ecal_stoch: float = 0.03
+    ecal_noise: float = 0.15
+    ecal_const: float = 0.005
+    ecal_threshold: float = 0.5
+    ecal_tail_frac: float = 0.05
+    ecal_low_tail_mean: float = 0.06
+    """Low-side ECAL tail: with prob tail_frac, response *= 1 - Exp(mean)."""
+    hcal_stoch: float = 1.0
+    hcal_const: float = 0.05
+    hcal_threshold: float = 1.0
+    hcal_response_inf: float = 0.96
+    hcal_response_a: float = 0.25
+    hcal_response_m: float = 0.35
+    """Non-compensation: mean hadron response = inf * (1 - a * E**-m)."""
+    hcal_tail_frac: float = 0.05
+    hcal_tail_scale: float = 2.5
+    hf_stoch: float = 1.8
+    hf_const: float = 0.10
+    hf_threshold: float = 3.0
+    calo_pos_res: float = 0.02
+    """Gaussian smearing of calorimeter-only deposits in eta and phi."""
+
+    # --- muon system ------------------------------------------------------------------
+    mu_eta_max: float = 2.4
+    mu_pt_min: float = 3.0
+    mu_p_min: float = 2.5
+    """Muons need p above ~this (GeV) to reach the muon stations."""
+    mu_eff_barrel: float = 0.965
+    mu_eff_endcap: float = 0.945
+    mu_eff_decay_rho: float = 300.0
+    """Muons from in-flight decays beyond this radius (mm) are mostly lost (kinked tracks)."""
+    mu_res_barrel: float = 0.011
+    mu_res_overlap: float = 0.016
+    mu_res_endcap: float = 0.022
+    mu_res_b: float = 1.0e-4
+    """sigma(pT)/pT = a(eta) (+) b * pT."""
+    mu_tail_frac: float = 0.03
+    mu_tail_scale: float = 3.5
+    mu_charge_flip_b: float = 2.0e-6
+    """Charge-flip probability = b * pT."""
+    mu_medium_eff: float = 0.985
+    mu_tight_eff: float = 0.98
+
+    # --- jets -------------------------------------------------------------------------
+    jet_r: float = 0.4
+    jet_pt_min: float = 15.0
+    genjet_pt_min: float = 10.0
+    jet_match_dr: float = 0.2
+    jec_offset_scale: float = 1.0
+    """L1 offset: subtract jec_offset_scale * rho * area."""
+    jec_c0: float = 0.965
+    jec_c1: float = 0.0
+    jec_c2: float = 0.0
+    """L2L3: pT /= c0 + c1/log10(pT) + c2/log10(pT)^2 (pT after L1), fitted on this detector."""
+    jec_eta_c: float = 0.0
+    """Linear |eta| dependence of the L2L3 response: * (1 + eta_c * |eta|)."""
+    jet_area_jitter: float = 0.02
+    rho_grid: float = 0.55
+
+    # --- flavour tagging (fixed formula on simulated observables) ----------------------
+    tag_track_pt_min: float = 1.0
+    tag_sip_vertex: float = 3.0
+    """Tracks with signed IP significance above this form the pseudo secondary vertex."""
+    tag_weights_b: tuple[float, ...] = (-5.2, 0.10, 0.16, 0.06, 0.55, 0.95, 1.0)
+    """b logit = w0 + w1*s1 + w2*s2 + w3*s3 + w4*nSV + w5*min(mSV, 5) + w6*softMu (s clipped)."""
+    tag_weights_c: tuple[float, ...] = (-3.2, 0.12, 0.10, 0.02, 0.45, 0.9, 0.5)
+    """c logit, same features; the mass term uses min(mSV, 2) - 0.5*max(mSV-2, 0)."""
+    tag_sip_clip: float = 25.0
+
+    # --- MET --------------------------------------------------------------------------
+    met_eta_max: float = 5.0
+
+    # ----------------------------------------------------------------------------------
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """Free-form notes carried along (ignored by the simulation)."""
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> "DetectorParams":
+        """Read parameters from a TOML file (top level or ``[detector]`` table)."""
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+        if "detector" in data and isinstance(data["detector"], dict):
+            data = data["detector"]
+        data.update(overrides)
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DetectorParams":
+        """Build from a flat mapping; unknown keys raise ``KeyError``."""
+        return cls().replace(**data)
+
+    def replace(self, **changes: Any) -> "DetectorParams":
+        """A copy with some fields changed (lists become tuples)."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise KeyError(f"unknown DetectorParams field(s): {', '.join(unknown)}")
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        return dataclasses.replace(self, **clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping of all fields (tuples as lists), e.g. to write a TOML card."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def digest(self) -> str:
+        """Short stable hash of the physics parameters (for cache keys and provenance)."""
+        d = self.to_dict()
+        d.pop("extra", None)
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

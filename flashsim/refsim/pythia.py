@@ -1,0 +1,186 @@
+"""Pythia8 event generation for the reference simulation: process cards and batches.
+
+Charged pions and kaons (and K_L) are allowed to decay inside the tracker+calorimeter
+cylinder (as GEANT would), so in-flight-decay muons exist; B/C hadrons decay with
+their lifetimes, so production vertices (mm) carry the displacement used in b-tagging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+PROCESSES: dict[str, list[str]] = {
+    # W(->mu nu) + jet, as in Chen et al. 2021 (they select a jet pT > 30 GeV)
+    "wjets": [
+        "WeakBosonAndParton:qqbar2Wg = on",
+        "WeakBosonAndParton:qg2Wq = on",
+        "24:onMode = off",
+        "24:onIfAny = 13",
+    ],
+    "ttbar": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on"],
+    "dy": [
+        "WeakSingleBoson:ffbar2gmZ = on",
+        "23:onMode = off",
+        "23:onIfAny = 13",
+        "PhaseSpace:mHatMin = 50.",
+    ],
+    "minbias": ["SoftQCD:nonDiffractive = on"],
+}
+DEFAULT_PTHAT_MIN: dict[str, float | None] = {"wjets": 20.0, "ttbar": None, "dy": None, "minbias": None}
+
+_COMMON = [
+    "Print:quiet = on",
+    "Next:numberCount = 0",
+    "Next:numberShowEvent = 0",
+    "Next:numberShowProcess = 0",
+    "Next:numberShowInfo = 0",
+    "Random:setSeed = on",
+    # GEANT-like decays in flight of long-lived hadrons inside the detector volume
+    "ParticleDecays:limitCylinder = on",
+    "ParticleDecays:xyMax = 1290.",
+    "ParticleDecays:zMax = 3000.",
+    "211:mayDecay = on",
+    "321:mayDecay = on",
+    "130:mayDecay = on",
+]
+
+_CHARGE_CACHE: dict[int, float] = {}
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Silence C++ chatter (Pythia warnings, the fastjet banner) on file descriptor 1."""
+    try:
+        sys.stdout.flush()
+        fd = os.dup(1)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        except ValueError:
+            pass
+        os.dup2(fd, 1)
+        os.close(fd)
+        os.close(devnull)
+
+
+def pythia_seed(*keys: int) -> int:
+    """A Pythia seed (1..900000000) derived deterministically from integer keys."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] % 900_000_000) + 1
+
+
+@dataclass
+class FlatEvents:
+    """A Pythia batch as flat numpy columns over all particles of all events."""
+
+    counts: np.ndarray  # particles per event (record incl. system entry 0)
+    pid: np.ndarray
+    status: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+    d1: np.ndarray
+    d2: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray
+    m: np.ndarray
+    vx: np.ndarray
+    vy: np.ndarray
+    vz: np.ndarray
+    charge: np.ndarray
+    weight: np.ndarray  # per event
+
+    @property
+    def n_events(self) -> int:
+        return len(self.counts)
+
+
+class Generator:
+    """One Pythia8 instance configured for a process; ``batch(n)`` returns FlatEvents."""
+
+    def __init__(self, process: str, sqrt_s: float = 13600.0, pthat_min: float | None = None, seed: int = 1):
+        if process not in PROCESSES:
+            raise ValueError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
+        import pythia8mc
+
+        self.process = process
+        if pthat_min is None:
+            pthat_min = DEFAULT_PTHAT_MIN[process]
+        settings = _COMMON + [f"Beams:eCM = {float(sqrt_s)}", f"Random:seed = {int(seed)}"] + PROCESSES[process]
+        if pthat_min is not None:
+            settings.append(f"PhaseSpace:pTHatMin = {float(pthat_min)}")
+        with quiet_stdout():
+            self._py = pythia8mc.Pythia("", False)
+            for s in settings:
+                if not self._py.readString(s):
+                    raise RuntimeError(f"Pythia rejected setting {s!r}")
+            if not self._py.init():
+                raise RuntimeError(f"Pythia initialisation failed for {process}")
+
+    def charges(self, pid: np.ndarray) -> np.ndarray:
+        """Electric charge for an array of PDG ids (cached lookups in Pythia's ParticleData)."""
+        uniq, inv = np.unique(pid, return_inverse=True)
+        vals = np.empty(len(uniq), dtype=np.float32)
+        for i, u in enumerate(uniq.tolist()):
+            c = _CHARGE_CACHE.get(u)
+            if c is None:
+                c = _CHARGE_CACHE[u] = float(self._py.particleData.charge(u))
+            vals[i] = c
+        return vals[inv]
+
+    def batch(self, n: int) -> FlatEvents:
+        """Generate ``n`` events (failed events are retried) and flatten them."""
+        parts = []
+        got = 0
+        with quiet_stdout():
+            while got < n:
+                b = self._py.nextBatch(n - got)
+                if len(b) == 0:
+                    raise RuntimeError("Pythia produced no events")
+                parts.append(b)
+                got += len(b)
+        b = parts[0] if len(parts) == 1 else ak.concatenate(parts)
+        prt = b["prt"]
+        counts = ak.to_numpy(ak.num(prt)).astype(np.int64)
+        f = ak.flatten(prt)
+
+        def col(*path, fill=None):
+            a = f[path]
+            if fill is not None:
+                a = ak.fill_none(a, fill)
+            return ak.to_numpy(a)
+
+        pid = col("id").astype(np.int32)
+        w = ak.to_numpy(ak.firsts(b["info", "weights"]))
+        return FlatEvents(
+            counts=counts,
+            pid=pid,
+            status=col("status").astype(np.int32),
+            m1=col("mother1").astype(np.int64),
+            m2=col("mother2").astype(np.int64),
+            d1=col("daughter1").astype(np.int64),
+            d2=col("daughter2").astype(np.int64),
+            px=col("p", "px"),
+            py=col("p", "py"),
+            pz=col("p", "pz"),
+            e=col("p", "e"),
+            m=col("m"),
+            vx=col("vProd", "px", fill=0.0),
+            vy=col("vProd", "py", fill=0.0),
+            vz=col("vProd", "pz", fill=0.0),
+            charge=self.charges(pid),
+            weight=np.nan_to_num(np.asarray(w, dtype=np.float64), nan=1.0),
+        )

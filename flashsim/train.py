@@ -1,0 +1,393 @@
+"""Per-unit training from a recipe (``training/<unit>.toml``): dataset, split by event, AdamW with
+warm-up + cosine schedule, early stopping, best checkpoint, resume, loss curve and a record.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import shutil
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flashsim.chain import resolve_device
+from flashsim.datasets import Dataset, extract, load_dataset, split_by_event
+from flashsim.errors import InputError
+from flashsim.models import build_model
+from flashsim.transforms import ContextPipeline, TargetPipeline
+from flashsim.unit import Unit, _seed, load_unit, resolve_unit_dir
+
+__all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig", "TRAINING_DIR"]
+
+TRAINING_DIR = Path(__file__).resolve().parent.parent / "training"
+
+_RECIPE_FIELDS: dict[str, set[str]] = {
+    "": {"unit", "output"},
+    "data": {"inputs", "dataset", "max_events", "step_size"},
+    "split": {"validation", "seed"},
+    "model": set(),  # passed to the model type, which checks its own keys
+    "optimizer": {"lr", "weight_decay"},
+    "schedule": {"warmup_epochs", "min_lr_factor"},
+    "training": {"epochs", "batch_size", "patience", "seed", "device", "amp", "max_rows", "num_threads"},
+    "efficiency": {"epochs", "batch_size", "lr", "patience", "hidden", "layers"},
+}
+
+
+@dataclass
+class FitConfig:
+    """Optimisation settings of one model fit."""
+
+    epochs: int = 50
+    batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_factor: float = 0.01
+    patience: int = 8
+    seed: int = 1
+    amp: bool = False
+
+
+@dataclass
+class Recipe:
+    """A training recipe: which unit, which data, how to split and fit (every field overridable)."""
+
+    unit: str
+    data: dict[str, Any]
+    output: str | None = None
+    split: dict[str, Any] = field(default_factory=lambda: {"validation": 0.2, "seed": 1})
+    model: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    efficiency: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def fit_config(self, section: str = "training") -> FitConfig:
+        t = self.training
+        cfg = FitConfig(
+            epochs=int(t.get("epochs", 50)), batch_size=int(t.get("batch_size", 4096)),
+            lr=float(self.optimizer.get("lr", 1e-3)), weight_decay=float(self.optimizer.get("weight_decay", 1e-4)),
+            warmup_epochs=float(self.schedule.get("warmup_epochs", 1.0)),
+            min_lr_factor=float(self.schedule.get("min_lr_factor", 0.01)),
+            patience=int(t.get("patience", 8)), seed=int(t.get("seed", 1)), amp=bool(t.get("amp", False)),
+        )
+        if section == "efficiency":
+            e = self.efficiency
+            cfg.epochs = int(e.get("epochs", max(5, cfg.epochs // 2)))
+            cfg.batch_size = int(e.get("batch_size", cfg.batch_size))
+            cfg.lr = float(e.get("lr", cfg.lr))
+            cfg.patience = int(e.get("patience", cfg.patience))
+            cfg.amp = False
+        return cfg
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_recipe(path_or_unit: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Read ``training/<unit>.toml`` (or a path) and apply ``section.key=value`` overrides; unknown fields are errors."""
+    path = Path(path_or_unit)
+    if not path.is_file():
+        path = TRAINING_DIR / f"{path_or_unit}.toml"
+    if not path.is_file():
+        raise InputError(f"no training recipe {str(path_or_unit)!r} (looked for {path})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"recipe {path}: {exc}") from exc
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"override {item!r} must look like section.key=value")
+        section, _, name = key.rpartition(".")
+        target = data.setdefault(section, {}) if section else data
+        target[name] = _parse_value(value)
+    for section, content in data.items():
+        if isinstance(content, dict):
+            if section not in _RECIPE_FIELDS:
+                raise InputError(f"recipe {path}: unknown section [{section}] (known: {sorted(s for s in _RECIPE_FIELDS if s)})")
+            unknown = set(content) - _RECIPE_FIELDS[section] if _RECIPE_FIELDS[section] or section != "model" else set()
+            if unknown:
+                raise InputError(f"recipe {path}: unknown field(s) {sorted(unknown)} in [{section}] (known: {sorted(_RECIPE_FIELDS[section])})")
+        elif section not in _RECIPE_FIELDS[""]:
+            raise InputError(f"recipe {path}: unknown field {section!r} (known: {sorted(_RECIPE_FIELDS[''])} and sections)")
+    if "unit" not in data or "data" not in data:
+        raise InputError(f"recipe {path}: needs 'unit' and a [data] section")
+    return Recipe(path=path, **data)
+
+
+# ---- the generic fit loop ---------------------------------------------------------------------
+
+
+class _LossModule(nn.Module):
+    """Makes ``model.loss`` the forward pass, so DistributedDataParallel syncs its gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, targets: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(targets, context)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun; initialises the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def fit_model(
+    model: nn.Module,
+    make_train: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    val: tuple[torch.Tensor, torch.Tensor],
+    cfg: FitConfig,
+    device: torch.device,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` by its ``loss``; ``make_train(epoch)`` gives (targets, context) for that epoch.
+
+    Keeps the best validation state, stops early after ``patience`` epochs without improvement,
+    checkpoints every epoch (``torch.save`` of plain tensors, reloaded with ``weights_only=True``).
+    """
+    rank, world = _distributed()
+    model.to(device)
+    wrapped: nn.Module = _LossModule(model)
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    history: dict[str, list[float]] = {"train": [], "val": [], "lr": [], "samples_per_s": [], "data_wait_s": []}
+    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "best_state": copy.deepcopy(model.state_dict())}
+    if resume and checkpoint is not None and checkpoint.is_file():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = {"epoch": int(saved["epoch"]), "best": float(saved["best"]), "bad_epochs": int(saved["bad_epochs"]),
+                 "best_state": saved["best_state"]}
+        history = {k: list(v) for k, v in json.loads(saved["history"]).items()}
+    val_y, val_x = (t.to(device) for t in val)
+    steps_per_epoch = None
+    amp = cfg.amp and device.type == "cuda"
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["bad_epochs"] >= cfg.patience:
+            break
+        torch.manual_seed(_seed(cfg.seed, "epoch", epoch))
+        train_y, train_x = make_train(epoch)
+        if device.type == "cuda":
+            train_y, train_x = train_y.pin_memory().to(device, non_blocking=True), train_x.pin_memory().to(device, non_blocking=True)
+        n = train_y.shape[0]
+        generator = torch.Generator().manual_seed(_seed(cfg.seed, "shuffle", epoch))
+        order = torch.randperm(n, generator=generator)[rank::world].to(train_y.device)
+        steps_per_epoch = math.ceil(len(order) / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+        model.train()
+        losses, wait, start = [], 0.0, time.perf_counter()
+        for step in range(steps_per_epoch):
+            t0 = time.perf_counter()
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            yb, xb = train_y[idx], train_x[idx]
+            wait += time.perf_counter() - t0
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total, warmup, cfg.min_lr_factor)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = wrapped(yb, xb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch} step {step}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(loss.detach())
+        elapsed = time.perf_counter() - start
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(np.mean([float(model.loss(val_y[s : s + 65536], val_x[s : s + 65536]))
+                                      for s in range(0, max(1, val_y.shape[0]), 65536)]))
+        train_loss = float(torch.stack(losses).mean()) if losses else math.nan
+        history["train"].append(train_loss)
+        history["val"].append(val_loss)
+        history["lr"].append(optimizer.param_groups[0]["lr"])
+        history["samples_per_s"].append(len(order) / elapsed if elapsed > 0 else math.nan)
+        history["data_wait_s"].append(wait / elapsed if elapsed > 0 else 0.0)
+        if val_loss < state["best"]:
+            state.update(best=val_loss, bad_epochs=0, best_state=copy.deepcopy(model.state_dict()))
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if checkpoint is not None and rank == 0:
+            tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
+                        "best": state["best"], "bad_epochs": state["bad_epochs"], "best_state": state["best_state"],
+                        "history": json.dumps(history)}, tmp)
+            tmp.replace(checkpoint)
+        if progress is not None:
+            progress({"epoch": epoch + 1, "epochs": cfg.epochs, "train": train_loss, "val": val_loss,
+                      "samples_per_s": history["samples_per_s"][-1]})
+    model.load_state_dict(state["best_state"])
+    return {"history": history, "best_val": state["best"], "epochs_run": state["epoch"]}
+
+
+# ---- a whole unit -----------------------------------------------------------------------------
+
+
+def _dataset_for(recipe: Recipe, unit: Unit, log: Callable[[str], None]) -> Dataset:
+    data = recipe.data
+    cache = Path(data["dataset"]) if data.get("dataset") else None
+    if cache is not None and cache.is_file() and not data.get("inputs"):
+        return load_dataset(cache)
+    if not data.get("inputs"):
+        raise InputError(f"recipe {recipe.path}: [data] needs 'inputs' (NanoAOD files/globs) or an existing 'dataset'")
+    dataset = extract(unit, data["inputs"], step_size=int(data.get("step_size", 100_000)), max_events=data.get("max_events"))
+    log(f"dataset: {dataset.report.summary()}")
+    if cache is not None:
+        dataset.save(cache)
+    return dataset
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("flashsim", "torch", "nflows", "numpy", "awkward", "uproot"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _plot_losses(histories: Mapping[str, Mapping[str, list[float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 4), squeeze=False)
+    for ax, (name, hist) in zip(axes[0], histories.items()):
+        ax.plot(range(1, len(hist["train"]) + 1), hist["train"], label="train")
+        ax.plot(range(1, len(hist["val"]) + 1), hist["val"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title(name)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] = print,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> Unit:
+    """Train every model of a unit as the recipe says and write the complete ``units/<name>/``."""
+    started = time.time()
+    source_dir = resolve_unit_dir(recipe.unit)
+    out_dir = Path(recipe.output) if recipe.output else source_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.resolve() != source_dir.resolve():
+        shutil.copyfile(source_dir / "unit.toml", out_dir / "unit.toml")
+    spec_unit = load_unit(out_dir, require_trained=False)
+    spec = spec_unit.spec
+    model_config = {**spec.model, **recipe.model}
+    device = resolve_device(recipe.training.get("device", "auto"))
+    if recipe.training.get("num_threads"):
+        torch.set_num_threads(int(recipe.training["num_threads"]))
+    dataset = _dataset_for(recipe, spec_unit, log)
+    max_rows = recipe.training.get("max_rows")
+    if max_rows and len(dataset) > int(max_rows):
+        dataset = dataset.subset(np.arange(len(dataset)) < int(max_rows))
+    train_mask, val_mask = split_by_event(dataset.columns["event_id"], [1 - recipe.split.get("validation", 0.2), recipe.split.get("validation", 0.2)], int(recipe.split.get("seed", 1)))
+    labelled = dataset.columns["reconstructed"].astype(bool)
+    ctx, refs, tgts = dataset.group("ctx"), dataset.group("ref"), dataset.group("tgt")
+    missing = [c for c in spec.context_columns if c not in ctx]
+    if missing:
+        raise InputError(f"unit {spec.name!r}: dataset lacks context columns {missing}; rebuild it (flashsim dataset {spec.name})")
+    for name, mask in (("training", train_mask & labelled), ("validation", val_mask & labelled)):
+        if not mask.any():
+            raise InputError(f"unit {spec.name!r}: the {name} split has zero matched objects ({dataset.report.summary()})")
+
+    context_pipeline = ContextPipeline(spec.context_steps()).fit({k: ctx[k][train_mask] for k in spec.context_columns})
+    context = torch.as_tensor(context_pipeline.forward({k: ctx[k] for k in spec.context_columns}))
+    target_pipeline = TargetPipeline(spec.targets)
+    pick = lambda cols, mask: {k: v[mask] for k, v in cols.items()}  # noqa: E731
+    target_pipeline.fit(pick(tgts, train_mask & labelled), pick(refs, train_mask & labelled), np.random.default_rng(recipe.fit_config().seed))
+
+    def targets_for(mask: np.ndarray, epoch: int) -> torch.Tensor:
+        rng = np.random.default_rng(_seed(recipe.fit_config().seed, "noise", epoch))
+        return torch.as_tensor(target_pipeline.forward(pick(tgts, mask), pick(refs, mask), rng))
+
+    cfg = recipe.fit_config()
+    model = build_model({**model_config, "name": spec.name}, target_pipeline.n_features, context.shape[1])
+    log(f"unit {spec.name}: {int((train_mask & labelled).sum())} training / {int((val_mask & labelled).sum())} validation objects, "
+        f"{target_pipeline.n_features} targets, {context.shape[1]} context columns, {sum(p.numel() for p in model.parameters())} parameters, device {device}")
+    tr, va = train_mask & labelled, val_mask & labelled
+    result = fit_model(
+        model, lambda epoch: (targets_for(tr, epoch), context[torch.as_tensor(tr)]),
+        (targets_for(va, -1), context[torch.as_tensor(va)]), cfg, device, out_dir / "checkpoint_model.pt", resume, progress,
+    )
+    histories = {"model": result["history"]}
+    record: dict[str, Any] = {"model": {k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}}
+
+    efficiency = multiplicity = None
+    classifier_config = spec.efficiency if spec.type == "object" else (spec.multiplicity or {}).get("model")
+    if spec.type == "multiplicity" or (spec.type == "object" and spec.efficiency is not None):
+        name = "multiplicity" if spec.type == "multiplicity" else "efficiency"
+        config = {"type": "efficiency", **(classifier_config or {}),
+                  **{k: recipe.efficiency[k] for k in ("hidden", "layers") if k in recipe.efficiency}, "name": spec.name}
+        classifier = build_model(config, 1, context.shape[1])
+        label = torch.as_tensor(labelled.astype(np.float32))
+        tm, vm = torch.as_tensor(train_mask), torch.as_tensor(val_mask)
+        res = fit_model(classifier, lambda epoch: (label[tm], context[tm]), (label[vm], context[vm]),
+                        recipe.fit_config("efficiency"), device, out_dir / f"checkpoint_{name}.pt", resume, progress)
+        classifier.to("cpu")
+        a, b = classifier.calibrate(context[vm], label[vm])
+        histories[name] = res["history"]
+        record[name] = {"best_val": res["best_val"], "epochs_run": res["epochs_run"], "platt": [a, b], "history": res["history"]}
+        if name == "efficiency":
+            efficiency = classifier
+        else:
+            multiplicity = classifier
+
+    model.to("cpu")
+    unit = Unit(spec, context_pipeline, target_pipeline, model, efficiency, multiplicity)
+    record |= {
+        "unit": spec.name, "recipe": str(recipe.path), "recipe_content": {k: v for k, v in recipe.__dict__.items() if k != "path"},
+        "dataset": dataset.report.__dict__, "rows": {"train": int(train_mask.sum()), "validation": int(val_mask.sum())},
+        "versions": _versions(), "device": str(device), "wall_time_s": round(time.time() - started, 1),
+    }
+    unit.save(out_dir, record)
+    _plot_losses(histories, out_dir / "loss.png")
+    for name in ("model", "efficiency", "multiplicity"):
+        (out_dir / f"checkpoint_{name}.pt").unlink(missing_ok=True)
+    log(f"unit {spec.name}: best validation loss {result['best_val']:.4f} after {result['epochs_run']} epochs; wrote {out_dir}")
+    return unit
+

@@ -1,0 +1,945 @@
+"""Per-variable preprocessing with exact inverses.
+
+A *target* is a dict of named 1-D numpy columns (``{"pt": ..., "jetId": ...}``); optional
+*reference* columns (``refs``) hold the gen value a target is compared to (gen pt for reco pt).
+Each column gets a chain of elementary transforms (log, logit, ratio to the reference,
+standardise, dequantise, categorical, spike, clamp ...) configured by plain dicts, as written
+in a unit's TOML::
+
+    [[targets]]
+    column = "pt"
+    steps = [{type = "log_ratio", reference = "pt"}, {type = "standardize"}]
+
+    [[targets]]
+    column = "jetId"
+    steps = [{type = "categorical", values = [0, 2, 6]}, {type = "standardize"}]
+
+    [[targets]]
+    columns = ["chHEF", "neHEF", "chEmEF", "neEmEF", "muEF"]
+    steps = [{type = "stick_breaking"}, {type = "spike", values = [0.0, 1.0]},
+             {type = "logit", lo = -0.001, hi = 1.001}, {type = "standardize"}]
+
+:class:`TargetPipeline` fits the chains, maps the columns to a float32 array for the model
+(``forward``), maps model samples back to columns with their original dtypes (``inverse``)
+and serialises to JSON-able dicts (no pickle). :class:`ContextPipeline` is the same thing
+for conditioning columns, with deterministic (noise-free) forward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Transform",
+    "MultiColumnTransform",
+    "Log",
+    "Log1p",
+    "Logit",
+    "Standardize",
+    "Ratio",
+    "LogRatio",
+    "Difference",
+    "PhiDifference",
+    "Dequantize",
+    "Categorical",
+    "Spike",
+    "Clamp",
+    "StickBreaking",
+    "TargetPipeline",
+    "ContextPipeline",
+    "TRANSFORMS",
+    "transform_from_config",
+]
+
+_EXP_MAX = 700.0  # exp(700) is finite in float64: keeps inverses of wild samples finite
+
+
+def _as_float(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:
+    i = int(np.flatnonzero(bad)[0])
+    return f"{x[i].item()!r} at row {i} ({int(bad.sum())} bad rows)"
+
+
+# ----------------------------------------------------------------------------------------
+# elementary transforms
+# ----------------------------------------------------------------------------------------
+
+
+class Transform:
+    """One invertible step on one column: ``fit``, ``forward``, ``inverse``, ``to_dict``.
+
+    ``params`` are the configured hyper-parameters (from TOML); ``fitted`` names attributes
+    learnt by :meth:`fit`. ``column`` is used in error messages only.
+    """
+
+    type: ClassVar[str] = ""
+    params: ClassVar[dict[str, Any]] = {}  # name -> default (``_REQUIRED`` if mandatory)
+    fitted: ClassVar[tuple[str, ...]] = ()
+    uses_reference: ClassVar[bool] = False
+    noisy: ClassVar[bool] = False  # forward adds noise when given an rng
+
+    def __init__(self, column: str = "?", reference: str | None = None, **params: Any):
+        self.column = column
+        self.reference = reference
+        if self.uses_reference and reference is None:
+            raise ValueError(f"column {column!r}: step {self.type!r} needs a 'reference' column")
+        if not self.uses_reference and reference is not None:
+            raise ValueError(f"column {column!r}: step {self.type!r} takes no 'reference'")
+        for key in params:
+            if key not in self.params:
+                raise ValueError(
+                    f"column {column!r}: unknown option {key!r} for step {self.type!r} "
+                    f"(known: {sorted(self.params)})"
+                )
+        for key, default in self.params.items():
+            if key not in params and default is _REQUIRED:
+                raise ValueError(f"column {column!r}: step {self.type!r} needs option {key!r}")
+            setattr(self, key, params.get(key, default))
+        self.is_fitted = not self.fitted
+        self._check_params()
+
+    # -- to override -------------------------------------------------------------------
+    def _check_params(self) -> None:
+        pass
+
+    def _fit(self, x: np.ndarray, ref: np.ndarray | None) -> None:
+        pass
+
+    def _check_domain(self, x: np.ndarray, ref: np.ndarray | None) -> None:
+        pass
+
+    def _forward(self, x: np.ndarray, ref: np.ndarray | None, rng: np.random.Generator | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _inverse(self, y: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- public ------------------------------------------------------------------------
+    def _err(self, what: str) -> ValueError:
+        return ValueError(f"column {self.column!r}, step {self.type!r}: {what}")
+
+    def _prep(self, x: Any, ref: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        x = _as_float(x)
+        if x.ndim != 1:
+            raise self._err(f"expected a 1-D column, got shape {x.shape}")
+        if self.uses_reference:
+            if ref is None:
+                raise self._err(f"reference column {self.reference!r} is missing")
+            ref = _as_float(ref)
+            if ref.shape != x.shape:
+                raise self._err(f"reference {self.reference!r} has shape {ref.shape}, column has {x.shape}")
+            bad = ~np.isfinite(ref)
+            if bad.any():
+                raise self._err(f"non-finite reference {self.reference!r} value {_first_bad(ref, bad)}")
+        else:
+            ref = None
+        return x, ref
+
+    def _validate(self, x: np.ndarray, ref: np.ndarray | None) -> None:
+        bad = ~np.isfinite(x)
+        if bad.any():
+            raise self._err(f"non-finite input value {_first_bad(x, bad)}")
+        self._check_domain(x, ref)
+
+    def fit(self, x: Any, ref: Any = None) -> "Transform":
+        """Learn the state of this step from training values (after the previous steps)."""
+        x, ref = self._prep(x, ref)
+        self._validate(x, ref)
+        if x.size == 0 and self.fitted:
+            raise self._err("cannot fit on an empty column")
+        self._fit(x, ref)
+        self.is_fitted = True
+        return self
+
+    def forward(self, x: Any, ref: Any = None, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Map values to the model space; ``rng`` drives dequantisation noise (None: midpoints)."""
+        if not self.is_fitted:
+            raise self._err("forward called before fit")
+        x, ref = self._prep(x, ref)
+        self._validate(x, ref)
+        return self._forward(x, ref, rng)
+
+    def inverse(self, y: Any, ref: Any = None) -> np.ndarray:
+        """Map model-space values back; always finite for finite input."""
+        if not self.is_fitted:
+            raise self._err("inverse called before fit")
+        y, ref = self._prep(y, ref)
+        return self._inverse(y, ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type}
+        if self.reference is not None:
+            d["reference"] = self.reference
+        for key in self.params:
+            d[key] = _jsonable(getattr(self, key))
+        if self.fitted:
+            d["state"] = {k: _jsonable(getattr(self, k)) for k in self.fitted} if self.is_fitted else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], column: str = "?") -> "Transform":
+        d = dict(d)
+        state = d.pop("state", None)
+        d.pop("type", None)
+        obj = cls(column=column, **d)
+        if state is not None:
+            for k in cls.fitted:
+                setattr(obj, k, _from_json(state[k]))
+            obj.is_fitted = True
+        return obj
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_dict()})"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_REQUIRED: Any = _Required()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(u) for u in v]
+    return v
+
+
+def _from_json(v: Any) -> Any:
+    return v
+
+
+class Log(Transform):
+    """y = log(x + offset); needs x + offset > 0."""
+
+    type = "log"
+    params = {"offset": 0.0}
+
+    def _check_domain(self, x, ref):
+        bad = ~(x + self.offset > 0)
+        if bad.any():
+            raise self._err(f"log needs x + offset > 0 (offset={self.offset}), got {_first_bad(x, bad)}")
+
+    def _forward(self, x, ref, rng):
+        return np.log(x + self.offset)
+
+    def _inverse(self, y, ref):
+        return np.exp(np.minimum(y, _EXP_MAX)) - self.offset
+
+
+class Log1p(Transform):
+    """y = log(1 + x); needs x > -1."""
+
+    type = "log1p"
+
+    def _check_domain(self, x, ref):
+        bad = ~(x > -1)
+        if bad.any():
+            raise self._err(f"log1p needs x > -1, got {_first_bad(x, bad)}")
+
+    def _forward(self, x, ref, rng):
+        return np.log1p(x)
+
+    def _inverse(self, y, ref):
+        return np.expm1(np.minimum(y, _EXP_MAX))
+
+
+class Logit(Transform):
+    """y = logit((x - lo) / (hi - lo)) on the declared closed range [lo, hi].
+
+    Values at the bounds are mapped to ``eps`` inside them (finite logit) and snapped back
+    to the bound on inverse, so the round trip is exact on the whole range.
+    """
+
+    type = "logit"
+    params = {"lo": _REQUIRED, "hi": _REQUIRED, "eps": 1e-6}
+
+    def _check_params(self):
+        self.lo, self.hi, self.eps = float(self.lo), float(self.hi), float(self.eps)
+        if not self.hi > self.lo:
+            raise self._err(f"needs hi > lo, got lo={self.lo}, hi={self.hi}")
+        if not 0 < self.eps < 0.5:
+            raise self._err(f"needs 0 < eps < 0.5, got {self.eps}")
+
+    def _check_domain(self, x, ref):
+        bad = (x < self.lo) | (x > self.hi)
+        if bad.any():
+            raise self._err(f"value outside the declared range [{self.lo}, {self.hi}]: {_first_bad(x, bad)}")
+
+    def _forward(self, x, ref, rng):
+        u = np.clip((x - self.lo) / (self.hi - self.lo), self.eps, 1 - self.eps)
+        return np.log(u) - np.log1p(-u)
+
+    def _inverse(self, y, ref):
+        u = 0.5 * (1.0 + np.tanh(0.5 * y))  # stable sigmoid
+        x = self.lo + (self.hi - self.lo) * u
+        x = np.where(u <= self.eps * (1 + 1e-6), self.lo, x)
+        x = np.where(u >= 1 - self.eps * (1 + 1e-6), self.hi, x)
+        return np.clip(x, self.lo, self.hi)
+
+
+class Standardize(Transform):
+    """y = (x - mean) / std with mean and std fitted (std of a constant column is 1)."""
+
+    type = "standardize"
+    fitted = ("mean", "std")
+
+    def _fit(self, x, ref):
+        self.mean = float(np.mean(x))
+        std = float(np.std(x))
+        self.std = std if std > 0 and np.isfinite(std) else 1.0
+
+    def _forward(self, x, ref, rng):
+        return (x - self.mean) / self.std
+
+    def _inverse(self, y, ref):
+        return y * self.std + self.mean
+
+
+class Ratio(Transform):
+    """y = x / ref; needs ref != 0."""
+
+    type = "ratio"
+    uses_reference = True
+
+    def _check_domain(self, x, ref):
+        bad = ref == 0
+        if bad.any():
+            raise self._err(f"ratio needs a non-zero reference {self.reference!r}, got {_first_bad(ref, bad)}")
+
+    def _forward(self, x, ref, rng):
+        return x / ref
+
+    def _inverse(self, y, ref):
+        return y * ref
+
+
+class LogRatio(Transform):
+    """y = log(x / ref); needs x > 0 and ref > 0 (pt, mass: the response)."""
+
+    type = "log_ratio"
+    uses_reference = True
+
+    def _check_domain(self, x, ref):
+        bad = ~(x > 0)
+        if bad.any():
+            raise self._err(f"log_ratio needs x > 0, got {_first_bad(x, bad)}")
+        bad = ~(ref > 0)
+        if bad.any():
+            raise self._err(f"log_ratio needs reference {self.reference!r} > 0, got {_first_bad(ref, bad)}")
+
+    def _forward(self, x, ref, rng):
+        return np.log(x) - np.log(ref)
+
+    def _inverse(self, y, ref):
+        return np.exp(np.minimum(y + np.log(np.maximum(ref, 1e-300)), _EXP_MAX))
+
+
+class Difference(Transform):
+    """y = x - ref (eta)."""
+
+    type = "difference"
+    uses_reference = True
+
+    def _forward(self, x, ref, rng):
+        return x - ref
+
+    def _inverse(self, y, ref):
+        return y + ref
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    """Wrap angles to [-pi, pi)."""
+    w = np.mod(a + np.pi, 2 * np.pi) - np.pi
+    return np.where(w >= np.pi, w - 2 * np.pi, w)
+
+
+class PhiDifference(Transform):
+    """y = wrap(x - ref) in [-pi, pi); inverse wrap(y + ref) in [-pi, pi)."""
+
+    type = "phi_difference"
+    uses_reference = True
+
+    def _forward(self, x, ref, rng):
+        return _wrap(x - ref)
+
+    def _inverse(self, y, ref):
+        return _wrap(y + ref)
+
+
+class Dequantize(Transform):
+    """Integers: y = x + U(0, 1) in training (x + 0.5 without rng); inverse floor.
+
+    The inverse is clipped to the fitted integer range (``clip = false`` turns it off).
+    """
+
+    type = "dequantize"
+    params = {"clip": True}
+    fitted = ("min", "max")
+    noisy = True
+
+    def _check_domain(self, x, ref):
+        bad = x != np.round(x)
+        if bad.any():
+            raise self._err(f"dequantize needs integer values, got {_first_bad(x, bad)}")
+
+    def _fit(self, x, ref):
+        self.min, self.max = float(x.min()), float(x.max())
+
+    def _forward(self, x, ref, rng):
+        u = rng.uniform(0.0, 1.0, size=x.shape) if rng is not None else 0.5
+        return x + u
+
+    def _inverse(self, y, ref):
+        x = np.floor(y)
+        if self.clip:
+            x = np.clip(x, self.min, self.max)
+        return x
+
+
+class Categorical(Transform):
+    """Discrete classes (jetId in {0, 2, 6}, flags, bitmasks) -> ordinal k + U(gap, 1 - gap).
+
+    The gaps between classes stop the model leaking mass into neighbours; the inverse takes
+    floor(y) clipped to the valid ordinals and returns the class value. ``values`` may be
+    omitted: they are then learnt (sorted unique values, at most ``max_classes``).
+    """
+
+    type = "categorical"
+    params = {"values": None, "gap": 0.2, "max_classes": 64}
+    fitted = ("classes",)
+    noisy = True
+
+    def _check_params(self):
+        if not 0 <= float(self.gap) < 0.5:
+            raise self._err(f"needs 0 <= gap < 0.5, got {self.gap}")
+        if self.values is not None:
+            vals = [float(v) for v in self.values]
+            if len(vals) == 0:
+                raise self._err("'values' is empty")
+            if len(set(vals)) != len(vals):
+                raise self._err(f"duplicate entries in values {self.values}")
+            self.classes = sorted(vals)
+            self.is_fitted = True
+
+    def _fit(self, x, ref):
+        if self.values is None:
+            u = np.unique(x)
+            if len(u) > self.max_classes:
+                raise self._err(f"{len(u)} distinct values exceed max_classes={self.max_classes}")
+            self.classes = [float(v) for v in u]
+
+    def _index(self, x: np.ndarray) -> np.ndarray:
+        cls = np.asarray(self.classes)
+        idx = np.clip(np.searchsorted(cls, x), 0, len(cls) - 1)
+        bad = cls[idx] != x
+        if bad.any():
+            raise self._err(f"value not among the allowed classes {self.classes}: {_first_bad(x, bad)}")
+        return idx
+
+    def _check_domain(self, x, ref):
+        if self.is_fitted:
+            self._index(x)
+
+    def _forward(self, x, ref, rng):
+        idx = self._index(x).astype(np.float64)
+        if rng is None:
+            return idx + 0.5
+        return idx + rng.uniform(self.gap, 1.0 - self.gap, size=x.shape)
+
+    def _inverse(self, y, ref):
+        idx = np.clip(np.floor(y), 0, len(self.classes) - 1).astype(np.int64)
+        return np.asarray(self.classes, dtype=np.float64)[idx]
+
+
+class Spike(Transform):
+    """Exact values with finite mass (a score at 0 or 1, a fraction exactly 0).
+
+    On forward, x == v is spread uniformly into a band of ``width`` next to v; on inverse the
+    band snaps back to v. ``side`` says where the band goes: "below" (for a spike at the lower
+    edge of the data: [v - width, v), continuous values untouched), "above" ((v, v + width]),
+    "both" (v +- width/2: continuous values inside the band are snapped to v), or "auto"
+    (decided at fit from the data: below if no data < v, above if no data > v, else both).
+    With "below"/"above" every value beyond v is snapped to v on inverse (a clamp at the edge).
+    """
+
+    type = "spike"
+    params = {"values": _REQUIRED, "width": 1e-3, "side": "auto"}
+    fitted = ("sides",)
+    noisy = True
+
+    def _check_params(self):
+        if not isinstance(self.values, (list, tuple)) or not self.values:
+            raise self._err(f"'values' must be a non-empty list, got {self.values!r}")
+        self.values = [float(v) for v in self.values]
+        self.width = float(self.width)
+        if not self.width > 0:
+            raise self._err(f"needs width > 0, got {self.width}")
+        if self.side not in ("auto", "below", "above", "both"):
+            raise self._err(f"side must be auto, below, above or both, got {self.side!r}")
+        if self.side != "auto":
+            self.sides = [self.side] * len(self.values)
+            self.is_fitted = True
+        vs = sorted(self.values)
+        if any(b - a <= 2 * self.width for a, b in zip(vs, vs[1:])):
+            raise self._err(f"spike values {self.values} closer than 2 * width = {2 * self.width}")
+
+    def _fit(self, x, ref):
+        if self.side == "auto":
+            sides = []
+            for v in self.values:
+                if not (x < v).any():
+                    sides.append("below")
+                elif not (x > v).any():
+                    sides.append("above")
+                else:
+                    sides.append("both")
+            self.sides = sides
+
+    def _band(self, side: str, v: float) -> tuple[float, float]:
+        w = self.width
+        return {"below": (v - w, v), "above": (v, v + w), "both": (v - w / 2, v + w / 2)}[side]
+
+    def _forward(self, x, ref, rng):
+        y = x.copy()
+        for v, side in zip(self.values, self.sides):
+            at = x == v
+            n = int(at.sum())
+            if n:
+                lo, hi = self._band(side, v)
+                if rng is None:
+                    y[at] = 0.5 * (lo + hi)
+                else:
+                    # open band on the continuous side: never lands exactly on v
+                    u = rng.uniform(0.0, 1.0, size=n)
+                    u = np.where(u == 0.0, 0.5, u)
+                    y[at] = lo + (hi - lo) * u if side != "above" else hi - (hi - lo) * u
+        return y
+
+    def _inverse(self, y, ref):
+        x = y.copy()
+        for v, side in zip(self.values, self.sides):
+            lo, hi = self._band(side, v)
+            if side == "below":
+                x[y < v] = v
+            elif side == "above":
+                x[y > v] = v
+            else:
+                x[(y >= lo) & (y <= hi)] = v
+        return x
+
+
+class Clamp(Transform):
+    """Identity on forward; clip to the fitted (or declared) range on inverse.
+
+    Put it first in a chain so that it acts last on inverse, in the original space.
+    ``lo``/``hi`` override the fitted bounds; ``margin`` widens the fitted range by that
+    fraction of its width.
+    """
+
+    type = "clamp"
+    params = {"lo": None, "hi": None, "margin": 0.0}
+    fitted = ("min", "max")
+
+    def _fit(self, x, ref):
+        lo, hi = float(x.min()), float(x.max())
+        pad = float(self.margin) * (hi - lo)
+        self.min = float(self.lo) if self.lo is not None else lo - pad
+        self.max = float(self.hi) if self.hi is not None else hi + pad
+
+    def _forward(self, x, ref, rng):
+        return x.copy()
+
+    def _inverse(self, y, ref):
+        return np.clip(np.nan_to_num(y, nan=self.min), self.min, self.max)
+
+
+TRANSFORMS: dict[str, type[Transform]] = {
+    t.type: t
+    for t in (Log, Log1p, Logit, Standardize, Ratio, LogRatio, Difference, PhiDifference,
+              Dequantize, Categorical, Spike, Clamp)
+}
+
+
+def transform_from_config(cfg: Mapping[str, Any], column: str = "?") -> Transform:
+    """Build an (unfitted) elementary transform from ``{"type": ..., **options}``."""
+    if not isinstance(cfg, Mapping) or "type" not in cfg:
+        raise ValueError(f"column {column!r}: each step needs a 'type', got {cfg!r}")
+    kind = cfg["type"]
+    if kind not in TRANSFORMS:
+        raise ValueError(
+            f"column {column!r}: unknown step type {kind!r} (known: {sorted(TRANSFORMS) + sorted(MULTI_TRANSFORMS)})"
+        )
+    opts = {k: v for k, v in cfg.items() if k != "type"}
+    return TRANSFORMS[kind](column=column, **opts)
+
+
+# ----------------------------------------------------------------------------------------
+# multi-column transforms
+# ----------------------------------------------------------------------------------------
+
+
+class MultiColumnTransform:
+    """A step that maps k columns jointly to k columns (first step of a ``columns`` group)."""
+
+    type: ClassVar[str] = ""
+
+    def __init__(self, columns: Sequence[str], **params: Any):
+        self.columns = list(columns)
+        if params:
+            raise ValueError(f"columns {self.columns}: unknown options {sorted(params)} for step {self.type!r}")
+
+    def fit(self, xs: list[np.ndarray]) -> "MultiColumnTransform":
+        return self
+
+    def forward(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def inverse(self, ys: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], columns: Sequence[str]) -> "MultiColumnTransform":
+        d = dict(d)
+        d.pop("type", None)
+        return cls(columns, **d)
+
+
+class StickBreaking(MultiColumnTransform):
+    """Fractions f_1..f_k >= 0 with sum <= 1 -> stick pieces v_j = f_j / (1 - sum_{i<j} f_i) in [0, 1].
+
+    The inverse f_j = v_j * prod_{i<j} (1 - v_i) (v clipped to [0, 1]) gives sum f = 1 - prod(1 - v)
+    <= 1 by construction. When the stick is used up (remaining 0) the piece is 0.
+    Input sums may exceed 1 by at most ``tolerance`` (rounding in stored fractions).
+    """
+
+    type = "stick_breaking"
+
+    def __init__(self, columns: Sequence[str], tolerance: float = 1e-3):
+        super().__init__(columns)
+        self.tolerance = float(tolerance)
+
+    def _check(self, xs: list[np.ndarray]) -> np.ndarray:
+        if len(xs) != len(self.columns):
+            raise ValueError(f"columns {self.columns}: stick_breaking got {len(xs)} columns")
+        f = np.stack([_as_float(x) for x in xs], axis=1)
+        for j, c in enumerate(self.columns):
+            col = f[:, j]
+            bad = ~np.isfinite(col) | (col < 0) | (col > 1 + self.tolerance)
+            if bad.any():
+                raise ValueError(f"column {c!r}, step 'stick_breaking': fraction outside [0, 1]: {_first_bad(col, bad)}")
+        s = f.sum(axis=1)
+        bad = s > 1 + self.tolerance
+        if bad.any():
+            raise ValueError(
+                f"columns {self.columns}, step 'stick_breaking': fractions sum above 1: {_first_bad(s, bad)}"
+            )
+        return f
+
+    def forward(self, xs):
+        f = self._check(xs)
+        remaining = np.ones(f.shape[0])
+        out = []
+        for j in range(f.shape[1]):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = np.where(remaining > 0, f[:, j] / remaining, 0.0)
+            v = np.clip(v, 0.0, 1.0)
+            out.append(v)
+            remaining = np.maximum(remaining - f[:, j], 0.0)
+        return out
+
+    def inverse(self, ys):
+        remaining = np.ones(len(ys[0]))
+        out = []
+        for y in ys:
+            v = np.clip(np.nan_to_num(_as_float(y), nan=0.0), 0.0, 1.0)
+            out.append(v * remaining)
+            remaining = remaining * (1.0 - v)
+        return out
+
+    def to_dict(self):
+        return {"type": self.type, "tolerance": self.tolerance}
+
+
+MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {StickBreaking.type: StickBreaking}
+
+
+# ----------------------------------------------------------------------------------------
+# pipelines
+# ----------------------------------------------------------------------------------------
+
+
+class _Group:
+    """One config entry: a column (or a list of columns with a joint first step) + its chain."""
+
+    def __init__(self, cfg: Mapping[str, Any], index: int):
+        if not isinstance(cfg, Mapping):
+            raise ValueError(f"pipeline entry {index}: expected a table/dict, got {cfg!r}")
+        unknown = set(cfg) - {"column", "columns", "steps"}
+        if unknown:
+            raise ValueError(f"pipeline entry {index}: unknown keys {sorted(unknown)} (use column/columns/steps)")
+        if ("column" in cfg) == ("columns" in cfg):
+            raise ValueError(f"pipeline entry {index}: give exactly one of 'column' or 'columns'")
+        steps = list(cfg.get("steps", []))
+        self.config = {k: v for k, v in cfg.items()}
+        self.multi: MultiColumnTransform | None = None
+        if "column" in cfg:
+            if not isinstance(cfg["column"], str):
+                raise ValueError(f"pipeline entry {index}: 'column' must be a string, got {cfg['column']!r}")
+            self.columns = [cfg["column"]]
+        else:
+            cols = cfg["columns"]
+            if not isinstance(cols, (list, tuple)) or not cols or not all(isinstance(c, str) for c in cols):
+                raise ValueError(f"pipeline entry {index}: 'columns' must be a non-empty list of names, got {cols!r}")
+            self.columns = list(cols)
+            if not steps or not isinstance(steps[0], Mapping) or steps[0].get("type") not in MULTI_TRANSFORMS:
+                raise ValueError(
+                    f"columns {self.columns}: a 'columns' entry must start with a multi-column step "
+                    f"({sorted(MULTI_TRANSFORMS)})"
+                )
+            first = dict(steps[0])
+            kind = first.pop("type")
+            self.multi = MULTI_TRANSFORMS[kind](self.columns, **first)
+            steps = steps[1:]
+        for s in steps:
+            if isinstance(s, Mapping) and s.get("type") in MULTI_TRANSFORMS:
+                raise ValueError(f"columns {self.columns}: step {s['type']!r} must come first in a 'columns' entry")
+        # one independent chain per column (each fits its own state)
+        self.chains: list[list[Transform]] = [
+            [transform_from_config(s, column=c) for s in steps] for c in self.columns
+        ]
+        self.dtypes: list[str] | None = None
+
+    @property
+    def references(self) -> set[str]:
+        return {t.reference for chain in self.chains for t in chain if t.reference is not None}
+
+    def _ref(self, t: Transform, refs: Mapping[str, Any], n: int) -> np.ndarray | None:
+        if t.reference is None:
+            return None
+        if refs is None or t.reference not in refs:
+            raise ValueError(f"column {t.column!r}, step {t.type!r}: reference column {t.reference!r} not given")
+        return refs[t.reference]
+
+    def _inputs(self, targets: Mapping[str, Any]) -> list[np.ndarray]:
+        xs = []
+        for c in self.columns:
+            if c not in targets:
+                raise ValueError(f"column {c!r} missing from the inputs (have {sorted(targets)})")
+            x = np.asarray(targets[c])
+            if x.ndim != 1:
+                raise ValueError(f"column {c!r}: expected a 1-D array, got shape {x.shape}")
+            xs.append(x)
+        return xs
+
+    def fit(self, targets, refs, rng) -> None:
+        xs = self._inputs(targets)
+        self.dtypes = [x.dtype.str if x.dtype != bool else "bool" for x in xs]
+        xs = [_as_float(x) for x in xs]
+        if self.multi is not None:
+            self.multi.fit(xs)
+            xs = self.multi.forward(xs)
+        for x, chain in zip(xs, self.chains):
+            for t in chain:
+                ref = self._ref(t, refs, len(x))
+                t.fit(x, ref)
+                x = t.forward(x, ref, rng)
+
+    def forward(self, targets, refs, rng) -> list[np.ndarray]:
+        xs = [_as_float(x) for x in self._inputs(targets)]
+        if self.multi is not None:
+            xs = self.multi.forward(xs)
+        out = []
+        for x, chain in zip(xs, self.chains):
+            for t in chain:
+                x = t.forward(x, self._ref(t, refs, len(x)), rng)
+            out.append(x)
+        return out
+
+    def inverse(self, ys: list[np.ndarray], refs) -> dict[str, np.ndarray]:
+        xs = []
+        for y, chain in zip(ys, self.chains):
+            x = _as_float(y)
+            for t in reversed(chain):
+                x = t.inverse(x, self._ref(t, refs, len(x)))
+            xs.append(x)
+        if self.multi is not None:
+            xs = self.multi.inverse(xs)
+        return {c: _restore_dtype(c, x, dt) for c, x, dt in zip(self.columns, xs, self.dtypes or [None] * len(xs))}
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"columns": list(self.columns), "dtypes": self.dtypes}
+        if self.multi is not None:
+            d["multi"] = self.multi.to_dict()
+        d["chains"] = [[t.to_dict() for t in chain] for chain in self.chains]
+        d["config"] = _jsonable_config(self.config)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], index: int) -> "_Group":
+        g = cls(d["config"], index)
+        g.dtypes = d.get("dtypes")
+        if "multi" in d:
+            g.multi = MULTI_TRANSFORMS[d["multi"]["type"]].from_dict(d["multi"], g.columns)
+        g.chains = [
+            [TRANSFORMS[s["type"]].from_dict(s, column=c) for s in chain] for c, chain in zip(g.columns, d["chains"])
+        ]
+        return g
+
+
+def _jsonable_config(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable_config(u) for k, u in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable_config(u) for u in v]
+    return _jsonable(v)
+
+
+def _restore_dtype(column: str, x: np.ndarray, dtype: str | None) -> np.ndarray:
+    if dtype is None:
+        return x
+    if dtype == "bool":
+        return np.round(x) != 0
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        r = np.round(x)
+        if not np.isfinite(r).all() or (r < info.min).any() or (r > info.max).any():
+            bad = ~np.isfinite(r) | (r < info.min) | (r > info.max)
+            raise ValueError(
+                f"column {column!r}: inverse gave {_first_bad(r, bad)} which does not fit {dt} "
+                "(add a dequantize/categorical/clamp step)"
+            )
+        return r.astype(dt)
+    return x.astype(dt)
+
+
+class TargetPipeline:
+    """Chains of transforms over named columns -> one float32 array ``(n, d)`` and back.
+
+    ``config`` is a list of entries ``{"column": name, "steps": [...]}`` or
+    ``{"columns": [names], "steps": [{"type": "stick_breaking"}, ...]}``; the output columns
+    follow the entries in order (a ``columns`` entry gives one output per column).
+    """
+
+    _deterministic: ClassVar[bool] = False
+
+    def __init__(self, config: Sequence[Mapping[str, Any]]):
+        if isinstance(config, Mapping) or not isinstance(config, (list, tuple)):
+            raise ValueError(f"pipeline config must be a list of entries, got {type(config).__name__}")
+        self.groups = [_Group(cfg, i) for i, cfg in enumerate(config)]
+        seen: set[str] = set()
+        for g in self.groups:
+            for c in g.columns:
+                if c in seen:
+                    raise ValueError(f"column {c!r} appears twice in the pipeline config")
+                seen.add(c)
+        self.fitted = False
+
+    @property
+    def columns(self) -> list[str]:
+        """Output column names, in array order."""
+        return [c for g in self.groups for c in g.columns]
+
+    @property
+    def references(self) -> list[str]:
+        """Reference columns the pipeline reads (must be passed as ``refs``)."""
+        return sorted(set().union(*(g.references for g in self.groups))) if self.groups else []
+
+    @property
+    def n_features(self) -> int:
+        return len(self.columns)
+
+    def fit(self, targets: Mapping[str, Any], refs: Mapping[str, Any] | None = None,
+            rng: np.random.Generator | None = None) -> "TargetPipeline":
+        """Fit every step in order on training columns (noise in later steps' inputs uses ``rng``)."""
+        if rng is None and not self._deterministic:
+            rng = np.random.default_rng(0)
+        for g in self.groups:
+            g.fit(targets, refs or {}, None if self._deterministic else rng)
+        self.fitted = True
+        return self
+
+    def forward(self, targets: Mapping[str, Any], refs: Mapping[str, Any] | None = None,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+        """Columns -> float32 ``(n, d)``; ``rng`` draws dequantisation noise (None: midpoints)."""
+        if not self.fitted:
+            raise ValueError("pipeline used before fit")
+        cols = [y for g in self.groups for y in g.forward(targets, refs or {}, rng)]
+        if not cols:
+            return np.zeros((0, 0), dtype=np.float32)
+        out = np.stack(cols, axis=1)
+        if not np.isfinite(out).all():
+            j = int(np.flatnonzero(~np.isfinite(out).all(axis=0))[0])
+            raise ValueError(f"column {self.columns[j]!r}: forward produced non-finite values")
+        return out.astype(np.float32)
+
+    def inverse(self, array: Any, refs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``(n, d)`` model-space array -> dict of columns with their training dtypes."""
+        if not self.fitted:
+            raise ValueError("pipeline used before fit")
+        a = np.asarray(array, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.n_features:
+            raise ValueError(f"inverse expects shape (n, {self.n_features}), got {a.shape}")
+        if not np.isfinite(a).all():
+            j = int(np.flatnonzero(~np.isfinite(a).all(axis=0))[0])
+            raise ValueError(f"column {self.columns[j]!r}: inverse got non-finite model output")
+        out: dict[str, np.ndarray] = {}
+        j = 0
+        for g in self.groups:
+            k = len(g.columns)
+            out.update(g.inverse([a[:, j + i] for i in range(k)], refs or {}))
+            j += k
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": type(self).__name__, "version": 1, "fitted": self.fitted,
+                "groups": [g.to_dict() for g in self.groups]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TargetPipeline":
+        if not isinstance(d, Mapping) or d.get("version") != 1 or "groups" not in d:
+            raise ValueError("not a serialised flashsim pipeline (version 1)")
+        obj = cls([g["config"] for g in d["groups"]])
+        obj.groups = [_Group.from_dict(g, i) for i, g in enumerate(d["groups"])]
+        obj.fitted = bool(d.get("fitted", True))
+        return obj
+
+
+class ContextPipeline(TargetPipeline):
+    """The same chains for conditioning columns; forward is deterministic (no noise)."""
+
+    _deterministic = True
+
+    def forward(self, targets, refs=None, rng=None) -> np.ndarray:  # type: ignore[override]
+        return super().forward(targets, refs, None)
+
+    @classmethod
+    def standard(cls, columns: Sequence[str], log_columns: Sequence[str] = ()) -> "ContextPipeline":
+        """Standardise every column, after a log for the ``log_columns`` (pt-like)."""
+        logs = set(log_columns)
+        unknown = logs - set(columns)
+        if unknown:
+            raise ValueError(f"log_columns {sorted(unknown)} are not among the columns")
+        return cls([
+            {"column": c, "steps": ([{"type": "log"}] if c in logs else []) + [{"type": "standardize"}]}
+            for c in columns
+        ])

@@ -1,0 +1,379 @@
+"""Functional units: a declarative spec (``units/<name>/unit.toml``) plus fitted transforms and
+weights, and the runtime that turns GEN events (and earlier units' reco output) into new columns.
+
+Unit types: ``object`` (one reco object per selected source object, with an optional
+efficiency model), ``multiplicity`` (a variable-length list per event, generated
+autoregressively up to ``max_objects``) and ``event`` (one fixed vector per event).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import awkward as ak
+import numpy as np
+import torch
+
+from flashsim import features
+from flashsim.errors import InputError, UnitError
+from flashsim.models import build_model, load_model, save_model
+from flashsim.transforms import ContextPipeline, TargetPipeline
+
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "UNITS_DIR", "POSITION"]
+
+FORMAT_VERSION = 1
+UNITS_DIR = Path(__file__).resolve().parent.parent / "units"
+UnitType = Literal["object", "multiplicity", "event"]
+POSITION = "position"  # context column of multiplicity units: index of the object being drawn
+
+_SPEC_KEYS = {
+    "name", "format_version", "type", "description", "output", "source", "context", "targets",
+    "carry", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
+}
+
+
+@dataclass
+class UnitSpec:
+    """What a unit is: its rows, conditioning columns, targets and model, as read from unit.toml."""
+
+    name: str
+    type: UnitType
+    output: str
+    context: list[dict[str, Any]]
+    targets: list[dict[str, Any]]
+    model: dict[str, Any]
+    source: dict[str, Any] = field(default_factory=dict)
+    carry: dict[str, str] = field(default_factory=dict)
+    gen_index: str | None = None
+    efficiency: dict[str, Any] | None = None
+    multiplicity: dict[str, Any] | None = None
+    merge: bool = False
+    sort_by: str | None = "pt"
+    description: str = ""
+    path: Path | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> UnitSpec:
+        where = f"unit spec {path or data.get('name', '?')}"
+        unknown = set(data) - _SPEC_KEYS
+        if unknown:
+            raise UnitError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(_SPEC_KEYS)})")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise UnitError(f"{where}: format_version {version!r} is not supported by this flashsim (supports {FORMAT_VERSION})")
+        for key in ("name", "type", "output", "targets", "model"):
+            if key not in data:
+                raise UnitError(f"{where}: missing required key {key!r}")
+        if data["type"] not in ("object", "multiplicity", "event"):
+            raise UnitError(f"{where}: type {data['type']!r} must be object, multiplicity or event")
+        if data["type"] == "object" and "collection" not in data.get("source", {}):
+            raise UnitError(f"{where}: object units need source.collection")
+        if data["type"] == "multiplicity" and "max_objects" not in data.get("multiplicity", {}):
+            raise UnitError(f"{where}: multiplicity units need multiplicity.max_objects")
+        spec = cls(
+            name=data["name"], type=data["type"], output=data["output"], context=list(data.get("context", [])),
+            targets=list(data["targets"]), model=dict(data["model"]), source=dict(data.get("source", {})),
+            carry=dict(data.get("carry", {})), gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
+            multiplicity=data.get("multiplicity"), merge=bool(data.get("merge", False)),
+            sort_by=data.get("sort_by", "pt"), description=data.get("description", ""), path=path,
+        )
+        for entry in spec.context:
+            features.feature_names(entry)  # validates the table
+        return spec
+
+    @classmethod
+    def load(cls, path: Path) -> UnitSpec:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UnitError(f"cannot read unit spec {path}: {exc}") from exc
+        return cls.from_dict(data, path)
+
+    @property
+    def context_columns(self) -> list[str]:
+        names = [n for entry in self.context for n in features.feature_names(entry)]
+        return names + ([POSITION] if self.type == "multiplicity" else [])
+
+    @property
+    def target_columns(self) -> list[str]:
+        return [c for entry in self.targets for c in entry.get("columns", [entry.get("column")])]
+
+    @property
+    def inputs(self) -> set[str]:
+        """Collections this unit reads."""
+        used = {self.source["collection"]} if "collection" in self.source else set()
+        for entry in self.context:
+            used |= features.collections_used(entry)
+        if self.merge:
+            used.add(self.output)
+        return used
+
+    def context_steps(self) -> list[dict[str, Any]]:
+        """Preprocessing of every context column (default: standardise)."""
+        out = []
+        for entry in self.context:
+            steps = entry.get("steps", [{"type": "standardize"}])
+            out.extend({"column": n, "steps": steps} for n in features.feature_names(entry))
+        if self.type == "multiplicity":
+            out.append({"column": POSITION, "steps": [{"type": "standardize"}]})
+        return out
+
+
+def _seed(seed: int, *keys: str | int) -> int:
+    """A 63-bit seed derived from a global seed and names (stable across runs and machines)."""
+    words = [seed & 0xFFFFFFFF, seed >> 32] + [zlib.crc32(str(k).encode()) for k in keys]
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def _flat(values: ak.Array) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(values, axis=None) if values.ndim > 1 else values).astype(np.float64)
+
+
+class Unit:
+    """A unit ready to run: spec + fitted preprocessing + models (untrained units cannot run)."""
+
+    def __init__(self, spec: UnitSpec, context: ContextPipeline | None = None, targets: TargetPipeline | None = None,
+                 model: torch.nn.Module | None = None, efficiency: torch.nn.Module | None = None,
+                 multiplicity: torch.nn.Module | None = None) -> None:
+        self.spec = spec
+        self.context_pipeline = context or ContextPipeline(spec.context_steps())
+        self.target_pipeline = targets or TargetPipeline(spec.targets)
+        self.model = model
+        self.efficiency = efficiency
+        self.multiplicity = multiplicity
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def trained(self) -> bool:
+        return self.model is not None
+
+    def __repr__(self) -> str:
+        return f"Unit({self.name!r}, type={self.spec.type}, output={self.spec.output!r}, trained={self.trained})"
+
+    # ---- rows and columns ---------------------------------------------------------------------
+
+    def rows(self, events: ak.Array) -> ak.Array | None:
+        """Selected source objects (jagged, with ``_index`` into the source collection), or None for per-event units."""
+        if self.spec.type != "object":
+            return None
+        coll = self.spec.source["collection"]
+        if coll not in events.fields:
+            raise InputError(f"unit {self.name!r}: source collection {coll!r} not in the events (have {sorted(events.fields)})")
+        objects = events[coll]
+        objects = ak.with_field(objects, ak.local_index(objects, axis=1), "_index")
+        cut = self.spec.source.get("selection")
+        return objects[features.select(cut, objects, f"unit {self.name!r} selection")] if cut else objects
+
+    def context_columns(self, events: ak.Array, rows: ak.Array | None) -> dict[str, ak.Array]:
+        """Raw conditioning columns, jagged like ``rows`` (or one per event)."""
+        out: dict[str, ak.Array] = {}
+        for entry in self.spec.context:
+            out.update(features.compute(entry, events, rows, f"unit {self.name!r}"))
+        return out
+
+    def reference_columns(self, events: ak.Array, rows: ak.Array | None) -> dict[str, ak.Array]:
+        """Gen values the target transforms are relative to (fields of the source object or event columns)."""
+        refs = {}
+        for ref in self.target_pipeline.references:
+            if rows is not None and ref in rows.fields:
+                refs[ref] = rows[ref]
+            else:
+                refs[ref] = features.compute({"event": ref}, events, rows, f"unit {self.name!r} reference")[ref]
+        return refs
+
+    # ---- generation ---------------------------------------------------------------------------
+
+    def _require_trained(self) -> None:
+        if self.model is None:
+            where = self.spec.path.parent if self.spec.path else self.name
+            raise UnitError(f"unit {self.name!r} ({where}) has no trained weights; run `flashsim train {self.name}`")
+
+    def _draw(self, model: torch.nn.Module, context: np.ndarray, generator: torch.Generator, device: torch.device,
+              batch_size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(context), batch_size):
+            ctx = torch.as_tensor(context[start : start + batch_size], device=device)
+            out.append(model.sample(ctx, generator).detach().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.target_pipeline.n_features), np.float32)
+        return np.concatenate(out)
+
+    def _decide(self, model: torch.nn.Module, context: np.ndarray, generator: torch.Generator, device: torch.device,
+                batch_size: int) -> np.ndarray:
+        out = [model.sample(torch.as_tensor(context[s : s + batch_size], device=device), generator).cpu().numpy()
+               for s in range(0, len(context), batch_size)]
+        return np.concatenate(out).astype(bool) if out else np.zeros(0, bool)
+
+    def run(self, events: ak.Array, seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 100_000) -> ak.Array:
+        """Return ``events`` with this unit's output collection attached (or merged)."""
+        self._require_trained()
+        device = torch.device(device)
+        generator = torch.Generator(device=device).manual_seed(_seed(seed, self.name))
+        if self.spec.type == "object":
+            output = self._run_object(events, generator, device, batch_size)
+        elif self.spec.type == "event":
+            output = self._run_event(events, generator, device, batch_size)
+        else:
+            output = self._run_multiplicity(events, generator, device, batch_size)
+        return attach(events, self.spec.output, output, merge=self.spec.merge, sort_by=self.spec.sort_by)
+
+    def _context_array(self, columns: Mapping[str, ak.Array]) -> np.ndarray:
+        return self.context_pipeline.forward({k: _flat(v) for k, v in columns.items()})
+
+    def _run_object(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
+        rows = self.rows(events)
+        assert rows is not None
+        context = self._context_array(self.context_columns(events, rows))
+        counts = ak.to_numpy(ak.num(rows, axis=1))
+        if self.efficiency is not None:
+            keep = self._decide(self.efficiency, context, generator, device, batch_size)
+        else:
+            keep = np.ones(len(context), bool)
+        refs = {k: _flat(v)[keep] for k, v in self.reference_columns(events, rows).items()}
+        sampled = self._draw(self.model, context[keep], generator, device, batch_size)
+        columns = self.target_pipeline.inverse(sampled, refs)
+        kept_counts = ak.to_numpy(ak.sum(ak.unflatten(keep, counts), axis=1))
+        for out_name, src_name in self.spec.carry.items():
+            columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
+        if self.spec.gen_index:
+            columns[self.spec.gen_index] = ak.to_numpy(ak.flatten(rows["_index"]))[keep].astype(np.int32)
+        return ak.zip({k: ak.unflatten(v, kept_counts) for k, v in columns.items()})
+
+    def _run_event(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
+        context = self._context_array(self.context_columns(events, None))
+        refs = {k: _flat(v) for k, v in self.reference_columns(events, None).items()}
+        columns = self.target_pipeline.inverse(self._draw(self.model, context, generator, device, batch_size), refs)
+        return ak.zip(columns, depth_limit=1)
+
+    def _run_multiplicity(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
+        assert self.spec.multiplicity is not None and self.multiplicity is not None
+        n_max = int(self.spec.multiplicity["max_objects"])
+        raw = {k: _flat(v) for k, v in self.context_columns(events, None).items()}
+        n_events = len(events)
+        alive = np.ones(n_events, bool)
+        counts = np.zeros(n_events, np.int64)
+        drawn: list[np.ndarray] = []  # per position: model-space targets of the events still alive
+        owners: list[np.ndarray] = []
+        for position in range(n_max):
+            idx = np.flatnonzero(alive)
+            if len(idx) == 0:
+                break
+            context = self.context_pipeline.forward({**{k: v[idx] for k, v in raw.items()}, POSITION: np.full(len(idx), position, np.float64)})
+            more = self._decide(self.multiplicity, context, generator, device, batch_size)
+            alive[idx[~more]] = False
+            idx, context = idx[more], context[more]
+            if len(idx) == 0:
+                break
+            drawn.append(self._draw(self.model, context, generator, device, batch_size))
+            owners.append(idx)
+            counts[idx] += 1
+        if drawn:
+            order = np.argsort(np.concatenate(owners), kind="stable")
+            sampled = np.concatenate(drawn)[order]
+        else:
+            sampled = np.zeros((0, self.target_pipeline.n_features), np.float32)
+        columns = self.target_pipeline.inverse(sampled, {})
+        for out_name, value in self.spec.multiplicity.get("constants", {}).items():
+            columns[out_name] = np.full(len(sampled), value, dtype=np.int32 if isinstance(value, int) else np.float32)
+        return ak.zip({k: ak.unflatten(v, counts) for k, v in columns.items()})
+
+    # ---- persistence --------------------------------------------------------------------------
+
+    def save(self, directory: Path, record: Mapping[str, Any] | None = None) -> Path:
+        """Write fitted preprocessing, weights and training record beside the spec (no pickle)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self._require_trained()
+        save_model(self.model, directory / "model")
+        for name in ("efficiency", "multiplicity"):
+            model = getattr(self, name)
+            if model is not None:
+                save_model(model, directory / name)
+        state = {
+            "format_version": FORMAT_VERSION,
+            "unit": self.name,
+            "context": self.context_pipeline.to_dict(),
+            "targets": self.target_pipeline.to_dict(),
+        }
+        _atomic_write(directory / "preprocessing.json", json.dumps(state, indent=1))
+        if record is not None:
+            _atomic_write(directory / "training.json", json.dumps(record, indent=1, default=str))
+        return directory
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def resolve_unit_dir(name_or_path: str | Path) -> Path:
+    """A unit directory from a zoo name (``units/<name>``) or a path."""
+    path = Path(name_or_path)
+    if (path / "unit.toml").is_file():
+        return path
+    if path.name == "unit.toml" and path.is_file():
+        return path.parent
+    zoo = UNITS_DIR / str(name_or_path)
+    if (zoo / "unit.toml").is_file():
+        return zoo
+    known = sorted(p.name for p in UNITS_DIR.iterdir() if (p / "unit.toml").is_file()) if UNITS_DIR.is_dir() else []
+    raise UnitError(f"unit {str(name_or_path)!r} not found: neither a directory with unit.toml nor a zoo unit (zoo: {known})")
+
+
+def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", require_trained: bool = True) -> Unit:
+    """Load a unit (spec, preprocessing, weights) from the zoo or a directory; never unpickles."""
+    directory = resolve_unit_dir(name_or_path)
+    spec = UnitSpec.load(directory / "unit.toml")
+    state_path = directory / "preprocessing.json"
+    if not state_path.is_file():
+        if require_trained:
+            raise UnitError(f"unit {spec.name!r} ({directory}) has no trained weights; run `flashsim train {spec.name}`")
+        return Unit(spec)
+    try:
+        state = json.loads(state_path.read_text())
+    except ValueError as exc:
+        raise UnitError(f"unit {spec.name!r}: corrupted {state_path}: {exc}") from exc
+    if state.get("format_version") != FORMAT_VERSION:
+        raise UnitError(
+            f"unit {spec.name!r}: {state_path} has format_version {state.get('format_version')!r}, "
+            f"this flashsim reads {FORMAT_VERSION}; retrain the unit or use a matching flashsim"
+        )
+    try:
+        context = ContextPipeline.from_dict(state["context"])
+        targets = TargetPipeline.from_dict(state["targets"])
+        models = {name: load_model(directory / name, device) if (directory / f"{name}.safetensors").exists() else None
+                  for name in ("model", "efficiency", "multiplicity")}
+    except UnitError:
+        raise
+    except Exception as exc:  # safetensors / json / shape errors on damaged files
+        raise UnitError(f"unit {spec.name!r} ({directory}): cannot load weights or preprocessing: {exc}") from exc
+    if models["model"] is None:
+        raise UnitError(f"unit {spec.name!r} ({directory}): model.safetensors is missing")
+    for model in models.values():
+        if model is not None:
+            model.name = spec.name
+            model.to(device)
+    return Unit(spec, context, targets, models["model"], models["efficiency"], models["multiplicity"])
+
+
+def attach(events: ak.Array, name: str, output: ak.Array, merge: bool = False, sort_by: str | None = "pt") -> ak.Array:
+    """Attach a collection to the events; ``merge`` appends to an existing one. Objects are sorted by ``sort_by`` (descending)."""
+    if merge and name in events.fields:
+        existing = events[name]
+        common = [f for f in existing.fields if f in output.fields]
+        missing = sorted(set(existing.fields) ^ set(output.fields))
+        if missing:
+            raise UnitError(f"cannot merge into {name!r}: fields differ ({missing})")
+        output = ak.concatenate([existing[common], output[common]], axis=1)
+    if sort_by and output.ndim == 2 and sort_by in output.fields:
+        output = output[ak.argsort(output[sort_by], axis=1, ascending=False, stable=True)]
+    return ak.with_field(events, output, name)

@@ -1,0 +1,845 @@
+"""The validation report: per collection, every variable's noise-floor ratio, a classifier two-sample
+test, correlations, efficiency/response/resolution profiles, tagger ROCs and distributions split by
+gen flavour or status, judged against thresholds, written as PNGs, ``metrics.json`` and one
+self-contained HTML page.
+
+Usage::
+
+    from flashsim.validate import validate
+    metrics = validate(flash_events, reference_events, ["Jet", "Muon", "MET"], Path("report"))
+    metrics["pass"], metrics["collections"]["Jet"]["median_ratio"]
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import awkward as ak
+import numpy as np
+
+from flashsim.validate import metrics as M
+
+try:  # the project's error type when the integrator's module is there
+    from flashsim.errors import InputError as _InputErrorBase
+except Exception:  # pragma: no cover - stand-alone use
+    _InputErrorBase = ValueError  # type: ignore[assignment,misc]
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "GEN_LINKS",
+    "ValidationInputError",
+    "validate",
+    "metrics_dataframe",
+    "resolve_thresholds",
+    "compared_variables",
+]
+
+
+class ValidationInputError(_InputErrorBase):  # type: ignore[misc,valid-type]
+    """A sample cannot be validated: missing or empty collection, NaN/inf or non-numeric values."""
+
+
+#: default pass/fail thresholds; set a value to None to disable that check
+DEFAULT_THRESHOLDS: dict[str, float | None] = {
+    "ratio_max": 2.0,  # every variable's noise-floor ratio (incl. the multiplicity)
+    "ratio_median": 1.3,  # median noise-floor ratio of the collection
+    "auc_max": 0.60,  # classifier two-sample AUC, flash vs reference
+}
+_THRESHOLD_KEYS = set(DEFAULT_THRESHOLDS)
+
+#: reco index field -> gen collection it points into
+GEN_LINKS: dict[str, str] = {
+    "genJetIdx": "GenJet",
+    "genJetAK8Idx": "GenJetAK8",
+    "genPartIdx": "GenPart",
+}
+#: singleton reco collection -> its gen counterpart (response, classifier features)
+EVENT_GEN: dict[str, str] = {"MET": "GenMET", "PuppiMET": "GenMET"}
+#: |pdgId| of the gen particles a reco collection reconstructs (efficiency denominator, status 1)
+_GEN_PDGID = {"Muon": 13, "Electron": 11, "Photon": 22}
+_IDX = re.compile(r"Idx\d*$")
+_FLAVOURS = {"b": 5, "c": 4, "light": 0}
+_CORNER_FIRST = ("pt", "eta", "phi", "mass")
+
+
+# --------------------------------------------------------------------------------------------
+# Thresholds
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_thresholds(thresholds: Mapping | None, collection: str) -> dict:
+    """Thresholds for one collection: defaults <- top-level keys <- ``thresholds[collection]``.
+
+    A collection table may hold ``variables = {name = ratio_max}`` per-variable overrides.
+    """
+    out: dict = dict(DEFAULT_THRESHOLDS)
+    out["variables"] = {}
+    if not thresholds:
+        return out
+    for k, v in thresholds.items():
+        if k in _THRESHOLD_KEYS:
+            out[k] = v
+        elif k == "variables":
+            out["variables"].update(v)
+        elif not isinstance(v, Mapping):
+            raise ValidationInputError(f"unknown threshold {k!r} (known: {sorted(_THRESHOLD_KEYS)}, or a collection table)")
+    coll = thresholds.get(collection)
+    if isinstance(coll, Mapping):
+        for k, v in coll.items():
+            if k in _THRESHOLD_KEYS:
+                out[k] = v
+            elif k == "variables":
+                out["variables"].update(v)
+            else:
+                raise ValidationInputError(f"unknown threshold {collection}.{k!r} (known: {sorted(_THRESHOLD_KEYS)}, variables)")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction of a collection into flat NumPy arrays
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Coll:
+    """One collection of one sample, flattened: per-object values with their event index."""
+
+    label: str
+    name: str
+    n_events: int
+    jagged: bool
+    event: np.ndarray
+    counts: np.ndarray | None
+    fields: dict[str, np.ndarray]
+    skipped: list[str] = field(default_factory=list)
+    matched: np.ndarray | None = None  # per object: has a valid gen link
+    gen: dict[str, np.ndarray] = field(default_factory=dict)  # per matched object, gen values
+    gen_objects: dict[str, np.ndarray] = field(default_factory=dict)  # efficiency denominator: pt, eta, matched
+    gen_name: str | None = None
+
+    def ev(self, name: str, sel: np.ndarray | None = None) -> M.EventValues:
+        v, e = self.fields[name], self.event
+        if sel is not None:
+            v, e = v[sel], e[sel]
+        return M.EventValues(v, e, self.n_events)
+
+
+def compared_variables(coll: ak.Array) -> list[str]:
+    """Fields of a collection that are compared: numeric (incl. bool) and not an index (``*Idx``)."""
+    out = []
+    for f in coll.fields:
+        if _IDX.search(f):
+            continue
+        t = ak.type(coll[f])
+        while hasattr(t, "content"):
+            t = t.content
+        prim = getattr(t, "primitive", None)
+        if prim is not None and (prim == "bool" or prim.startswith(("int", "uint", "float"))):
+            out.append(f)
+    return out
+
+
+def _numpy(values: ak.Array, label: str, where: str) -> np.ndarray:
+    arr = ak.to_numpy(values)
+    if isinstance(arr, np.ma.MaskedArray):
+        if np.ma.is_masked(arr):
+            raise ValidationInputError(f"{label} sample: {where} has {int(arr.mask.sum())} missing (None) values")
+        arr = arr.data
+    arr = np.asarray(arr).astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValidationInputError(
+            f"{label} sample: {where} has {int(bad.sum())} NaN/inf values out of {len(arr)}; "
+            "flashsim output must be finite (check the unit's redraw guard)"
+        )
+    return arr
+
+
+def _get_collection(events: ak.Array, name: str, label: str) -> ak.Array:
+    if name not in (events.fields or []):
+        raise ValidationInputError(
+            f"collection {name!r} is missing from the {label} sample (available: {', '.join(events.fields) or 'none'})"
+        )
+    coll = events[name]
+    if not coll.fields:
+        raise ValidationInputError(f"{label} sample: {name!r} is a scalar branch, not a collection")
+    return coll
+
+
+def _flatten_fields(coll: ak.Array, names: Sequence[str], label: str, cname: str, jagged: bool) -> dict[str, np.ndarray]:
+    out = {}
+    for f in names:
+        v = coll[f]
+        if jagged:
+            v = ak.flatten(v, axis=1)
+        out[f] = _numpy(v, label, f"{cname}.{f}")
+    return out
+
+
+def _extract(events: ak.Array, name: str, label: str) -> _Coll:
+    coll = _get_collection(events, name, label)
+    n = len(events)
+    if n == 0:
+        raise ValidationInputError(f"{label} sample has no events")
+    jagged = coll.ndim == 2
+    names = compared_variables(coll)
+    skipped = [f for f in coll.fields if f not in names and not _IDX.search(f)]
+    if jagged:
+        counts = ak.to_numpy(ak.num(coll, axis=1)).astype(np.int64)
+        if counts.sum() == 0:
+            raise ValidationInputError(f"collection {name!r} has no objects in the {label} sample ({n} events)")
+        event = np.repeat(np.arange(n), counts)
+    else:
+        counts, event = None, np.arange(n)
+    fields = _flatten_fields(coll, names, label, name, jagged)
+    return _Coll(label, name, n, jagged, event, counts, fields, skipped)
+
+
+def _attach_gen(c: _Coll, events: ak.Array, gen_events: ak.Array) -> None:
+    """Find the collection's gen link and attach matched flags, gen values of matched objects and
+    the efficiency denominator. ``gen_events`` holds the gen collections (the reference's in a
+    paired comparison where flash carries none)."""
+    coll = events[c.name]
+    if c.jagged:
+        for idx_field, gen_name in GEN_LINKS.items():
+            if idx_field in coll.fields and gen_name in (gen_events.fields or []):
+                break
+        else:
+            return
+        gen = gen_events[gen_name]
+        n_gen = ak.to_numpy(ak.num(gen, axis=1)).astype(np.int64)
+        glob, valid = M._flat_match(coll[idx_field], n_gen)
+        gen_vars = compared_variables(gen)
+        gflat = _flatten_fields(gen, gen_vars, c.label, gen_name, True)
+        c.matched = valid
+        c.gen = {k: v[glob[valid]] for k, v in gflat.items()}
+        c.gen_name = gen_name
+        # efficiency denominator: gen objects of the kind this collection reconstructs
+        hit = np.zeros(int(n_gen.sum()), bool)
+        hit[glob[valid]] = True
+        denom = np.ones(len(hit), bool)
+        pdg = _GEN_PDGID.get(c.name)
+        if gen_name == "GenPart" and pdg is not None and "pdgId" in gflat:
+            denom = np.abs(gflat["pdgId"]) == pdg
+            if "status" in gflat:
+                denom &= gflat["status"] == 1
+        if "pt" in gflat and "eta" in gflat:
+            c.gen_objects = {"pt": gflat["pt"][denom], "eta": gflat["eta"][denom], "matched": hit[denom]}
+    else:
+        gen_name = EVENT_GEN.get(c.name)
+        if gen_name and gen_name in (gen_events.fields or []) and gen_events[gen_name].ndim == 1:
+            gen = gen_events[gen_name]
+            c.gen = _flatten_fields(gen, compared_variables(gen), c.label, gen_name, False)
+            c.matched = np.ones(c.n_events, bool)
+            c.gen_name = gen_name
+
+
+# --------------------------------------------------------------------------------------------
+# Pairing
+# --------------------------------------------------------------------------------------------
+
+
+def _is_paired(flash: ak.Array, ref: ak.Array) -> bool:
+    """Flash and reference share GEN events: same length and same ``run``/``event`` numbers, or
+    (without event numbers) identical gen collections."""
+    if len(flash) != len(ref):
+        return False
+    ff, rf = set(flash.fields or []), set(ref.fields or [])
+    ids = [k for k in ("run", "luminosityBlock", "event") if k in ff and k in rf]
+    if "event" in ids:
+        return all(bool(ak.all(flash[k] == ref[k])) for k in ids)
+    for g in ("GenJet", "GenPart", "GenMET"):
+        if g in ff and g in rf and "pt" in (flash[g].fields or []) and "pt" in (ref[g].fields or []):
+            try:
+                return bool(ak.all(ak.ravel(flash[g].pt) == ak.ravel(ref[g].pt))) and bool(
+                    ak.all(ak.num(flash[g].pt, axis=-1) == ak.num(ref[g].pt, axis=-1))
+                    if flash[g].ndim == 2 else True
+                )
+            except Exception:
+                return False
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# JSON helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+def _f(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–" if x is None or math.isnan(x) else "inf"
+    return f"{x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------
+# One collection
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    out_dir: Path
+    plot_dir: Path
+    n_splits: int
+    seed: int
+    paired: bool
+    n_bootstrap: int
+    classifier_max_rows: int
+    make_plots: bool
+    progress: Callable[[str], None]
+
+
+def _splits(n_flash: int, n_ref: int, ctx: _Ctx) -> list[M.Split]:
+    return M.event_splits(n_flash, n_ref, paired=ctx.paired, n_splits=ctx.n_splits, seed=ctx.seed)
+
+
+def _var_metrics(f: M.EventValues, r: M.EventValues, splits: list[M.Split]) -> dict:
+    nf = M._noise_floor_from_splits(f, r, splits)
+    return {
+        "ratio": nf.ratio,
+        "w1_flash_sum": nf.w1_flash,
+        "w1_floor_sum": nf.w1_floor,
+        "w1": M.wasserstein(f.values, r.values),
+        "ks": M.ks_distance(f.values, r.values),
+        "n_flash": int(len(f.values)),
+        "n_reference": int(len(r.values)),
+    }
+
+
+def _plot(ctx: _Ctx, plots: list, fname: str, fn, *args, **kwargs) -> None:
+    if not ctx.make_plots:
+        return
+    path = ctx.plot_dir / fname
+    fn(*args, path=path, **kwargs)
+    plots.append(str(path.relative_to(ctx.out_dir)))
+
+
+def _log_pt_bins(pt: np.ndarray, n: int = 12) -> np.ndarray:
+    pt = pt[pt > 0]
+    if len(pt) == 0:
+        return np.linspace(0, 1, n + 1)
+    lo, hi = np.quantile(pt, [0.01, 0.99])
+    if not hi > lo:
+        hi = lo * 2 + 1
+    return np.geomspace(lo, hi, n + 1)
+
+
+def _eta_bins(eta: np.ndarray, n: int = 12) -> np.ndarray:
+    m = float(np.quantile(np.abs(eta), 0.995)) if len(eta) else 1.0
+    return np.linspace(-m, m, n + 1) if m > 0 else np.linspace(-1, 1, n + 1)
+
+
+def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, ctx: _Ctx) -> dict:
+    from flashsim.validate import plots as P
+
+    fl = flash[0]
+    res: dict = {"kind": "jagged" if ref.jagged else "singleton", "plots": []}
+    plots: list = res["plots"]
+    if fl.jagged != ref.jagged:
+        raise ValidationInputError(f"collection {name!r} is jagged in one sample and a singleton in the other")
+    common = [v for v in ref.fields if v in fl.fields]
+    res["not_compared"] = {
+        "only_in_reference": [v for v in ref.fields if v not in fl.fields],
+        "only_in_flash": [v for v in fl.fields if v not in ref.fields],
+        "non_numeric": sorted(set(fl.skipped) | set(ref.skipped)),
+    }
+    if not common:
+        raise ValidationInputError(f"collection {name!r}: no numeric variable common to flash and reference")
+    gen_linked = ref.matched is not None and all(f.matched is not None for f in flash)
+    res["gen_link"] = ref.gen_name if gen_linked else None
+    res["selection"] = "gen-matched" if (gen_linked and ref.jagged) else "all"
+    sel_f = [f.matched if (gen_linked and ref.jagged) else None for f in flash]
+    sel_r = ref.matched if (gen_linked and ref.jagged) else None
+    splits = _splits(fl.n_events, ref.n_events, ctx)
+    member_splits = [splits] + [_splits(f.n_events, ref.n_events, ctx) for f in flash[1:]]
+
+    # ---- per-variable distributions and the noise-floor ratio
+    ctx.progress(f"{name}: noise-floor ratios ({ctx.n_splits} splits)")
+    variables: dict[str, dict] = {}
+    per_var_thr = thr.get("variables") or {}
+    for v in common:
+        m = _var_metrics(fl.ev(v, sel_f[0]), ref.ev(v, sel_r), splits)
+        if len(flash) > 1:
+            m["ratio_members"] = [
+                M._noise_floor_from_splits(f.ev(v, s), ref.ev(v, sel_r), sp).ratio
+                for f, s, sp in zip(flash, sel_f, member_splits)
+            ]
+        variables[v] = m
+    if ref.jagged:
+        mult = f"n{name}"
+        fe = [M.EventValues(f.counts.astype(np.float64), np.arange(f.n_events), f.n_events) for f in flash]
+        re_ = M.EventValues(ref.counts.astype(np.float64), np.arange(ref.n_events), ref.n_events)
+        variables[mult] = _var_metrics(fe[0], re_, splits)
+        if len(flash) > 1:
+            variables[mult]["ratio_members"] = [
+                M._noise_floor_from_splits(e, re_, sp).ratio for e, sp in zip(fe, member_splits)
+            ]
+    for v, m in variables.items():
+        t = per_var_thr.get(v, thr.get("ratio_max"))
+        m["threshold"] = t
+        m["pass"] = None if t is None or math.isnan(m["ratio"]) else bool(m["ratio"] <= t)
+    ratios = np.array([m["ratio"] for m in variables.values()], np.float64)
+    finite = ratios[~np.isnan(ratios)]
+    res["variables"] = variables
+    res["median_ratio"] = float(np.median(finite)) if len(finite) else float("nan")
+    res["max_ratio"] = float(np.max(finite)) if len(finite) else float("nan")
+    res["worst_variable"] = list(variables)[int(np.nanargmax(ratios))] if len(finite) else None
+
+    # all objects (fakes included), for information, when the comparison above was on matched ones
+    if gen_linked and ref.jagged and (not ref.matched.all() or not fl.matched.all()):
+        res["variables_all_objects"] = {v: _var_metrics(fl.ev(v), ref.ev(v), splits) for v in common}
+        res["matched_fraction"] = {"flash": float(fl.matched.mean()), "reference": float(ref.matched.mean())}
+
+    # ---- classifier two-sample test on (reco + gen) features of matched objects
+    ctx.progress(f"{name}: classifier two-sample test")
+    gen_feats = [g for g in ref.gen if g in fl.gen] if gen_linked else []
+
+    def _features(c: _Coll, sel):
+        cols = [c.fields[v][sel] if sel is not None else c.fields[v] for v in common]
+        cols += [c.gen[g] for g in gen_feats]  # gen values are stored for matched objects only
+        ev = c.event[sel] if sel is not None else c.event
+        return np.column_stack(cols), ev
+
+    xf, evf = _features(fl, sel_f[0])
+    xr, evr = _features(ref, sel_r)
+    clf = M.classifier_two_sample_test(xf, evf, xr, evr, splits[0], seed=ctx.seed, max_rows=ctx.classifier_max_rows)
+    clf["features"] = list(common) + [f"gen_{g}" for g in gen_feats]
+    res["classifier"] = clf
+
+    # ---- correlations between the reco variables, beside the reference-halves floor
+    if len(common) > 1:
+        d, dmax = M.correlation_difference(xf[:, : len(common)], xr[:, : len(common)])
+        s0 = splits[0]
+        _, dfloor = M.correlation_difference(xr[s0.ref_a[evr], : len(common)], xr[s0.ref_b[evr], : len(common)])
+        res["correlation"] = {"variables": common, "difference": d, "max_abs_diff": dmax,
+                              "max_abs_diff_ref_halves": dfloor}
+
+    # ---- checks
+    checks = []
+    if thr.get("ratio_max") is not None or per_var_thr:
+        failing = [v for v, m in variables.items() if m["pass"] is False]
+        checks.append({"name": "noise-floor ratio, every variable", "value": res["max_ratio"],
+                       "threshold": thr.get("ratio_max"), "pass": not failing,
+                       "detail": ("failing: " + ", ".join(failing)) if failing else f"worst: {res['worst_variable']}"})
+    if thr.get("ratio_median") is not None:
+        checks.append({"name": "median noise-floor ratio", "value": res["median_ratio"],
+                       "threshold": thr["ratio_median"], "pass": bool(res["median_ratio"] <= thr["ratio_median"])})
+    if thr.get("auc_max") is not None:
+        auc = clf["auc"]
+        checks.append({"name": "classifier AUC", "value": auc, "threshold": thr["auc_max"],
+                       "pass": bool(math.isfinite(auc) and auc <= thr["auc_max"]),
+                       "detail": f"reference halves: {_f(clf['auc_ref_halves'])}"})
+    res["checks"] = checks
+    res["pass"] = all(c["pass"] for c in checks)
+
+    # ---- profiles: efficiency, response, resolution
+    if gen_linked and ref.jagged and ref.gen_objects and fl.gen_objects:
+        ctx.progress(f"{name}: efficiency and response profiles")
+        eff = {}
+        for x, bins in (("pt", _log_pt_bins(ref.gen_objects["pt"])), ("eta", _eta_bins(ref.gen_objects["eta"]))):
+            pf = M.efficiency_profile(fl.gen_objects[x], fl.gen_objects["matched"], bins)
+            pr = M.efficiency_profile(ref.gen_objects[x], ref.gen_objects["matched"], bins)
+            eff[f"vs_{x}"] = {"flash": pf, "reference": pr, "chi2_ndf": M.profile_chi2_ndf(
+                pf["efficiency"], M._efficiency_err(pf), pr["efficiency"], M._efficiency_err(pr))}
+            _plot(ctx, plots, f"{name}_efficiency_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
+                  y="efficiency", yerr=("low", "high"), xlabel=f"{ref.gen_name} {x}", ylabel=f"{name} efficiency",
+                  logx=(x == "pt"))
+        eff["total"] = {"flash": float(fl.gen_objects["matched"].mean()) if len(fl.gen_objects["matched"]) else None,
+                        "reference": float(ref.gen_objects["matched"].mean()) if len(ref.gen_objects["matched"]) else None}
+        res["efficiency"] = eff
+    if gen_linked and "pt" in common and "pt" in gen_feats:
+        ctx.progress(f"{name}: response")
+        resp = {}
+        sf, sr = sel_f[0], sel_r
+
+        def _r(c: _Coll, sel):
+            reco = c.fields["pt"][sel] if sel is not None else c.fields["pt"]
+            g = c.gen["pt"]
+            ok = g > 0
+            return reco[ok] / g[ok], {k: v[ok] for k, v in c.gen.items()}, (c.event[sel] if sel is not None else c.event)[ok]
+
+        rf, gf, ef = _r(fl, sf)
+        rr, gr, er = _r(ref, sr)
+        if len(rf) and len(rr):
+            resp["ratio"] = _var_metrics(M.EventValues(rf, ef, fl.n_events), M.EventValues(rr, er, ref.n_events), splits)
+            if ctx.make_plots:
+                b = M.auto_bins(rr, rf)
+                band = M.bootstrap_band(M.EventValues(rr, er, ref.n_events), b, n_boot=ctx.n_bootstrap, seed=ctx.seed) if ctx.n_bootstrap else None
+                _plot(ctx, plots, f"{name}_response.png", P.plot_hist_ratio, rf, rr, b,
+                      xlabel=f"{name} pt / {ref.gen_name} pt", ref_band=band,
+                      annotation=f"R = {_f(resp['ratio']['ratio'], 2)}")
+            xs = [("pt", _log_pt_bins(gr["pt"]))]
+            if "eta" in gr:
+                xs.append(("eta", _eta_bins(gr["eta"])))
+            for x, bins in xs:
+                pf = M.response_profile(gf[x], rf, bins)
+                pr = M.response_profile(gr[x], rr, bins)
+                resp[f"vs_{x}"] = {
+                    "flash": pf, "reference": pr,
+                    "median_chi2_ndf": M.profile_chi2_ndf(pf["median"], pf["median_err"], pr["median"], pr["median_err"]),
+                    "resolution_chi2_ndf": M.profile_chi2_ndf(pf["resolution"], pf["resolution_err"], pr["resolution"], pr["resolution_err"]),
+                }
+                _plot(ctx, plots, f"{name}_response_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
+                      y="median", yerr="median_err", xlabel=f"{ref.gen_name} {x}",
+                      ylabel=f"median {name} pt / gen pt", logx=(x == "pt"))
+                _plot(ctx, plots, f"{name}_resolution_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
+                      y="resolution", yerr="resolution_err", xlabel=f"{ref.gen_name} {x}",
+                      ylabel=f"{name} pt/gen pt IQR/1.349", logx=(x == "pt"))
+        res["response"] = resp
+
+    # ---- splits by gen flavour / status flag, and tagger ROCs
+    cats = _categories(fl, sel_f[0], ref, sel_r, common, gen_linked)
+    if cats:
+        ctx.progress(f"{name}: distributions by {cats['by']}")
+        by = {}
+        for cname, (mf, mr) in cats["classes"].items():
+            by[cname] = {}
+            for v in common:
+                f_ev = fl.ev(v, sel_f[0])
+                r_ev = ref.ev(v, sel_r)
+                fe_ = M.EventValues(f_ev.values[mf], f_ev.event[mf], fl.n_events)
+                re2 = M.EventValues(r_ev.values[mr], r_ev.event[mr], ref.n_events)
+                if len(fe_.values) and len(re2.values):
+                    by[cname][v] = _var_metrics(fe_, re2, splits)
+        res["by_category"] = {"by": cats["by"], "ratios": by}
+        for v in [v for v in ("pt",) if v in common] + [v for v in common if v.startswith("btag")][:1]:
+            fv, rv = fl.fields[v][sel_f[0]], ref.fields[v][sel_r]
+            groups = {c: (fv[mf], rv[mr]) for c, (mf, mr) in cats["classes"].items() if mf.any() and mr.any()}
+            if groups:
+                b = M.auto_bins(rv, fv)
+                _plot(ctx, plots, f"{name}_{v}_by_{cats['by']}.png", P.plot_overlay, groups, b,
+                      xlabel=f"{name} {v}", logy=v.startswith("btag"))
+        if cats["by"] == "hadronFlavour":
+            res["roc"] = _rocs(name, fl, sel_f[0], ref, sel_r, common, cats, ctx, plots)
+
+    # ---- per-variable plots, multiplicity and corner
+    if ctx.make_plots:
+        ctx.progress(f"{name}: plots")
+        for v in list(common) + ([f"n{name}"] if ref.jagged else []):
+            if v == f"n{name}" and ref.jagged:
+                fvals = [f.counts.astype(np.float64) for f in flash]
+                rev = M.EventValues(ref.counts.astype(np.float64), np.arange(ref.n_events), ref.n_events)
+                xlabel = f"number of {name}"
+            else:
+                fvals = [f.fields[v][s] if s is not None else f.fields[v] for f, s in zip(flash, sel_f)]
+                rev = ref.ev(v, sel_r)
+                xlabel = f"{name} {v}" + (" (gen-matched)" if res["selection"] == "gen-matched" else "")
+            b = M.auto_bins(rev.values, fvals[0])
+            band = M.bootstrap_band(rev, b, n_boot=ctx.n_bootstrap, seed=ctx.seed) if ctx.n_bootstrap else None
+            ens = M.ensemble_band(fvals, b) if len(fvals) > 1 else None
+            m = variables[v]
+            note = f"R = {_f(m['ratio'], 2)}  KS = {_f(m['ks'], 3)}"
+            logy = v.startswith(("btag", "pfRelIso", "miniPFRelIso")) or "Iso" in v
+            _plot(ctx, plots, f"{name}_{v}.png", P.plot_hist_ratio, fvals[0], rev.values, b, xlabel=xlabel,
+                  ref_band=band, ensemble=ens, annotation=note, logy=logy)
+        corner_vars = [v for v in _CORNER_FIRST if v in common]
+        corner_vars += [v for v in common if v not in corner_vars][: max(0, 5 - len(corner_vars))]
+        if len(corner_vars) >= 2:
+            idx = [common.index(v) for v in corner_vars]
+            rng = np.random.default_rng(ctx.seed)
+            cf = xf[rng.permutation(len(xf))[:20000]][:, idx]
+            cr = xr[rng.permutation(len(xr))[:20000]][:, idx]
+            _plot(ctx, plots, f"{name}_corner.png", P.plot_corner, cf, cr, [f"{name} {v}" for v in corner_vars])
+    return res
+
+
+def _categories(fl: _Coll, sf, ref: _Coll, sr, common: list[str], gen_linked: bool) -> dict | None:
+    """Classes to split distributions by: gen hadron flavour for jets (b, c, light), prompt vs
+    non-prompt (GenPart statusFlags bit 0) for gen-particle-matched leptons/photons."""
+    if not ref.jagged:
+        return None
+
+    def _flav(c: _Coll, sel):
+        if gen_linked and "hadronFlavour" in c.gen:
+            return c.gen["hadronFlavour"]
+        if "hadronFlavour" in c.fields:
+            return c.fields["hadronFlavour"][sel] if sel is not None else c.fields["hadronFlavour"]
+        return None
+
+    ff, fr = _flav(fl, sf), _flav(ref, sr)
+    if ff is not None and fr is not None:
+        return {"by": "hadronFlavour", "classes": {k: (ff == v, fr == v) for k, v in _FLAVOURS.items()}, "flf": ff, "flr": fr}
+    if gen_linked and "statusFlags" in fl.gen and "statusFlags" in ref.gen:
+        pf = (fl.gen["statusFlags"].astype(np.int64) & 1) == 1
+        pr = (ref.gen["statusFlags"].astype(np.int64) & 1) == 1
+        return {"by": "isPrompt", "classes": {"prompt": (pf, pr), "non-prompt": (~pf, ~pr)}}
+    return None
+
+
+def _rocs(name, fl: _Coll, sf, ref: _Coll, sr, common, cats, ctx: _Ctx, plots: list) -> dict:
+    from flashsim.validate import plots as P
+
+    taggers = [v for v in common if v.startswith("btag")]
+    out = {}
+    for t in taggers:
+        sc_f = fl.fields[t][sf] if sf is not None else fl.fields[t]
+        sc_r = ref.fields[t][sr] if sr is not None else ref.fields[t]
+        out[t] = {}
+        curves = {}
+        for pair, (sig, bkg) in M.FLAVOUR_PAIRS.items():
+            rf = M.roc_by_flavour(sc_f, cats["flf"], sig, bkg)
+            rr = M.roc_by_flavour(sc_r, cats["flr"], sig, bkg)
+            out[t][pair] = {"auc_flash": rf["auc"], "auc_reference": rr["auc"],
+                            "delta_auc": rf["auc"] - rr["auc"], "flash": rf, "reference": rr}
+            if pair != "b_vs_c" and math.isfinite(rf["auc"]) and math.isfinite(rr["auc"]):
+                curves[f"{pair.replace('_', ' ')} flashsim"] = rf
+                curves[f"{pair.replace('_', ' ')} reference"] = rr
+        if curves:
+            _plot(ctx, plots, f"{name}_roc_{t}.png", P.plot_roc, curves, title=f"{name} {t}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+def validate(
+    flash: ak.Array | Sequence[ak.Array],
+    reference: ak.Array,
+    collections: Sequence[str],
+    out_dir: Path | str,
+    thresholds: Mapping | None = None,
+    *,
+    n_splits: int = 8,
+    seed: int = 0,
+    paired: bool | None = None,
+    n_bootstrap: int = 50,
+    classifier_max_rows: int = 20000,
+    make_plots: bool = True,
+    progress: Callable[[str], None] | None = None,
+    title: str = "flashsim validation",
+) -> dict:
+    """Compare flash events to reference events collection by collection; write ``plots/*.png``,
+    ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics.
+
+    flash: one event array, or a list of K (K trainings) whose bin-by-bin spread is drawn as a
+        systematic band; the metrics are those of the first, with every member's ratios beside.
+    paired: flash and reference share GEN events (default: detected from run/event numbers or
+        identical gen collections). Paired uses half-splits of the events; independent samples use
+        reference halves of the flash sample's size.
+    thresholds: overrides of :data:`DEFAULT_THRESHOLDS`, globally or per collection
+        (``{"Jet": {"ratio_max": 3, "variables": {"jetId": 5}}}``).
+    """
+    progress = progress or (lambda msg: None)
+    flashes = [flash] if isinstance(flash, ak.Array) else list(flash)
+    if not flashes:
+        raise ValidationInputError("no flash sample given")
+    if isinstance(collections, str):
+        collections = [c.strip() for c in collections.split(",") if c.strip()]
+    if not collections:
+        raise ValidationInputError("no collection to validate")
+    out_dir = Path(out_dir)
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    if paired is None:
+        paired = all(_is_paired(f, reference) for f in flashes)
+    elif paired and any(len(f) != len(reference) for f in flashes):
+        raise ValidationInputError(
+            f"paired=True needs flash and reference of equal length, got {[len(f) for f in flashes]} and {len(reference)}"
+        )
+    ctx = _Ctx(out_dir, plot_dir, n_splits, seed, paired, n_bootstrap, classifier_max_rows, make_plots, progress)
+    # resolve thresholds (errors early on typos)
+    thr_by = {c: resolve_thresholds(thresholds, c) for c in collections}
+    result: dict = {
+        "title": title,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "collections": list(collections), "n_splits": n_splits, "seed": seed, "paired": paired,
+            "n_events_flash": [len(f) for f in flashes], "n_events_reference": len(reference),
+            "n_bootstrap": n_bootstrap, "classifier_max_rows": classifier_max_rows,
+            "thresholds": {c: thr_by[c] for c in collections},
+        },
+        "collections": {},
+    }
+    # check every collection before the slow part, so a typo fails at once
+    for c in collections:
+        for i, f in enumerate(flashes):
+            _get_collection(f, c, "flash" if len(flashes) == 1 else f"flash[{i}]")
+        _get_collection(reference, c, "reference")
+    for c in collections:
+        progress(f"{c}: reading columns")
+        ref_c = _extract(reference, c, "reference")
+        _attach_gen(ref_c, reference, reference)
+        fl_c = []
+        for i, f in enumerate(flashes):
+            lab = "flash" if len(flashes) == 1 else f"flash[{i}]"
+            fc = _extract(f, c, lab)
+            # flash carries no gen collection in a paired comparison: borrow the reference's
+            _attach_gen(fc, f, f if _has_gen(f, c) or not paired else reference)
+            fl_c.append(fc)
+        result["collections"][c] = _validate_collection(c, fl_c, ref_c, thr_by[c], ctx)
+    result["pass"] = all(r["pass"] for r in result["collections"].values())
+    result = _jsonable(result)
+    progress("writing metrics.json and report.html")
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "report.html").write_text(_html(result, out_dir))
+    result["files"] = {"html": str(out_dir / "report.html"), "metrics": str(out_dir / "metrics.json")}
+    return result
+
+
+def _has_gen(events: ak.Array, coll: str) -> bool:
+    fields = set(events.fields or [])
+    c = events[coll]
+    if c.ndim == 2:
+        return any(k in (c.fields or []) and g in fields for k, g in GEN_LINKS.items())
+    return EVENT_GEN.get(coll) in fields
+
+
+def metrics_dataframe(metrics: Mapping):
+    """One row per (collection, variable): ratio, W1, KS, threshold, pass. Needs pandas."""
+    try:
+        import pandas as pd
+    except ImportError as exc:  # pragma: no cover
+        raise ImportError("metrics_dataframe needs pandas: pip install pandas") from exc
+    rows = []
+    for c, r in metrics["collections"].items():
+        for v, m in r["variables"].items():
+            rows.append({"collection": c, "variable": v, "selection": r.get("selection"),
+                         **{k: m.get(k) for k in ("ratio", "w1", "ks", "w1_flash_sum", "w1_floor_sum",
+                                                  "n_flash", "n_reference", "threshold", "pass")}})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{margin-bottom:0} .sub{color:#666;margin-top:4px}
+table{border-collapse:collapse;margin:8px 0 18px 0;font-size:14px}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f3f3f3} td.l,th.l{text-align:left}
+.pass{background:#dff3e0;color:#17612a;font-weight:600} .fail{background:#fbe0e0;color:#9b1c1c;font-weight:600}
+.na{color:#888} .grid{display:flex;flex-wrap:wrap;gap:6px} .grid img{width:380px;border:1px solid #eee}
+details{margin:6px 0 14px 0} summary{cursor:pointer;font-weight:600}
+.note{font-size:13px;color:#555;max-width:1100px}
+"""
+
+
+def _badge(ok) -> str:
+    if ok is None:
+        return '<td class="na">n/a</td>'
+    return '<td class="pass">PASS</td>' if ok else '<td class="fail">FAIL</td>'
+
+
+def _img(out_dir: Path, rel: str) -> str:
+    data = base64.b64encode((out_dir / rel).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(rel)}" title="{html.escape(rel)}">'
+
+
+def _html(res: dict, out_dir: Path) -> str:
+    e = html.escape
+    cfg = res["config"]
+    mode = "paired (flash and reference share GEN events)" if cfg["paired"] else "independent samples"
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(res['title'])}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{e(res['title'])} — {'PASS' if res['pass'] else 'FAIL'}</h1>",
+             f"<p class='sub'>{e(res['created'])} · flash events {cfg['n_events_flash']} · reference events "
+             f"{cfg['n_events_reference']} · {e(mode)} · {cfg['n_splits']} event splits · seed {cfg['seed']}</p>",
+             "<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
+             " over random event splits: 1 is as close as two halves of the reference; the median R is the headline. "
+             "The classifier AUC (0.5 = indistinguishable) is shown beside the same test between two reference halves. "
+             "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"]
+    # summary
+    parts.append("<h2>Summary</h2><table><tr><th class='l'>collection</th><th>variables</th><th>median R</th>"
+                 "<th>max R (variable)</th><th>AUC</th><th>AUC ref halves</th><th>result</th></tr>")
+    for c, r in res["collections"].items():
+        clf = r.get("classifier", {})
+        parts.append(f"<tr><td class='l'><a href='#{e(c)}'>{e(c)}</a></td><td>{len(r['variables'])}</td>"
+                     f"<td>{_f(r['median_ratio'], 2)}</td><td>{_f(r['max_ratio'], 2)} ({e(str(r['worst_variable']))})</td>"
+                     f"<td>{_f(clf.get('auc'))}</td><td>{_f(clf.get('auc_ref_halves'))}</td>{_badge(r['pass'])}</tr>")
+    parts.append("</table>")
+    for c, r in res["collections"].items():
+        parts.append(f"<h2 id='{e(c)}'>{e(c)}</h2>")
+        nc = r["not_compared"]
+        info = [f"kind: {r['kind']}", f"compared objects: {r['selection']}"]
+        if r.get("gen_link"):
+            info.append(f"gen link: {r['gen_link']}")
+        if r.get("matched_fraction"):
+            mf = r["matched_fraction"]
+            info.append(f"matched fraction flash {_f(mf['flash'])} / reference {_f(mf['reference'])}")
+        parts.append(f"<p class='sub'>{e(' · '.join(info))}</p>")
+        if nc["only_in_reference"] or nc["only_in_flash"] or nc["non_numeric"]:
+            parts.append("<p class='note'>not compared — only in reference: "
+                         f"{e(', '.join(nc['only_in_reference']) or 'none')}; only in flash: "
+                         f"{e(', '.join(nc['only_in_flash']) or 'none')}; non-numeric: {e(', '.join(nc['non_numeric']) or 'none')}</p>")
+        parts.append("<table><tr><th class='l'>check</th><th>value</th><th>threshold</th><th>result</th><th class='l'>detail</th></tr>")
+        for ch in r["checks"]:
+            parts.append(f"<tr><td class='l'>{e(ch['name'])}</td><td>{_f(ch['value'])}</td><td>{_f(ch['threshold'])}</td>"
+                         f"{_badge(ch['pass'])}<td class='l'>{e(ch.get('detail', ''))}</td></tr>")
+        parts.append("</table>")
+        # per-variable table, worst first
+        members = any("ratio_members" in m for m in r["variables"].values())
+        parts.append("<table><tr><th class='l'>variable</th><th>R</th><th>Σ W1 flash</th><th>Σ W1 floor</th>"
+                     "<th>W1</th><th>KS</th><th>n flash</th><th>n ref</th>"
+                     + ("<th>R per training</th>" if members else "") + "<th>R all objects</th><th>threshold</th><th>result</th></tr>")
+        allobj = r.get("variables_all_objects", {})
+        order = sorted(r["variables"].items(), key=lambda kv: -(kv[1]["ratio"] if kv[1]["ratio"] is not None else math.inf))
+        for v, m in order:
+            mem = ("<td>" + " ".join(_f(x, 2) for x in m.get("ratio_members", [])) + "</td>") if members else ""
+            parts.append(f"<tr><td class='l'>{e(v)}</td><td>{_f(m['ratio'], 2)}</td><td>{_f(m['w1_flash_sum'], 4)}</td>"
+                         f"<td>{_f(m['w1_floor_sum'], 4)}</td><td>{_f(m['w1'], 4)}</td><td>{_f(m['ks'])}</td>"
+                         f"<td>{m['n_flash']}</td><td>{m['n_reference']}</td>{mem}"
+                         f"<td>{_f(allobj.get(v, {}).get('ratio'), 2)}</td><td>{_f(m['threshold'], 2)}</td>{_badge(m['pass'])}</tr>")
+        parts.append("</table>")
+        extra = []
+        if "correlation" in r:
+            co = r["correlation"]
+            extra.append(f"max |Δ correlation| {_f(co['max_abs_diff'])} (reference halves {_f(co['max_abs_diff_ref_halves'])})")
+        if "efficiency" in r:
+            ef = r["efficiency"]
+            extra.append(f"efficiency flash {_f(ef['total']['flash'])} / reference {_f(ef['total']['reference'])}; "
+                         f"χ²/ndf vs pt {_f(ef['vs_pt']['chi2_ndf'], 2)}, vs η {_f(ef['vs_eta']['chi2_ndf'], 2)}")
+        if r.get("response", {}).get("vs_pt"):
+            rp = r["response"]
+            extra.append(f"response R {_f(rp['ratio']['ratio'], 2)}; median χ²/ndf vs pt {_f(rp['vs_pt']['median_chi2_ndf'], 2)}; "
+                         f"resolution χ²/ndf vs pt {_f(rp['vs_pt']['resolution_chi2_ndf'], 2)}")
+        if extra:
+            parts.append("<ul class='note'>" + "".join(f"<li>{e(x)}</li>" for x in extra) + "</ul>")
+        if r.get("roc"):
+            parts.append("<table><tr><th class='l'>tagger</th><th class='l'>pair</th><th>AUC flash</th><th>AUC reference</th><th>Δ</th></tr>")
+            for t, pairs in r["roc"].items():
+                for p, d in pairs.items():
+                    parts.append(f"<tr><td class='l'>{e(t)}</td><td class='l'>{e(p)}</td><td>{_f(d['auc_flash'])}</td>"
+                                 f"<td>{_f(d['auc_reference'])}</td><td>{_f(d['delta_auc'])}</td></tr>")
+            parts.append("</table>")
+        if r.get("by_category"):
+            bc = r["by_category"]
+            classes = list(bc["ratios"])
+            vs = sorted({v for d in bc["ratios"].values() for v in d})
+            parts.append(f"<details><summary>noise-floor ratio by {e(bc['by'])}</summary><table><tr><th class='l'>variable</th>"
+                         + "".join(f"<th>{e(k)}</th>" for k in classes) + "</tr>")
+            for v in vs:
+                parts.append(f"<tr><td class='l'>{e(v)}</td>" + "".join(
+                    f"<td>{_f(bc['ratios'][k].get(v, {}).get('ratio'), 2)}</td>" for k in classes) + "</tr>")
+            parts.append("</table></details>")
+        if r["plots"]:
+            parts.append("<div class='grid'>" + "".join(_img(out_dir, p) for p in r["plots"]) + "</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,392 @@
+"""Preprocessing: every transform and a full pipeline invert exactly on their domain, serialise, and fail loudly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from flashsim.transforms import (
+    TRANSFORMS,
+    Categorical,
+    ContextPipeline,
+    StickBreaking,
+    TargetPipeline,
+    transform_from_config,
+)
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+N = st.integers(1, 40)
+
+
+def floats(lo, hi, **kw):
+    return st.floats(lo, hi, allow_nan=False, allow_infinity=False, **kw)
+
+
+def col(elements, n=N):
+    return n.flatmap(lambda k: arrays(np.float64, k, elements=elements))
+
+
+def pair(x_el, ref_el):
+    return N.flatmap(lambda k: st.tuples(arrays(np.float64, k, elements=x_el), arrays(np.float64, k, elements=ref_el)))
+
+
+def _json(t):
+    """to_dict -> JSON text -> from_dict."""
+    d = json.loads(json.dumps(t.to_dict()))
+    return type(t).from_dict(d, column=t.column)
+
+
+def roundtrip(cfg, x, ref=None, atol=0.0, rtol=0.0, seed=0):
+    """Fit, forward with noise, inverse; also through to_dict/from_dict. Returns the forward values."""
+    t = transform_from_config(cfg, column="c").fit(x, ref)
+    y = t.forward(x, ref, np.random.default_rng(seed))
+    assert y.shape == x.shape and np.isfinite(y).all()
+    back = t.inverse(y, ref)
+    np.testing.assert_allclose(back, x, atol=atol, rtol=rtol)
+    t2 = _json(t)
+    y2 = t2.forward(x, ref, np.random.default_rng(seed))
+    np.testing.assert_array_equal(y2, y)
+    np.testing.assert_array_equal(t2.inverse(y, ref), back)
+    return t, y
+
+
+# -- elementary transforms -----------------------------------------------------------------
+
+
+@SETTINGS
+@given(col(floats(1e-8, 1e8)), st.sampled_from([0.0, 1.0]))
+def test_log(x, offset):
+    roundtrip({"type": "log", "offset": offset}, x, rtol=1e-12, atol=1e-12)
+
+
+@SETTINGS
+@given(col(floats(-1 + 1e-9, 1e8)))
+def test_log1p(x):
+    roundtrip({"type": "log1p"}, x, rtol=1e-12, atol=1e-15)
+
+
+@SETTINGS
+@given(st.tuples(floats(-1e3, 1e3), floats(1e-3, 1e3)).flatmap(
+    lambda lw: st.tuples(st.just(lw[0]), st.just(lw[0] + lw[1]),
+                         col(st.one_of(st.sampled_from([lw[0], lw[0] + lw[1]]), floats(lw[0], lw[0] + lw[1]))))))
+def test_logit(args):
+    lo, hi, x = args
+    _, y = roundtrip({"type": "logit", "lo": lo, "hi": hi}, x, atol=2e-6 * (hi - lo) + 1e-9 * max(abs(lo), abs(hi)))
+    t = transform_from_config({"type": "logit", "lo": lo, "hi": hi})
+    assert np.all(t.inverse(t.forward(x), None)[x == lo] == lo)  # bounds are exact
+    assert np.all(t.inverse(t.forward(x), None)[x == hi] == hi)
+    wild = t.inverse(np.array([-1e300, -50.0, 0.0, 50.0, 1e300]))
+    assert np.all((wild >= lo) & (wild <= hi))
+
+
+@SETTINGS
+@given(col(floats(-1e6, 1e6)))
+def test_standardize(x):
+    t, y = roundtrip({"type": "standardize"}, x, atol=1e-6, rtol=1e-9)
+    if len(x) > 1 and np.std(x) > 1e-3:
+        assert abs(y.mean()) < 1e-6 and abs(y.std() - 1) < 1e-6
+
+
+def _nonzero(lo, hi):
+    return st.one_of(floats(lo, hi), floats(-hi, -lo))
+
+
+@SETTINGS
+@given(pair(floats(-1e6, 1e6), _nonzero(1e-3, 1e6)))
+def test_ratio(xr):
+    roundtrip({"type": "ratio", "reference": "g"}, *xr, rtol=1e-12, atol=1e-9)
+
+
+@SETTINGS
+@given(pair(floats(1e-6, 1e6), floats(1e-3, 1e6)))
+def test_log_ratio(xr):
+    roundtrip({"type": "log_ratio", "reference": "g"}, *xr, rtol=1e-12)
+
+
+@SETTINGS
+@given(pair(floats(-1e6, 1e6), floats(-1e6, 1e6)))
+def test_difference(xr):
+    roundtrip({"type": "difference", "reference": "g"}, *xr, atol=1e-9)
+
+
+@SETTINGS
+@given(pair(floats(-math.pi, math.pi, exclude_max=True), floats(-math.pi, math.pi, exclude_max=True)))
+def test_phi_difference(xr):
+    x, ref = xr
+    t = transform_from_config({"type": "phi_difference", "reference": "g"}).fit(x, ref)
+    y = t.forward(x, ref)
+    assert np.all((y >= -math.pi) & (y < math.pi))
+    back = t.inverse(y, ref)
+    assert np.all((back >= -math.pi) & (back < math.pi))
+    d = np.mod(back - x + math.pi, 2 * math.pi) - math.pi  # equal as angles
+    assert np.all(np.abs(d) < 1e-12)
+    back2 = _json(t).inverse(y, ref)
+    np.testing.assert_array_equal(back2, back)
+
+
+@SETTINGS
+@given(col(st.integers(-1000, 1000).map(float)), st.integers(0, 2**32))
+def test_dequantize(x, seed):
+    t, y = roundtrip({"type": "dequantize"}, x, seed=seed)
+    assert np.all((y >= x) & (y < x + 1))
+    wild = t.inverse(np.array([-1e9, 1e9]))
+    assert wild[0] == x.min() and wild[1] == x.max()  # clipped to the training range
+
+
+@SETTINGS
+@given(st.lists(st.integers(-100, 100), min_size=1, max_size=8, unique=True).flatmap(
+    lambda vals: st.tuples(st.just(vals), col(st.sampled_from(vals).map(float)))), st.integers(0, 2**32),
+    st.booleans())
+def test_categorical(vals_x, seed, declared):
+    vals, x = vals_x
+    cfg = {"type": "categorical", "values": vals} if declared else {"type": "categorical"}
+    t, y = roundtrip(cfg, x, seed=seed)
+    k = np.searchsorted(np.asarray(t.classes), x)
+    assert np.all((y >= k + 0.2) & (y <= k + 0.8))  # gaps between classes
+    classes = set(map(float, vals)) if declared else set(map(float, x))
+    wild = t.inverse(np.random.default_rng(seed).normal(0, 10, 200))
+    assert set(wild.tolist()) <= classes
+
+
+def test_categorical_bools_and_bitmask():
+    x = np.array([True, False, True])
+    t = Categorical(column="flag").fit(x)
+    assert t.classes == [0.0, 1.0]
+    bits = np.array([0, 1, 4, 5, 5, 1], dtype=np.uint8)
+    t = Categorical(column="puId").fit(bits)
+    assert t.classes == [0.0, 1.0, 4.0, 5.0]
+    np.testing.assert_array_equal(t.inverse(t.forward(bits, None, np.random.default_rng(0))), bits)
+
+
+@SETTINGS
+@given(st.sampled_from(["auto", "below", "above", "both"]), N, st.integers(0, 2**32))
+def test_spike(side, n, seed):
+    rng = np.random.default_rng(seed)
+    w = 1e-3
+    if side in ("auto", "below"):  # spike at the lower edge (a fraction exactly 0), at the upper edge for auto
+        cont = rng.uniform(0, 1, n)
+        spikes = [0.0, 1.0] if side == "auto" else [0.0]
+    elif side == "above":  # spike at the upper edge
+        cont = rng.uniform(-1, 1, n)
+        spikes = [1.0]
+    else:  # interior spike, continuous values outside the band
+        cont = rng.uniform(w, 1, n) * rng.choice([-1, 1], n)
+        spikes = [0.0]
+    x = np.where(rng.random(n) < 0.4, rng.choice(spikes, n), cont)
+    t, y = roundtrip({"type": "spike", "values": spikes, "width": w, "side": side}, x, seed=seed)
+    assert np.all(y[~np.isin(x, spikes)] == x[~np.isin(x, spikes)])  # continuous values untouched
+    at = np.isin(x, spikes)
+    assert np.all(np.abs(y[at] - x[at]) <= w) and len(np.unique(y[at])) == min(at.sum(), len(np.unique(y[at])))
+    if side == "auto":
+        assert t.sides == ["below", "above"]
+
+
+@SETTINGS
+@given(col(floats(-1e3, 1e3)))
+def test_clamp(x):
+    t, y = roundtrip({"type": "clamp"}, x)
+    np.testing.assert_array_equal(y, x)
+    back = t.inverse(np.array([-1e9, 1e9, np.nan]))
+    np.testing.assert_array_equal(back, [x.min(), x.max(), x.min()])
+
+
+def _fractions(draw_n, seed, k=5, zero_frac=0.3):
+    rng = np.random.default_rng(seed)
+    f = rng.dirichlet(np.ones(k + 1), draw_n)[:, :k]
+    f[rng.random((draw_n, k)) < zero_frac] = 0.0  # exact zeros
+    f[rng.random(draw_n) < 0.1] = np.eye(k)[rng.integers(0, k)]  # a single fraction exactly 1
+    return f
+
+
+@SETTINGS
+@given(N, st.integers(0, 2**32))
+def test_stick_breaking(n, seed):
+    f = _fractions(n, seed)
+    cols = [f"f{i}" for i in range(5)]
+    sb = StickBreaking(cols)
+    v = sb.forward(list(f.T))
+    assert all(np.all((vi >= 0) & (vi <= 1)) for vi in v)
+    back = np.stack(sb.inverse(v), 1)
+    np.testing.assert_allclose(back, f, atol=1e-12)
+    # any model output gives valid fractions: non-negative and summing to <= 1
+    wild = np.stack(sb.inverse(list(np.random.default_rng(seed).normal(0.5, 2, (5, n)))), 1)
+    assert np.all(wild >= 0) and np.all(wild.sum(1) <= 1 + 1e-12)
+
+
+# -- pipelines ---------------------------------------------------------------------------
+
+JET_CONFIG = [
+    {"column": "pt", "steps": [{"type": "clamp"}, {"type": "log_ratio", "reference": "pt"}, {"type": "standardize"}]},
+    {"column": "eta", "steps": [{"type": "difference", "reference": "eta"}, {"type": "standardize"}]},
+    {"column": "phi", "steps": [{"type": "phi_difference", "reference": "phi"}, {"type": "standardize"}]},
+    {"column": "jetId", "steps": [{"type": "categorical", "values": [0, 2, 6]}, {"type": "standardize"}]},
+    {"column": "nConstituents", "steps": [{"type": "dequantize"}, {"type": "log"}, {"type": "standardize"}]},
+    {"column": "btagDeepFlavB", "steps": [{"type": "spike", "values": [0.0, 1.0]},
+                                          {"type": "logit", "lo": -0.001, "hi": 1.001}, {"type": "standardize"}]},
+    {"column": "hasMuon", "steps": [{"type": "categorical"}]},
+    {"columns": ["chHEF", "neHEF", "chEmEF", "neEmEF", "muEF"],
+     "steps": [{"type": "stick_breaking"}, {"type": "spike", "values": [0.0, 1.0]},
+               {"type": "logit", "lo": -0.001, "hi": 1.001}, {"type": "standardize"}]},
+]
+FRACTIONS = ["chHEF", "neHEF", "chEmEF", "neEmEF", "muEF"]
+
+
+def _jets(n, seed):
+    rng = np.random.default_rng(seed)
+    gpt = rng.exponential(30, n) + 15
+    refs = {"pt": gpt, "eta": rng.uniform(-4.7, 4.7, n), "phi": rng.uniform(-np.pi, np.pi, n)}
+    btag = rng.uniform(0, 1, n)
+    btag[rng.random(n) < 0.2] = 0.0
+    btag[rng.random(n) < 0.1] = 1.0
+    t = {
+        "pt": (gpt * rng.lognormal(0, 0.15, n)).astype(np.float32),
+        "eta": (refs["eta"] + rng.normal(0, 0.02, n)).astype(np.float32),
+        "phi": np.mod(refs["phi"] + rng.normal(0, 0.02, n) + np.pi, 2 * np.pi).astype(np.float32) - np.float32(np.pi),
+        "jetId": rng.choice([0, 2, 6], n).astype(np.int32),
+        "nConstituents": rng.poisson(12, n).astype(np.uint8) + 1,
+        "btagDeepFlavB": btag.astype(np.float32),
+        "hasMuon": rng.random(n) < 0.3,
+    }
+    for i, c in enumerate(FRACTIONS):
+        t[c] = _fractions(n, seed)[:, i].astype(np.float32)
+    return t, refs
+
+
+def _assert_columns_equal(back, t):
+    for c, x in t.items():
+        assert back[c].dtype == x.dtype, c
+        if x.dtype.kind in "iub":
+            np.testing.assert_array_equal(back[c], x, err_msg=c)
+        elif c == "phi":
+            d = np.mod(back[c].astype(np.float64) - x + np.pi, 2 * np.pi) - np.pi
+            assert np.all(np.abs(d) < 1e-5), c
+        else:
+            np.testing.assert_allclose(back[c], x, atol=3e-6, rtol=1e-5, err_msg=c)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 300), st.integers(0, 2**32))
+def test_pipeline_roundtrip(n, seed):
+    t, refs = _jets(n, seed)
+    p = TargetPipeline(JET_CONFIG).fit(t, refs, np.random.default_rng(seed))
+    assert p.columns == ["pt", "eta", "phi", "jetId", "nConstituents", "btagDeepFlavB", "hasMuon", *FRACTIONS]
+    assert p.references == ["eta", "phi", "pt"]
+    a = p.forward(t, refs, np.random.default_rng(seed + 1))
+    assert a.dtype == np.float32 and a.shape == (n, 12) and np.isfinite(a).all()
+    _assert_columns_equal(p.inverse(a, refs), t)
+    # JSON round trip: same forward with the same rng, same inverse
+    p2 = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    np.testing.assert_array_equal(p2.forward(t, refs, np.random.default_rng(seed + 1)), a)
+    b1, b2 = p.inverse(a, refs), p2.inverse(a, refs)
+    for c in t:
+        np.testing.assert_array_equal(b1[c], b2[c])
+    # arbitrary model output -> valid physics: allowed classes, fractions summing to <= 1
+    wild = p.inverse(np.random.default_rng(seed).normal(0, 3, (n, 12)).astype(np.float32), refs)
+    assert set(wild["jetId"].tolist()) <= {0, 2, 6}
+    assert np.all(wild["chHEF"] >= 0)
+    s = sum(wild[c].astype(np.float64) for c in FRACTIONS)
+    assert np.all(s <= 1 + 1e-6)  # exact in float64, up to float32 rounding of the stored columns
+    assert np.all((wild["btagDeepFlavB"] >= 0) & (wild["btagDeepFlavB"] <= 1))
+    assert np.all(wild["pt"] >= t["pt"].min()) and np.all(wild["pt"] <= t["pt"].max())
+
+
+def test_pipeline_standardises_on_training_data():
+    t, refs = _jets(5000, 1)
+    p = TargetPipeline(JET_CONFIG).fit(t, refs)
+    a = p.forward(t, refs, np.random.default_rng(0))
+    cols = [i for i, c in enumerate(p.columns) if c != "hasMuon"]
+    assert np.all(np.abs(a[:, cols].mean(0)) < 0.05) and np.all(np.abs(a[:, cols].std(0) - 1) < 0.05)
+
+
+def test_context_pipeline():
+    rng = np.random.default_rng(0)
+    ctx = {"pt": rng.exponential(30, 1000) + 10, "eta": rng.normal(0, 2, 1000), "flavour": rng.choice([0, 4, 5], 1000)}
+    p = ContextPipeline.standard(["pt", "eta"], log_columns=["pt"]).fit(ctx)
+    a = p.forward(ctx)
+    np.testing.assert_allclose(a.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(a[:, 0], (np.log(ctx["pt"]) - np.log(ctx["pt"]).mean()) / np.log(ctx["pt"]).std(), atol=1e-5)
+    q = ContextPipeline([{"column": "flavour", "steps": [{"type": "categorical"}]}]).fit(ctx)
+    a1, a2 = q.forward(ctx, rng=np.random.default_rng(1)), q.forward(ctx)
+    np.testing.assert_array_equal(a1, a2)  # no noise in the context
+    assert set(a1[:, 0].tolist()) == {0.5, 1.5, 2.5}
+    p2 = ContextPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    np.testing.assert_array_equal(p2.forward(ctx), a)
+    with pytest.raises(ValueError, match="not among the columns"):
+        ContextPipeline.standard(["eta"], log_columns=["pt"])
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg, data, refs, match",
+    [
+        ([{"column": "pt", "steps": [{"type": "log"}]}], {"pt": [1.0, -2.0]}, {}, r"'pt'.*log.*-2\.0 at row 1"),
+        ([{"column": "pt", "steps": [{"type": "log_ratio", "reference": "pt"}]}], {"pt": [1.0, 0.0]}, {"pt": [1, 1]},
+         r"'pt'.*x > 0.*0\.0 at row 1"),
+        ([{"column": "pt", "steps": [{"type": "log_ratio", "reference": "genpt"}]}], {"pt": [1.0]}, {},
+         r"'pt'.*reference column 'genpt' not given"),
+        ([{"column": "jetId", "steps": [{"type": "categorical", "values": [0, 2, 6]}]}], {"jetId": [0, 2, 4]}, {},
+         r"'jetId'.*4\.0 at row 2"),
+        ([{"column": "s", "steps": [{"type": "logit", "lo": 0, "hi": 1}]}], {"s": [0.5, 1.5]}, {}, r"'s'.*\[0\.0, 1\.0\].*1\.5"),
+        ([{"column": "n", "steps": [{"type": "dequantize"}]}], {"n": [1.0, 2.5]}, {}, r"'n'.*integer.*2\.5"),
+        ([{"column": "x", "steps": [{"type": "standardize"}]}], {"x": [1.0, np.nan]}, {}, r"'x'.*non-finite"),
+        ([{"column": "x", "steps": []}], {"y": [1.0]}, {}, r"'x' missing"),
+        ([{"columns": ["a", "b"], "steps": [{"type": "stick_breaking"}]}], {"a": [0.7], "b": [0.6]}, {},
+         r"sum above 1"),
+        ([{"columns": ["a", "b"], "steps": [{"type": "stick_breaking"}]}], {"a": [-0.1], "b": [0.6]}, {},
+         r"'a'.*outside \[0, 1\]"),
+    ],
+)
+def test_domain_errors_name_column_and_value(cfg, data, refs, match):
+    data = {k: np.asarray(v) for k, v in data.items()}
+    with pytest.raises(ValueError, match=match):
+        TargetPipeline(cfg).fit(data, {k: np.asarray(v, dtype=float) for k, v in refs.items()})
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ([{"column": "pt", "steps": [{"type": "lgo"}]}], r"'pt'.*unknown step type 'lgo'"),
+        ([{"column": "pt", "steps": [{"type": "log", "ofset": 1}]}], r"'pt'.*unknown option 'ofset'"),
+        ([{"column": "s", "steps": [{"type": "logit"}]}], r"'s'.*needs option 'lo'"),
+        ([{"column": "s", "steps": [{"type": "logit", "lo": 1, "hi": 0}]}], r"'s'.*hi > lo"),
+        ([{"column": "pt", "steps": [{"type": "ratio"}]}], r"'pt'.*needs a 'reference'"),
+        ([{"column": "pt", "steps": [{"type": "log", "reference": "pt"}]}], r"'pt'.*takes no 'reference'"),
+        ([{"column": "pt"}, {"column": "pt"}], r"'pt' appears twice"),
+        ([{"column": "pt", "colums": 1}], r"unknown keys \['colums'\]"),
+        ([{"columns": ["a", "b"], "steps": [{"type": "log"}]}], r"must start with a multi-column step"),
+        ([{"column": "a", "steps": [{"type": "stick_breaking"}]}], r"unknown step type 'stick_breaking'"),
+        ([{"column": "j", "steps": [{"type": "categorical", "values": [1, 1]}]}], r"'j'.*duplicate"),
+        ([{"column": "b", "steps": [{"type": "spike", "values": [0.0], "side": "left"}]}], r"'b'.*side"),
+        ({"column": "pt"}, r"must be a list"),
+    ],
+)
+def test_config_errors(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        TargetPipeline(cfg)
+
+
+def test_pipeline_guards():
+    p = TargetPipeline([{"column": "x", "steps": [{"type": "standardize"}]}])
+    with pytest.raises(ValueError, match="before fit"):
+        p.forward({"x": np.ones(3)})
+    p.fit({"x": np.arange(3.0)})
+    with pytest.raises(ValueError, match=r"shape \(n, 1\)"):
+        p.inverse(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="'x'.*non-finite"):
+        p.inverse(np.array([[np.nan]]))
+    q = TargetPipeline([{"column": "n", "steps": [{"type": "standardize"}]}]).fit({"n": np.array([1, 2], dtype=np.uint8)})
+    with pytest.raises(ValueError, match="'n'.*does not fit uint8"):
+        q.inverse(np.array([[100.0]]))
+
+
+def test_every_transform_is_tested_and_serialisable():
+    assert set(TRANSFORMS) == {"log", "log1p", "logit", "standardize", "ratio", "log_ratio", "difference",
+                               "phi_difference", "dequantize", "categorical", "spike", "clamp"}
