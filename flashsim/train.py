@@ -346,6 +346,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         return torch.as_tensor(target_pipeline.forward(pick(tgts, mask), pick(refs, mask), rng))
 
     cfg = recipe.fit_config()
+    torch.manual_seed(_seed(cfg.seed, "init", spec.name))
     model = build_model({**model_config, "name": spec.name}, target_pipeline.n_features, context.shape[1])
     log(f"unit {spec.name}: {int((train_mask & labelled).sum())} training / {int((val_mask & labelled).sum())} validation objects, "
         f"{target_pipeline.n_features} targets, {context.shape[1]} context columns, {sum(p.numel() for p in model.parameters())} parameters, device {device}")
@@ -363,6 +364,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         name = "multiplicity" if spec.type == "multiplicity" else "efficiency"
         config = {"type": "efficiency", **(classifier_config or {}),
                   **{k: recipe.efficiency[k] for k in ("hidden", "layers") if k in recipe.efficiency}, "name": spec.name}
+        torch.manual_seed(_seed(cfg.seed, "init", name))
         classifier = build_model(config, 1, context.shape[1])
         label = torch.as_tensor(labelled.astype(np.float32))
         tm, vm = torch.as_tensor(train_mask), torch.as_tensor(val_mask)

@@ -100,7 +100,7 @@ context = [
   { feature = "reco_minus_gen", collection = "Jet", gen_collection = "GenJet", index = "genJetIdx", fields = ["px", "py"], name = "jet_mismeasure" },
 ]
 targets = [
-  { column = "pt", steps = [{ type = "log1p" }, { type = "standardize" }] },
+  { column = "pt", steps = [{ type = "clamp" }, { type = "log" }, { type = "standardize" }] },
   { column = "phi", steps = [{ type = "phi_difference", reference = "GenMET.phi" }] },
 ]
 model = { type = "mean_quantile", hidden = 16, layers = 2 }

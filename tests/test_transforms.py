@@ -134,7 +134,7 @@ def test_phi_difference(xr):
 @given(col(st.integers(-1000, 1000).map(float)), st.integers(0, 2**32))
 def test_dequantize(x, seed):
     t, y = roundtrip({"type": "dequantize"}, x, seed=seed)
-    assert np.all((y >= x) & (y < x + 1))
+    assert np.all((y >= x + 1e-3) & (y <= x + 1 - 1e-3))
     wild = t.inverse(np.array([-1e9, 1e9]))
     assert wild[0] == x.min() and wild[1] == x.max()  # clipped to the training range
 
@@ -182,8 +182,8 @@ def test_spike(side, n, seed):
     t, y = roundtrip({"type": "spike", "values": spikes, "width": w, "side": side}, x, seed=seed)
     assert np.all(y[~np.isin(x, spikes)] == x[~np.isin(x, spikes)])  # continuous values untouched
     at = np.isin(x, spikes)
-    assert np.all(np.abs(y[at] - x[at]) <= w) and len(np.unique(y[at])) == min(at.sum(), len(np.unique(y[at])))
-    if side == "auto":
+    assert np.all(np.abs(y[at] - x[at]) <= w)
+    if side == "auto" and np.any((x > 0) & (x < 1)):
         assert t.sides == ["below", "above"]
 
 
@@ -362,10 +362,11 @@ def test_domain_errors_name_column_and_value(cfg, data, refs, match):
         ([{"column": "pt"}, {"column": "pt"}], r"'pt' appears twice"),
         ([{"column": "pt", "colums": 1}], r"unknown keys \['colums'\]"),
         ([{"columns": ["a", "b"], "steps": [{"type": "log"}]}], r"must start with a multi-column step"),
-        ([{"column": "a", "steps": [{"type": "stick_breaking"}]}], r"unknown step type 'stick_breaking'"),
+        ([{"column": "a", "steps": [{"type": "stick_breaking"}]}], r"\['a'\].*'stick_breaking' must be the first step of a 'columns"),
         ([{"column": "j", "steps": [{"type": "categorical", "values": [1, 1]}]}], r"'j'.*duplicate"),
         ([{"column": "b", "steps": [{"type": "spike", "values": [0.0], "side": "left"}]}], r"'b'.*side"),
         ({"column": "pt"}, r"must be a list"),
+        ([{"columns": ["a", "b"], "steps": [{"type": "stick_breaking", "tol": 1}]}], r"unknown options \['tol'\]"),
     ],
 )
 def test_config_errors(cfg, match):
@@ -384,7 +385,7 @@ def test_pipeline_guards():
         p.inverse(np.array([[np.nan]]))
     q = TargetPipeline([{"column": "n", "steps": [{"type": "standardize"}]}]).fit({"n": np.array([1, 2], dtype=np.uint8)})
     with pytest.raises(ValueError, match="'n'.*does not fit uint8"):
-        q.inverse(np.array([[100.0]]))
+        q.inverse(np.array([[1000.0]]))
 
 
 def test_every_transform_is_tested_and_serialisable():

@@ -1,0 +1,149 @@
+"""Dataset extraction (incl. a file with the real CMS NanoAOD schema) and the training command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from conftest import JET_UNIT, synthetic_events, write_recipe, write_unit
+from flashsim.datasets import extract, load_dataset
+from flashsim.errors import InputError
+from flashsim.io.schema import nanoaod_types
+from flashsim.train import load_recipe, train_unit
+from flashsim.unit import load_unit
+
+
+def test_training_lowers_validation_loss_and_writes_a_complete_unit(trained_units) -> None:
+    unit_dir = trained_units["tinyjet"]
+    record = json.loads((unit_dir / "training.json").read_text())
+    val = record["model"]["history"]["val"]
+    assert val[-1] < val[0], f"validation loss did not decrease: {val}"
+    for name in ("unit.toml", "model.safetensors", "model.json", "efficiency.safetensors", "preprocessing.json", "loss.png"):
+        assert (unit_dir / name).is_file(), name
+    assert record["versions"]["torch"].startswith("2.")
+    assert record["dataset"]["sources"][0]["sha256"]
+    assert not list(unit_dir.glob("checkpoint_*.pt")), "checkpoints are removed after a complete training"
+    assert load_unit(unit_dir).efficiency is not None
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, synthetic_file: Path) -> None:
+    histories = {}
+    for mode in ("straight", "interrupted"):
+        unit_dir = write_unit(tmp_path / mode, JET_UNIT.replace("efficiency = { hidden = 16, layers = 2 }", ""))
+        recipe = load_recipe(write_recipe(tmp_path / f"{mode}.toml", unit_dir, str(synthetic_file), epochs=4))
+        if mode == "interrupted":
+            def stop_after_two(info: dict) -> None:
+                if info["epoch"] == 2:
+                    raise KeyboardInterrupt
+            with pytest.raises(KeyboardInterrupt):
+                train_unit(recipe, log=lambda _m: None, progress=stop_after_two)
+            assert (unit_dir / "checkpoint_model.pt").is_file()
+            train_unit(recipe, resume=True, log=lambda _m: None)
+        else:
+            train_unit(recipe, log=lambda _m: None)
+        histories[mode] = json.loads((unit_dir / "training.json").read_text())["model"]["history"]
+    assert len(histories["interrupted"]["val"]) == len(histories["straight"]["val"]) == 4
+    assert np.allclose(histories["interrupted"]["val"], histories["straight"]["val"], rtol=1e-5)
+    assert np.allclose(histories["interrupted"]["train"], histories["straight"]["train"], rtol=1e-5)
+
+
+def _cms_schema_file(path: Path, n: int = 400) -> Path:
+    """A file with every branch of the real CMS NanoAOD schema, its types, dangling indices and placeholders."""
+    rng = np.random.default_rng(0)
+    types = nanoaod_types()
+    counts = {"GenJet": rng.integers(1, 6, n), "GenPart": rng.integers(2, 8, n), "Jet": rng.integers(0, 6, n), "Muon": rng.integers(0, 3, n)}
+    data: dict[str, object] = {}
+    for name, btype in types.items():
+        if name.startswith("n") and name[1:] in counts:
+            continue
+        coll = name.split("_", 1)[0]
+        if btype.jagged:
+            k = counts[coll]
+            total = int(k.sum())
+            if btype.dtype == np.bool_:
+                flat = rng.integers(0, 2, total).astype(bool)
+            elif np.issubdtype(btype.dtype, np.integer):
+                flat = rng.integers(0, 3, total).astype(btype.dtype)
+            else:
+                flat = rng.uniform(0.05, 0.95, total).astype(btype.dtype)
+            if name.endswith(("_pt", "_mass")):
+                flat = (flat * 100 + 15).astype(btype.dtype)
+            if name.endswith("_eta"):
+                flat = (flat * 4 - 2).astype(btype.dtype)
+            data[name] = ak.unflatten(flat, k)
+        else:
+            data[name] = (rng.uniform(1, 50, n) if btype.dtype.kind == "f" else rng.integers(0, 50, n)).astype(btype.dtype)
+    # cross-references: some unmatched (-1), some past the end of the pruned GenJet collection
+    local = ak.local_index(data["Jet_pt"])
+    gen_idx = ak.where(local % 3 == 2, -1, ak.where(local % 3 == 1, 99, local % counts["GenJet"][:, None] if False else 0))
+    data["Jet_genJetIdx"] = ak.values_astype(ak.where((local % 3 == 0), ak.values_astype(local % 1, np.int32), gen_idx), np.int32)
+    btag = ak.to_numpy(ak.flatten(data["Jet_btagDeepFlavB"])).copy()
+    btag[::7] = -3000.0  # tagger not computed
+    data["Jet_btagDeepFlavB"] = ak.unflatten(btag, counts["Jet"])
+    with uproot.recreate(path) as f:
+        grouped: dict[str, object] = {}
+        colls: dict[str, dict[str, object]] = {}
+        for name, values in data.items():
+            coll = name.split("_", 1)[0]
+            if coll in counts:
+                colls.setdefault(coll, {})[name.split("_", 1)[1]] = values
+            else:
+                grouped[name] = values
+        grouped |= {c: ak.zip(v) for c, v in colls.items()}
+        tree = f.mktree("Events", {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in grouped.items()})
+        tree.extend(grouped)
+    return path
+
+
+CMS_JET_UNIT = JET_UNIT.replace(
+    '{ column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },',
+    '{ column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },\n'
+    '  { column = "btagDeepFlavB", steps = [{ type = "logit", lo = 0.0, hi = 1.0 }, { type = "standardize" }] },',
+).replace('{ field = "hadronFlavour" },', '{ field = "hadronFlavour" },\n  { field = "partonFlavour" },')
+
+
+def test_extraction_from_real_cms_schema(tmp_path: Path) -> None:
+    path = _cms_schema_file(tmp_path / "cms.root")
+    unit = load_unit(write_unit(tmp_path / "cmsjet", CMS_JET_UNIT), require_trained=False)
+    table = extract(unit, path)
+    report = table.report
+    n_jets = int(ak.sum(ak.num(uproot.open(path)["Events"]["Jet_pt"].array())))
+    assert report.dangling_index > 0, "indices past nGenJet are counted"
+    assert report.placeholder_rows.get("btagDeepFlavB", 0) > 0, "placeholder -3000 taggers are rejected and counted"
+    assert report.matched > 0 and report.matched < n_jets
+    tgt = table.columns["tgt.btagDeepFlavB"][table.columns["reconstructed"]]
+    assert tgt.min() >= 0, "no placeholder reaches the training table"
+    assert table.columns["ctx.hadronFlavour"].dtype == np.float64
+    saved = load_dataset(table.save(tmp_path / "jet.parquet"))
+    assert saved.report.dangling_index == report.dangling_index and len(saved) == len(table)
+    assert saved.report.sources[0]["sha256"]
+
+
+def test_recipe_errors_before_training(tmp_path: Path, synthetic_file: Path) -> None:
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    recipe = write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), extra="lrate = 3")
+    with pytest.raises(InputError, match=r"unknown field\(s\) \['lrate'\] in \[efficiency\]"):
+        load_recipe(recipe)
+    good = write_recipe(tmp_path / "g.toml", unit_dir, str(synthetic_file))
+    with pytest.raises(InputError, match=r"unknown section \[optimiser\]"):
+        load_recipe(good, ["optimiser.lr=0.1"])
+    bad_unit = write_unit(tmp_path / "bad", JET_UNIT.replace('{ field = "eta" },', '{ field = "etaa" },'))
+    with pytest.raises(InputError, match=r"unit 'tinyjet'.*field 'etaa' not in collection"):
+        train_unit(load_recipe(write_recipe(tmp_path / "b.toml", bad_unit, str(synthetic_file))), log=lambda _m: None)
+    assert not (bad_unit / "model.safetensors").exists()
+
+
+def test_zero_matched_objects_is_an_error(tmp_path: Path) -> None:
+    events = synthetic_events(200)
+    events = ak.with_field(events, ak.with_field(events.Jet, ak.full_like(events.Jet.genJetIdx, -1), "genJetIdx"), "Jet")
+    from flashsim.io import write_events
+
+    path = write_events(events, tmp_path / "nomatch.root")
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    with pytest.raises(InputError, match=r"unit 'tinyjet': no row with a reco target"):
+        train_unit(load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(path))), log=lambda _m: None)
