@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from flashsim import features
 from flashsim.errors import InputError
 from flashsim.io import iterate_events, resolve_inputs
-from flashsim.unit import POSITION, Unit
+from flashsim.unit import POSITION, PREVIOUS, Unit
 
 __all__ = ["Dataset", "ExtractionReport", "extract", "load_dataset", "file_digest", "PLACEHOLDER_BELOW"]
 
@@ -177,6 +177,8 @@ def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: Ex
     for col in spec.target_columns:
         dense = ak.to_numpy(ak.fill_none(padded[col], 0))
         table[f"tgt.{col}"] = dense[row_event, np.minimum(position, n_max - 1)]
+        if col in spec.previous_columns:
+            table[f"ctx.{PREVIOUS}{col}"] = np.where(position > 0, dense[row_event, np.maximum(position - 1, 0)], 0).astype(np.float64)
     return table
 
 

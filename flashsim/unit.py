@@ -25,12 +25,13 @@ from flashsim.errors import InputError, UnitError
 from flashsim.models import build_model, load_model, save_model
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
-__all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "UNITS_DIR", "POSITION"]
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "UNITS_DIR", "POSITION", "PREVIOUS"]
 
 FORMAT_VERSION = 1
 UNITS_DIR = Path(__file__).resolve().parent.parent / "units"
 UnitType = Literal["object", "multiplicity", "event"]
 POSITION = "position"  # context column of multiplicity units: index of the object being drawn
+PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previous object's values (0 for the first)
 
 _SPEC_KEYS = {
     "name", "format_version", "type", "description", "output", "source", "context", "targets",
@@ -96,9 +97,16 @@ class UnitSpec:
         return cls.from_dict(data, path)
 
     @property
+    def previous_columns(self) -> list[str]:
+        """Multiplicity units: target columns of the previous object that condition the next one."""
+        return list((self.multiplicity or {}).get("previous", [])) if self.type == "multiplicity" else []
+
+    @property
     def context_columns(self) -> list[str]:
         names = [n for entry in self.context for n in features.feature_names(entry)]
-        return names + ([POSITION] if self.type == "multiplicity" else [])
+        if self.type == "multiplicity":
+            names += [POSITION] + [PREVIOUS + c for c in self.previous_columns]
+        return names
 
     @property
     def target_columns(self) -> list[str]:
@@ -121,7 +129,7 @@ class UnitSpec:
             steps = entry.get("steps", [{"type": "standardize"}])
             out.extend({"column": n, "steps": steps} for n in features.feature_names(entry))
         if self.type == "multiplicity":
-            out.append({"column": POSITION, "steps": [{"type": "standardize"}]})
+            out += [{"column": c, "steps": [{"type": "standardize"}]} for c in self.context_columns[-1 - len(self.previous_columns):]]
         return out
 
 
@@ -257,33 +265,36 @@ class Unit:
     def _run_multiplicity(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
         assert self.spec.multiplicity is not None and self.multiplicity is not None
         n_max = int(self.spec.multiplicity["max_objects"])
+        previous = self.spec.previous_columns
         raw = {k: _flat(v) for k, v in self.context_columns(events, None).items()}
-        n_events = len(events)
-        alive = np.ones(n_events, bool)
-        counts = np.zeros(n_events, np.int64)
-        drawn: list[np.ndarray] = []  # per position: model-space targets of the events still alive
+        raw |= {PREVIOUS + c: np.zeros(len(events)) for c in previous}
+        alive = np.ones(len(events), bool)
+        counts = np.zeros(len(events), np.int64)
+        drawn: list[dict[str, np.ndarray]] = []  # per position: inverse-transformed objects of the events still alive
         owners: list[np.ndarray] = []
         for position in range(n_max):
             idx = np.flatnonzero(alive)
             if len(idx) == 0:
                 break
-            context = self.context_pipeline.forward({**{k: v[idx] for k, v in raw.items()}, POSITION: np.full(len(idx), position, np.float64)})
+            context = self.context_pipeline.forward({**{k: v[idx] for k, v in raw.items()}, POSITION: np.full(len(idx), float(position))})
             more = self._decide(self.multiplicity, context, generator, device, batch_size)
             alive[idx[~more]] = False
             idx, context = idx[more], context[more]
             if len(idx) == 0:
                 break
-            drawn.append(self._draw(self.model, context, generator, device, batch_size))
+            objects = self.target_pipeline.inverse(self._draw(self.model, context, generator, device, batch_size), {})
+            for c in previous:
+                raw[PREVIOUS + c][idx] = objects[c]
+            drawn.append(objects)
             owners.append(idx)
             counts[idx] += 1
         if drawn:
             order = np.argsort(np.concatenate(owners), kind="stable")
-            sampled = np.concatenate(drawn)[order]
+            columns = {c: np.concatenate([d[c] for d in drawn])[order] for c in drawn[0]}
         else:
-            sampled = np.zeros((0, self.target_pipeline.n_features), np.float32)
-        columns = self.target_pipeline.inverse(sampled, {})
+            columns = self.target_pipeline.inverse(np.zeros((0, self.target_pipeline.n_features), np.float32), {})
         for out_name, value in self.spec.multiplicity.get("constants", {}).items():
-            columns[out_name] = np.full(len(sampled), value, dtype=np.int32 if isinstance(value, int) else np.float32)
+            columns[out_name] = np.full(int(counts.sum()), value, dtype=np.int32 if isinstance(value, int) else np.float32)
         return ak.zip({k: ak.unflatten(v, counts) for k, v in columns.items()})
 
     # ---- persistence --------------------------------------------------------------------------

@@ -42,9 +42,21 @@ def synthetic_events(n: int, seed: int = 0) -> ak.Array:
         "genJetIdx": ak.unflatten(local[reco].astype(np.int32), jet_counts),
         "hadronFlavour": ak.unflatten(flav[reco].astype(np.int32), jet_counts),
     })
+    nfake = rng.poisson(npu / 25.0)
+    fake_total = int(nfake.sum())
+    fakes = ak.zip({
+        "pt": ak.unflatten((15 + rng.exponential(6, fake_total)).astype(np.float32), nfake),
+        "eta": ak.unflatten(rng.uniform(-4, 4, fake_total).astype(np.float32), nfake),
+        "phi": ak.unflatten(rng.uniform(-np.pi, np.pi, fake_total).astype(np.float32), nfake),
+        "mass": ak.unflatten(rng.uniform(2, 6, fake_total).astype(np.float32), nfake),
+        "genJetIdx": ak.unflatten(np.full(fake_total, -1, np.int32), nfake),
+        "hadronFlavour": ak.unflatten(np.zeros(fake_total, np.int32), nfake),
+    })
+    jets = ak.concatenate([jets, fakes], axis=1)
     jets = jets[ak.argsort(jets.pt, axis=1, ascending=False)]
     genmet_pt = rng.exponential(20, n)
-    dx = ak.to_numpy(ak.sum(jets.pt * np.cos(jets.phi), axis=1)) - ak.to_numpy(ak.sum(gen.pt[jets.genJetIdx] * np.cos(jets.phi), axis=1))
+    matched = jets[jets.genJetIdx >= 0]
+    dx = ak.to_numpy(ak.sum(matched.pt * np.cos(matched.phi), axis=1)) - ak.to_numpy(ak.sum(gen.pt[matched.genJetIdx] * np.cos(matched.phi), axis=1))
     met_pt = np.abs(genmet_pt + rng.normal(0, 5 + 0.05 * npu, n) - 0.5 * dx)
     gp = ak.zip({
         "pt": ak.unflatten(np.full(n, 30, np.float32), np.ones(n, np.int64)),
@@ -144,9 +156,27 @@ def trained_units(tmp_path_factory: pytest.TempPathFactory, synthetic_file: Path
 
     root = tmp_path_factory.mktemp("units")
     out = {}
-    for name, text in (("tinyjet", JET_UNIT), ("tinymet", MET_UNIT)):
+    for name, text in (("tinyjet", JET_UNIT), ("tinymet", MET_UNIT), ("tinyfake", FAKE_UNIT)):
         unit_dir = write_unit(root / name, text)
         recipe = write_recipe(root / f"{name}.toml", unit_dir, str(synthetic_file))
         train_unit(load_recipe(recipe), log=lambda _msg: None)
         out[name] = unit_dir
     return out
+
+
+FAKE_UNIT = """
+name = "tinyfake"
+format_version = 1
+type = "multiplicity"
+output = "Jet"
+merge = true
+context = [ { event = "Pileup.nTrueInt" } ]
+targets = [
+  { column = "pt", steps = [{ type = "log" }, { type = "standardize" }] },
+  { column = "eta", steps = [{ type = "standardize" }] },
+  { column = "phi", steps = [{ type = "standardize" }] },
+  { column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },
+]
+model = { type = "coupling_rqs", layers = 2, hidden = 16, blocks = 1, bins = 4 }
+multiplicity = { max_objects = 4, selection = "genJetIdx < 0", previous = ["pt"], constants = { genJetIdx = -1, hadronFlavour = 0 } }
+"""

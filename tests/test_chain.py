@@ -136,3 +136,19 @@ def test_untrained_unit_refuses_to_run(tmp_path: Path) -> None:
     unit_dir = write_unit(tmp_path / "fresh", MET_UNIT)
     with pytest.raises(UnitError, match=r"no trained weights; run `flashsim train tinymet`"):
         load_unit(unit_dir)
+
+
+def test_multiplicity_unit_merges_fake_jets(trained_units, synthetic_file) -> None:
+    chain = Chain([trained_units["tinymet"], trained_units["tinyfake"], trained_units["tinyjet"]])
+    assert [u.name for u in chain.units] == ["tinyjet", "tinyfake", "tinymet"]
+    events = read_events(synthetic_file)
+    flash = chain.run(events, seed=4)
+    fake = flash.Jet[flash.Jet.genJetIdx == -1]
+    n_fake = ak.to_numpy(ak.num(fake))
+    assert ak.all(flash.Jet.pt[:, :-1] >= flash.Jet.pt[:, 1:]), "merged collection re-sorted by pt"
+    assert n_fake.max() <= 4
+    ref_fake = ak.to_numpy(ak.num(events.Jet[events.Jet.genJetIdx == -1]))
+    assert abs(n_fake.mean() - ref_fake.mean()) < 0.25 * ref_fake.mean() + 0.05
+    matched = flash.Jet[flash.Jet.genJetIdx >= 0]
+    assert ak.all(matched.hadronFlavour == flash.GenJet.hadronFlavour[matched.genJetIdx]), "cross-references survive the merge"
+    assert ak.all(fake.pt > 0)

@@ -304,6 +304,50 @@ def test_report_fails_a_shifted_model(paired_samples, tmp_path):
     assert jet["response"]["vs_pt"]["median_chi2_ndf"] > 10
 
 
+def test_report_ensemble_and_independent_samples(paired_samples, tmp_path):
+    ref, flash, shifted = paired_samples
+    m = validate([flash, shifted], ref, ["Jet"], tmp_path, n_splits=4, make_plots=False, classifier_max_rows=2000)
+    pt = m["collections"]["Jet"]["variables"]["pt"]
+    assert len(pt["ratio_members"]) == 2 and pt["ratio_members"][1] > pt["ratio_members"][0]
+    other = _reco(_gen(700, 5), 9)  # different GEN events, fewer of them
+    m = validate(other, ref, ["Jet", "MET"], tmp_path, n_splits=8, make_plots=False, classifier_max_rows=2000)
+    assert m["config"]["paired"] is False
+    assert 0.6 < m["collections"]["Jet"]["median_ratio"] < 1.6
+
+
+def test_cli_writes_report_and_strict_exit(paired_samples, tmp_path):
+    typer = pytest.importorskip("typer")
+    from typer.testing import CliRunner
+
+    try:
+        from flashsim.io import write_events
+    except ImportError:
+        pytest.skip("flashsim.io not available")
+    from flashsim.validate import cli
+
+    ref, flash, _ = paired_samples
+    write_events(ref[:600], tmp_path / "ref.parquet")
+    write_events(flash[:600], tmp_path / "flash.parquet")
+    (tmp_path / "thr.toml").write_text("[MET]\nratio_max = 0.01\n")
+    app = typer.Typer()
+
+    @app.callback()
+    def _main():
+        pass
+
+    app.command("validate")(cli.validate)
+    args = ["validate", "--flash", str(tmp_path / "flash.parquet"), "--reference", str(tmp_path / "ref.parquet"),
+            "--collections", "MET", "--out", str(tmp_path / "rep"), "--thresholds", str(tmp_path / "thr.toml"),
+            "--splits", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "FAIL" in res.output and (tmp_path / "rep" / "report.html").exists()
+    saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert saved["config"]["paired"] is True and saved["collections"]["MET"]["response"]["definition"] == "reco-gen"
+    assert CliRunner().invoke(app, args + ["--strict"]).exit_code == 1
+    assert CliRunner().invoke(app, [*args[:6], "Electron", *args[7:]]).exit_code == 2
+
+
 def test_clear_errors(paired_samples, tmp_path):
     ref, flash, _ = paired_samples
     with pytest.raises(ValidationInputError, match=r"'Electron'.*flash"):
@@ -314,5 +358,8 @@ def test_clear_errors(paired_samples, tmp_path):
     empty = ak.with_field(flash, flash.Jet[flash.Jet.pt < 0], "Jet")
     with pytest.raises(ValidationInputError, match="'Jet' has no objects in the flash sample"):
         validate(empty, ref, ["Jet"], tmp_path, make_plots=False)
+    unmatched = ak.with_field(flash, flash.Jet.genJetIdx * 0 - 1, ["Jet", "genJetIdx"])
+    with pytest.raises(ValidationInputError, match="'Jet' has no gen-matched object in the flash sample"):
+        validate(unmatched, ref, ["Jet"], tmp_path, make_plots=False)
     with pytest.raises(ValidationInputError, match="unknown threshold"):
         validate(flash, ref, ["Jet"], tmp_path, thresholds={"ratio_mx": 2})
