@@ -15,8 +15,9 @@ from flashsim.errors import ChainError
 from flashsim.io import NanoAODWriter, iterate_events
 from flashsim.unit import Unit, _seed, load_unit
 
-__all__ = ["Chain", "resolve_device", "EVENT_ID_COLUMNS"]
+__all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
 
+DEFAULT_CHAIN = ("muon", "jet", "fakejet", "met")  # the zoo's default chain, in dependency order
 EVENT_ID_COLUMNS = ("run", "luminosityBlock", "event")
 GEN_PREFIXES = ("Gen", "LHE", "Pileup", "genWeight", "PSWeight", "HTXS", "FlashSim")  # kept by --keep-gen
 

@@ -27,7 +27,6 @@ for conditioning columns, with deterministic (noise-free) forward.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -190,7 +189,7 @@ class Transform:
         obj = cls(column=column, **d)
         if state is not None:
             for k in cls.fitted:
-                setattr(obj, k, _from_json(state[k]))
+                setattr(obj, k, state[k])
             obj.is_fitted = True
         return obj
 
@@ -217,10 +216,6 @@ def _jsonable(v: Any) -> Any:
         return bool(v)
     if isinstance(v, (list, tuple)):
         return [_jsonable(u) for u in v]
-    return v
-
-
-def _from_json(v: Any) -> Any:
     return v
 
 
@@ -383,15 +378,20 @@ class PhiDifference(Transform):
 
 
 class Dequantize(Transform):
-    """Integers: y = x + U(0, 1) in training (x + 0.5 without rng); inverse floor.
+    """Integers: y = x + U(gap, 1 - gap) in training (x + 0.5 without rng); inverse floor.
 
-    The inverse is clipped to the fitted integer range (``clip = false`` turns it off).
+    The small default ``gap`` keeps the round trip exact through float32 model space; the
+    inverse is clipped to the fitted integer range (``clip = false`` turns it off).
     """
 
     type = "dequantize"
-    params = {"clip": True}
+    params = {"clip": True, "gap": 1e-3}
     fitted = ("min", "max")
     noisy = True
+
+    def _check_params(self):
+        if not 0 <= float(self.gap) < 0.5:
+            raise self._err(f"needs 0 <= gap < 0.5, got {self.gap}")
 
     def _check_domain(self, x, ref):
         bad = x != np.round(x)
@@ -402,7 +402,7 @@ class Dequantize(Transform):
         self.min, self.max = float(x.min()), float(x.max())
 
     def _forward(self, x, ref, rng):
-        u = rng.uniform(0.0, 1.0, size=x.shape) if rng is not None else 0.5
+        u = rng.uniform(self.gap, 1.0 - self.gap, size=x.shape) if rng is not None else 0.5
         return x + u
 
     def _inverse(self, y, ref):
@@ -633,9 +633,11 @@ class StickBreaking(MultiColumnTransform):
 
     type = "stick_breaking"
 
-    def __init__(self, columns: Sequence[str], tolerance: float = 1e-3):
-        super().__init__(columns)
+    def __init__(self, columns: Sequence[str], tolerance: float = 1e-3, **params: Any):
+        super().__init__(columns, **params)
         self.tolerance = float(tolerance)
+        if not 0 <= self.tolerance < 0.5:
+            raise ValueError(f"columns {self.columns}: stick_breaking tolerance must be in [0, 0.5), got {tolerance}")
 
     def _check(self, xs: list[np.ndarray]) -> np.ndarray:
         if len(xs) != len(self.columns):
@@ -721,7 +723,10 @@ class _Group:
             steps = steps[1:]
         for s in steps:
             if isinstance(s, Mapping) and s.get("type") in MULTI_TRANSFORMS:
-                raise ValueError(f"columns {self.columns}: step {s['type']!r} must come first in a 'columns' entry")
+                raise ValueError(
+                    f"column(s) {self.columns}: multi-column step {s['type']!r} must be the first step "
+                    "of a 'columns = [...]' entry"
+                )
         # one independent chain per column (each fits its own state)
         self.chains: list[list[Transform]] = [
             [transform_from_config(s, column=c) for s in steps] for c in self.columns

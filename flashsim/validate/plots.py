@@ -18,6 +18,7 @@ import logging  # noqa: E402
 
 import hist  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import mplhep  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -45,12 +46,12 @@ def _style():
     return plt.style.context(mplhep.style.CMS)
 
 
-def _label(ax, text: str = "Preliminary", rlabel: str | None = None) -> None:
-    """The experiment label, CMS-like but naming flashsim: "flashsim Simulation Preliminary"."""
-    try:
-        mplhep.label.exp_label(exp="flashsim", text=text, data=False, rlabel=rlabel or "", ax=ax, loc=0, fontsize=16)
-    except Exception:  # label layout is cosmetic; never fail a report on it
-        ax.set_title(f"flashsim Simulation {text}", loc="left", fontsize=14)
+def _label(ax, text: str = "Simulation Preliminary") -> None:
+    """The experiment label, CMS-like but naming flashsim: bold "flashsim", italic "Simulation Preliminary".
+    Drawn as one mathtext string so that it never overlaps, whatever fonts the machine has."""
+    words = r"\ ".join(text.split())
+    ax.text(0.0, 1.015, rf"$\bf{{flashsim}}$ $\it{{{words}}}$", transform=ax.transAxes, ha="left", va="bottom",
+            fontsize=16)
 
 
 def _finish(fig, path: str | Path | None):
@@ -244,7 +245,7 @@ def plot_corner(
         handles = [plt.Line2D([], [], color=FLASH_COLOR, lw=2), plt.Line2D([], [], color=REF_COLOR, ls="--", lw=2)]
         fig.legend(handles, ["flashsim", "reference"], loc="upper right", fontsize=14,
                    title="contours " + "/".join(f"{lv:g}" for lv in levels), title_fontsize=12)
-        fig.suptitle("flashsim Simulation Preliminary", x=0.02, ha="left", fontsize=16, fontweight="bold")
+        fig.suptitle(r"$\bf{flashsim}$ $\it{Simulation\ Preliminary}$", x=0.02, ha="left", fontsize=18)
     return _finish(fig, path)
 
 
@@ -300,6 +301,11 @@ def plot_profile(
             ax.set_ylim(*ylim)
         if logx:
             ax.set_xscale("log")
+            for a in (ax, rax):
+                if a is not None:
+                    a.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+                    a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+                    a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=13)
         _label(ax)
         last = rax if rax is not None else ax

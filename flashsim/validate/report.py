@@ -52,6 +52,7 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
     "ratio_max": 2.0,  # every variable's noise-floor ratio (incl. the multiplicity)
     "ratio_median": 1.3,  # median noise-floor ratio of the collection
     "auc_max": 0.60,  # classifier two-sample AUC, flash vs reference
+    "response_ratio_max": 2.0,  # noise-floor ratio of the pt response (reco/gen; reco-gen for MET)
 }
 _THRESHOLD_KEYS = set(DEFAULT_THRESHOLDS)
 
@@ -310,6 +311,7 @@ class _Ctx:
     paired: bool
     n_bootstrap: int
     classifier_max_rows: int
+    classifier_threads: int | None
     make_plots: bool
     progress: Callable[[str], None]
 
@@ -336,7 +338,7 @@ def _plot(ctx: _Ctx, plots: list, fname: str, fn, *args, **kwargs) -> None:
         return
     path = ctx.plot_dir / fname
     fn(*args, path=path, **kwargs)
-    plots.append(str(path.relative_to(ctx.out_dir)))
+    plots.append(path.relative_to(ctx.out_dir).as_posix())
 
 
 def _log_pt_bins(pt: np.ndarray, n: int = 12) -> np.ndarray:
@@ -375,6 +377,12 @@ def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, c
     res["selection"] = "gen-matched" if (gen_linked and ref.jagged) else "all"
     sel_f = [f.matched if (gen_linked and ref.jagged) else None for f in flash]
     sel_r = ref.matched if (gen_linked and ref.jagged) else None
+    for c, s in [(ref, sel_r), *zip(flash, sel_f)]:
+        if s is not None and not s.any():
+            raise ValidationInputError(
+                f"collection {name!r} has no gen-matched object in the {c.label} sample "
+                f"(every {ref.gen_name} index is negative or out of range)"
+            )
     splits = _splits(fl.n_events, ref.n_events, ctx)
     member_splits = [splits] + [_splits(f.n_events, ref.n_events, ctx) for f in flash[1:]]
 
@@ -427,7 +435,8 @@ def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, c
 
     xf, evf = _features(fl, sel_f[0])
     xr, evr = _features(ref, sel_r)
-    clf = M.classifier_two_sample_test(xf, evf, xr, evr, splits[0], seed=ctx.seed, max_rows=ctx.classifier_max_rows)
+    clf = M.classifier_two_sample_test(xf, evf, xr, evr, splits[0], seed=ctx.seed, max_rows=ctx.classifier_max_rows,
+                                       n_threads=ctx.classifier_threads)
     clf["features"] = list(common) + [f"gen_{g}" for g in gen_feats]
     res["classifier"] = clf
 
@@ -474,14 +483,18 @@ def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, c
         res["efficiency"] = eff
     if gen_linked and "pt" in common and "pt" in gen_feats:
         ctx.progress(f"{name}: response")
-        resp = {}
+        # objects: reco pt / gen pt; event quantities (MET): reco pt - gen pt, since gen MET can be ~0
+        as_ratio = ref.jagged
+        resp = {"definition": "reco/gen" if as_ratio else "reco-gen"}
         sf, sr = sel_f[0], sel_r
+        rlabel = f"{name} pt / {ref.gen_name} pt" if as_ratio else f"{name} pt - {ref.gen_name} pt"
 
         def _r(c: _Coll, sel):
             reco = c.fields["pt"][sel] if sel is not None else c.fields["pt"]
             g = c.gen["pt"]
-            ok = g > 0
-            return reco[ok] / g[ok], {k: v[ok] for k, v in c.gen.items()}, (c.event[sel] if sel is not None else c.event)[ok]
+            ok = g > 0 if as_ratio else np.ones(len(g), bool)
+            r = reco[ok] / g[ok] if as_ratio else reco - g
+            return r, {k: v[ok] for k, v in c.gen.items()}, (c.event[sel] if sel is not None else c.event)[ok]
 
         rf, gf, ef = _r(fl, sf)
         rr, gr, er = _r(ref, sr)
@@ -491,7 +504,7 @@ def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, c
                 b = M.auto_bins(rr, rf)
                 band = M.bootstrap_band(M.EventValues(rr, er, ref.n_events), b, n_boot=ctx.n_bootstrap, seed=ctx.seed) if ctx.n_bootstrap else None
                 _plot(ctx, plots, f"{name}_response.png", P.plot_hist_ratio, rf, rr, b,
-                      xlabel=f"{name} pt / {ref.gen_name} pt", ref_band=band,
+                      xlabel=rlabel, ref_band=band,
                       annotation=f"R = {_f(resp['ratio']['ratio'], 2)}")
             xs = [("pt", _log_pt_bins(gr["pt"]))]
             if "eta" in gr:
@@ -506,11 +519,17 @@ def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, c
                 }
                 _plot(ctx, plots, f"{name}_response_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
                       y="median", yerr="median_err", xlabel=f"{ref.gen_name} {x}",
-                      ylabel=f"median {name} pt / gen pt", logx=(x == "pt"))
+                      ylabel=f"median of {rlabel}", logx=(x == "pt"), ratio=as_ratio)
                 _plot(ctx, plots, f"{name}_resolution_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
                       y="resolution", yerr="resolution_err", xlabel=f"{ref.gen_name} {x}",
-                      ylabel=f"{name} pt/gen pt IQR/1.349", logx=(x == "pt"))
+                      ylabel=f"IQR/1.349 of {rlabel}", logx=(x == "pt"))
         res["response"] = resp
+        rt = thr.get("response_ratio_max")
+        if rt is not None and "ratio" in resp:
+            rv = resp["ratio"]["ratio"]
+            checks.append({"name": f"noise-floor ratio of pt {resp['definition']}", "value": rv, "threshold": rt,
+                           "pass": bool(rv <= rt)})
+            res["pass"] = all(c["pass"] for c in checks)
 
     # ---- splits by gen flavour / status flag, and tagger ROCs
     cats = _categories(fl, sel_f[0], ref, sel_r, common, gen_linked)
@@ -565,6 +584,9 @@ def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, c
             cf = xf[rng.permutation(len(xf))[:20000]][:, idx]
             cr = xr[rng.permutation(len(xr))[:20000]][:, idx]
             _plot(ctx, plots, f"{name}_corner.png", P.plot_corner, cf, cr, [f"{name} {v}" for v in corner_vars])
+    # per-variable distributions first, then profiles, ROCs and the rest
+    first = [p for v in variables for p in plots if p == f"plots/{name}_{v}.png"]
+    res["plots"] = first + [p for p in plots if p not in first]
     return res
 
 
@@ -631,6 +653,7 @@ def validate(
     paired: bool | None = None,
     n_bootstrap: int = 50,
     classifier_max_rows: int = 20000,
+    classifier_threads: int | None = 1,
     make_plots: bool = True,
     progress: Callable[[str], None] | None = None,
     title: str = "flashsim validation",
@@ -663,7 +686,8 @@ def validate(
         raise ValidationInputError(
             f"paired=True needs flash and reference of equal length, got {[len(f) for f in flashes]} and {len(reference)}"
         )
-    ctx = _Ctx(out_dir, plot_dir, n_splits, seed, paired, n_bootstrap, classifier_max_rows, make_plots, progress)
+    ctx = _Ctx(out_dir, plot_dir, n_splits, seed, paired, n_bootstrap, classifier_max_rows, classifier_threads,
+               make_plots, progress)
     # resolve thresholds (errors early on typos)
     thr_by = {c: resolve_thresholds(thresholds, c) for c in collections}
     result: dict = {
@@ -736,7 +760,7 @@ h1{margin-bottom:0} .sub{color:#666;margin-top:4px}
 table{border-collapse:collapse;margin:8px 0 18px 0;font-size:14px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right} th{background:#f3f3f3} td.l,th.l{text-align:left}
 .pass{background:#dff3e0;color:#17612a;font-weight:600} .fail{background:#fbe0e0;color:#9b1c1c;font-weight:600}
-.na{color:#888} .grid{display:flex;flex-wrap:wrap;gap:6px} .grid img{width:380px;border:1px solid #eee}
+.na{color:#888} .grid{display:flex;flex-wrap:wrap;gap:6px} .grid img{width:380px;border:1px solid #eee} .grid img:hover{width:760px}
 details{margin:6px 0 14px 0} summary{cursor:pointer;font-weight:600}
 .note{font-size:13px;color:#555;max-width:1100px}
 """
