@@ -1,5 +1,5 @@
 """Conditioning features by name: object fields, four-vector components, event fields, and
-derived quantities (ΔR to the nearest objects, counts, sums, reco-minus-gen momentum).
+derived quantities (ΔR to the nearest objects, counts, sums, reco-minus-gen momentum, flag bits).
 
 A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}``,
 ``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
@@ -108,9 +108,18 @@ def _field(objects: ak.Array, name: str, where: str) -> ak.Array:
     if name in objects.fields:
         return objects[name]
     if name in KINEMATIC_FIELDS:
-        missing = [f for f in ("pt", "eta", "phi", "mass") if f not in objects.fields]
+        needed = ("pt", "eta", "phi") + (("mass",) if name in ("energy", "mt") else ())
+        missing = [f for f in needed if f not in objects.fields]
         if missing:
             raise InputError(f"{where}: {name!r} needs fields {missing}")
+        if name == "px":
+            return objects.pt * np.cos(objects.phi)
+        if name == "py":
+            return objects.pt * np.sin(objects.phi)
+        if name == "pz":
+            return objects.pt * np.sinh(objects.eta)
+        if name == "p":
+            return objects.pt * np.cosh(objects.eta)
         return getattr(_momentum(objects), name)
     raise InputError(f"{where}: field {name!r} not in collection (has {objects.fields})")
 
@@ -131,6 +140,8 @@ def feature_names(spec: Mapping[str, Any]) -> list[str]:
     if "event" in spec:
         return [spec["event"]]
     kind = spec.get("feature")
+    if kind == "bits":
+        return [f"{spec['field']}_bit{b}" for b in spec["bits"]]
     prefix = spec.get("name", f"{kind}_{spec.get('collection', '')}")
     if kind == "nearest":
         fields = spec.get("fields", ["dr", "pt"])
@@ -139,7 +150,7 @@ def feature_names(spec: Mapping[str, Any]) -> list[str]:
         return [f"{prefix}_{f}" for f in spec.get("fields", ["px", "py"])]
     if kind == "count":
         return [prefix]
-    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen")
+    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen|bits")
 
 
 def collections_used(spec: Mapping[str, Any]) -> set[str]:
@@ -165,6 +176,11 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
         values = _event_field(events, spec["event"], where)
         return {names[0]: values if rows is None else ak.broadcast_arrays(values, rows[rows.fields[0]])[0]}
     kind = spec["feature"]
+    if kind == "bits":
+        if rows is None:
+            raise UnitError(f"{where}: feature 'bits' needs a source collection")
+        flags = _field(rows, spec["field"], where)
+        return {n: (flags >> int(b)) & 1 for n, b in zip(names, spec["bits"])}
     others = _collection(events, spec["collection"], spec.get("selection"), where)
     if kind == "nearest":
         return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where)

@@ -254,6 +254,23 @@ class Log1p(Transform):
         return np.expm1(np.minimum(y, _EXP_MAX))
 
 
+class Asinh(Transform):
+    """y = asinh(x / scale): log-like on both signs, for heavy-tailed signed values (impact parameters)."""
+
+    type = "asinh"
+    params = {"scale": 1.0}
+
+    def _check_params(self):
+        if not self.scale > 0:
+            raise self._err(f"asinh needs scale > 0, got {self.scale}")
+
+    def _forward(self, x, ref, rng):
+        return np.arcsinh(x / self.scale)
+
+    def _inverse(self, y, ref):
+        return np.sinh(np.clip(y, -_EXP_MAX, _EXP_MAX)) * self.scale
+
+
 class Logit(Transform):
     """y = logit((x - lo) / (hi - lo)) on the declared closed range [lo, hi].
 
@@ -572,7 +589,7 @@ class Clamp(Transform):
 TRANSFORMS: dict[str, type[Transform]] = {
     t.type: t
     for t in (Log, Log1p, Logit, Standardize, Ratio, LogRatio, Difference, PhiDifference,
-              Dequantize, Categorical, Spike, Clamp)
+              Dequantize, Categorical, Spike, Clamp, Asinh)
 }
 
 

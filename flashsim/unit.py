@@ -35,7 +35,7 @@ PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previou
 
 _SPEC_KEYS = {
     "name", "format_version", "type", "description", "output", "source", "context", "targets",
-    "carry", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
+    "carry", "constants", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
 }
 
 
@@ -51,6 +51,7 @@ class UnitSpec:
     model: dict[str, Any]
     source: dict[str, Any] = field(default_factory=dict)
     carry: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)
     gen_index: str | None = None
     efficiency: dict[str, Any] | None = None
     multiplicity: dict[str, Any] | None = None
@@ -80,7 +81,7 @@ class UnitSpec:
         spec = cls(
             name=data["name"], type=data["type"], output=data["output"], context=list(data.get("context", [])),
             targets=list(data["targets"]), model=dict(data["model"]), source=dict(data.get("source", {})),
-            carry=dict(data.get("carry", {})), gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
+            carry=dict(data.get("carry", {})), constants=dict(data.get("constants", {})), gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
             multiplicity=data.get("multiplicity"), merge=bool(data.get("merge", False)),
             sort_by=data.get("sort_by", "pt"), description=data.get("description", ""), path=path,
         )
@@ -254,6 +255,7 @@ class Unit:
             columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
         if self.spec.gen_index:
             columns[self.spec.gen_index] = ak.to_numpy(ak.flatten(rows["_index"]))[keep].astype(np.int32)
+        _add_constants(columns, self.spec.constants, int(keep.sum()))
         return ak.zip({k: ak.unflatten(v, kept_counts) for k, v in columns.items()})
 
     def _run_event(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
@@ -293,8 +295,7 @@ class Unit:
             columns = {c: np.concatenate([d[c] for d in drawn])[order] for c in drawn[0]}
         else:
             columns = self.target_pipeline.inverse(np.zeros((0, self.target_pipeline.n_features), np.float32), {})
-        for out_name, value in self.spec.multiplicity.get("constants", {}).items():
-            columns[out_name] = np.full(int(counts.sum()), value, dtype=np.int32 if isinstance(value, int) else np.float32)
+        _add_constants(columns, self.spec.constants, int(counts.sum()))
         return ak.zip({k: ak.unflatten(v, counts) for k, v in columns.items()})
 
     # ---- persistence --------------------------------------------------------------------------
@@ -318,6 +319,12 @@ class Unit:
         if record is not None:
             _atomic_write(directory / "training.json", json.dumps(record, indent=1, default=str))
         return directory
+
+
+def _add_constants(columns: dict[str, np.ndarray], constants: Mapping[str, Any], n: int) -> None:
+    """Fixed-valued output fields (e.g. a fake jet's genJetIdx = -1, a muon's mass)."""
+    for name, value in constants.items():
+        columns[name] = np.full(n, value, dtype=np.int32 if isinstance(value, int) else np.float32)
 
 
 def _atomic_write(path: Path, text: str) -> None:

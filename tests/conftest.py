@@ -178,5 +178,6 @@ targets = [
   { column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },
 ]
 model = { type = "coupling_rqs", layers = 2, hidden = 16, blocks = 1, bins = 4 }
-multiplicity = { max_objects = 4, selection = "genJetIdx < 0", previous = ["pt"], constants = { genJetIdx = -1, hadronFlavour = 0 } }
+constants = { genJetIdx = -1, hadronFlavour = 0 }
+multiplicity = { max_objects = 4, selection = "genJetIdx < 0", previous = ["pt"] }
 """

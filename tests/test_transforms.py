@@ -72,6 +72,12 @@ def test_log1p(x):
 
 
 @SETTINGS
+@given(col(floats(-1e4, 1e4)), st.sampled_from([0.01, 1.0]))
+def test_asinh(x, scale):
+    roundtrip({"type": "asinh", "scale": scale}, x, rtol=1e-9, atol=1e-9)
+
+
+@SETTINGS
 @given(st.tuples(floats(-1e3, 1e3), floats(1e-3, 1e3)).flatmap(
     lambda lw: st.tuples(st.just(lw[0]), st.just(lw[0] + lw[1]),
                          col(st.one_of(st.sampled_from([lw[0], lw[0] + lw[1]]), floats(lw[0], lw[0] + lw[1]))))))
@@ -390,4 +396,4 @@ def test_pipeline_guards():
 
 def test_every_transform_is_tested_and_serialisable():
     assert set(TRANSFORMS) == {"log", "log1p", "logit", "standardize", "ratio", "log_ratio", "difference",
-                               "phi_difference", "dequantize", "categorical", "spike", "clamp"}
+                               "phi_difference", "dequantize", "categorical", "spike", "clamp", "asinh"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
+from ._kin import ragged_arange
 from .pythia import quiet_stdout
 
 _JETDEFS: dict[float, object] = {}
@@ -76,7 +77,7 @@ def cluster(px, py, pz, e, counts, r: float, min_pt: float) -> FlatJets:
     order = np.lexsort((-pt, jet_event))
     cstart = np.concatenate([[0], np.cumsum(ccount)[:-1]])
     new_cc = ccount[order]
-    sel = np.repeat(cstart[order], new_cc) + _ragged_arange(new_cc)
+    sel = np.repeat(cstart[order], new_cc) + ragged_arange(new_cc)
     return FlatJets(
         counts=njet,
         px=jpx[order],
@@ -87,12 +88,3 @@ def cluster(px, py, pz, e, counts, r: float, min_pt: float) -> FlatJets:
         const_index=cglob[sel],
     )
 
-
-def _ragged_arange(counts: np.ndarray) -> np.ndarray:
-    """[0..c0-1, 0..c1-1, ...] for a counts array."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.cumsum(counts) - counts
-    return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)

@@ -96,6 +96,21 @@ def simulate_detector(gen, pileup_pool: PileupPool | None, params: DetectorParam
     """
     p = params or DetectorParams()
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n_ev = len(gen["Particle"])
+    step = max(int(p.detector_pass_events), 1)
+    if n_ev <= step:
+        return _simulate(gen, pileup_pool, p, rng, pileup_mean)
+    # bounded memory: run the batch in passes of ``detector_pass_events`` events
+    keys = [k for k in (gen.fields if hasattr(gen, "fields") else gen.keys())]
+    parts = []
+    for lo in range(0, n_ev, step):
+        sub = {k: gen[k][lo:lo + step] for k in keys if k in ("Particle", "GenJet", "Pileup")}
+        parts.append(_simulate(sub, pileup_pool, p, rng, pileup_mean))
+    return {k: ak.concatenate([q[k] for q in parts]) if isinstance(parts[0][k], ak.Array)
+            else np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
+def _simulate(gen, pileup_pool, p, rng, pileup_mean) -> dict:
     part = gen["Particle"]
     n_ev = len(part)
     out: dict = {}
@@ -250,14 +265,12 @@ def simulate_detector(gen, pileup_pool: PileupPool | None, params: DetectorParam
 
     # ---- jets ---------------------------------------------------------------------------
     # per-PF-candidate tagging inputs
-    q_sip = np.zeros(len(pf_idx))
-    q_track = pf_trk[pf_idx] | pf_mu[pf_idx] & tracked[pf_idx]
+    q_track = pf_trk[pf_idx] | pf_mu[pf_idx]  # reco muons always have an inner track
     out["Jet"] = _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
-                       vx[pf_idx], vy[pf_idx], dxy[pf_idx], sig_dxy[pf_idx], px[pf_idx], py[pf_idx],
+                       vx[pf_idx], vy[pf_idx], np.where(dxy_true >= 0, dxy, -dxy)[pf_idx], sig_dxy[pf_idx], px[pf_idx], py[pf_idx],
                        rho, gen["GenJet"])
 
     # ---- muons ----------------------------------------------------------------------------
-    del q_sip
     out["Muon"] = _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dxy, sig_dz,
                          decay_in_flight, P["genPartIdx"], P["genPartFlav"], is_pu,
                          pf_idx, pf_evt, pf_counts, qpt, qeta, qphi, qcat, tracked, chs_removed)
@@ -302,9 +315,10 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     # --- corrections: L1 offset, then L2L3 response
     pt_l1 = jpt - p.jec_offset_scale * rho[jev] * area
     f1 = np.clip(pt_l1, 1e-3, None) / np.maximum(jpt, 1e-9)
-    lpt = np.log10(np.clip(pt_l1, 5.0, None))
-    resp = (p.jec_c0 + p.jec_c1 / lpt + p.jec_c2 / lpt**2) * (1 + p.jec_eta_c * np.abs(jeta))
+    resp = jec_response(p, pt_l1, jeta)
     f = f1 / resp
+    f = f * np.clip(1 + p.jet_confusion_const * _smear(rng, nj, p.jet_confusion_tail_frac,
+                                                       p.jet_confusion_tail_scale), 0.3, None)
     cpt = jpt * f
     cmass = _kin.mass(J.px, J.py, J.pz, J.e) * f
 
@@ -329,7 +343,9 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     ptd = np.sqrt(_kin.group_sum(jc, cpt_c**2, nj)) / spt
     mult = _kin.group_sum(jc, ((cpt_c > 1.0) | np.isin(ccat, (CH_HAD, CH_EM, MUON))).astype(float), nj)
     lnpt = np.log(np.clip(cpt, 15, 3000))
-    qg_logit = 1.2 - 0.16 * (mult - (2.0 + 2.2 * lnpt)) - 14.0 * (width - 0.06) + 3.0 * (ptd - 0.4)
+    # quark-likeness: fewer (charged) constituents than expected at this pT, narrow, hard
+    qg_logit = (1.0 - 0.17 * (n_charged - 2.0 * lnpt) - 0.05 * (mult - 2.2 * lnpt - 2.0)
+                - 7.0 * width - 3.5 * (ptd - 0.4))
     qgl = 1 / (1 + np.exp(-qg_logit))
     qgl = np.where(ae < 4.7, qgl, -1.0)
 
@@ -344,8 +360,9 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     rx, ry = vx - vdotu * ux, vy - vdotu * uy
     proj = rx * np.cos(jphi[jc]) + ry * np.sin(jphi[jc])
     sign = np.where(proj < 0, -1.0, 1.0)
-    sip = sign * np.abs(qdxy[ci]) * np.sign(qdxy[ci] * np.where(qdxy[ci] == 0, 1, 1))
-    sip = sign * qdxy[ci] * np.where(rx * 0 == 0, _true_sign(qdxy[ci], rx, ry, ux, uy), 1.0)
+    # qdxy = |d0_true| + noise; the lifetime sign comes from the geometry: for prompt
+    # tracks it is arbitrary and the distribution symmetric, as in data
+    sip = sign * qdxy[ci]
     sig = np.clip(sip / qsig[ci], -p.tag_sip_clip, p.tag_sip_clip)
     tj, tsig = jc[trk], sig[trk]
     s1 = _kin.kth_largest(tj, tsig, nj, 0, -5.0)
@@ -364,13 +381,13 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     jn = np.sqrt(jx * jx + jy * jy + jz * jz) + 1e-9
     mx, my, mz = qpx[ci], qpy[ci], qpz[ci]
     cross = np.sqrt((my * jz - mz * jy) ** 2 + (mz * jx - mx * jz) ** 2 + (mx * jy - my * jx) ** 2) / jn
+    mu_c = mu_c & (cpt_c > 5.0)
     ptrel = _kin.group_max(jc[mu_c], cross[mu_c], nj, fill=0.0)
     soft_mu = np.clip(ptrel / 2.0, 0, 1.5)
-    n_sv_c = np.minimum(n_sv, 6)
+    feats = (s1, s2, s3, np.minimum(n_sv, 6), np.minimum(m_sv, 5.0), np.minimum(m_sv, 2.0), soft_mu)
     wb, wc = p.tag_weights_b, p.tag_weights_c
-    lb = wb[0] + wb[1] * s1 + wb[2] * s2 + wb[3] * s3 + wb[4] * n_sv_c + wb[5] * np.minimum(m_sv, 5.0) + wb[6] * soft_mu
-    mc = np.minimum(m_sv, 2.0) - 0.5 * np.clip(m_sv - 2.0, 0, None)
-    lc = wc[0] + wc[1] * s1 + wc[2] * s2 + wc[3] * s3 + wc[4] * n_sv_c + wc[5] * mc + wc[6] * soft_mu
+    lb = wb[0] + sum(w * x for w, x in zip(wb[1:], feats))
+    lc = wc[0] + sum(w * x for w, x in zip(wc[1:], feats))
     mx_l = np.maximum(np.maximum(lb, lc), 0.0)
     eb, ec, el = np.exp(lb - mx_l), np.exp(lc - mx_l), np.exp(-mx_l)
     tot = eb + ec + el
@@ -393,6 +410,10 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
         "btagDeepFlavB": btag, "btagDeepFlavCvB": cvb, "btagDeepFlavCvL": cvl, "qgl": qgl,
         "jetId": jet_id,
     }
+    if p.extra.get("debug_features"):
+        # tagger / q-g inputs, for tuning the fixed formulas (not NanoAOD branches)
+        cols.update({"_s1": s1, "_s2": s2, "_s3": s3, "_nsv": n_sv, "_msv": m_sv, "_softmu": soft_mu,
+                     "_mult": mult, "_width": width, "_ptd": ptd, "_nch": n_charged})
     flat = {}
     for k, v in cols.items():
         v = v[order]
@@ -404,8 +425,16 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     return ak.unflatten(ak.zip(flat), counts)
 
 
-def _true_sign(d, rx, ry, ux, uy):
-    return np.ones_like(d)
+def jec_response(p: DetectorParams, pt, eta):
+    """Tabulated L2L3 response R(|eta|, pT), linear in log pT between nodes."""
+    edges = np.asarray(p.jec_eta_edges, dtype=np.float64)
+    nodes = np.log(np.asarray(p.jec_pt_nodes, dtype=np.float64))
+    table = np.asarray(p.jec_response, dtype=np.float64).reshape(len(edges) - 1, len(nodes))
+    ib = np.clip(np.searchsorted(edges, np.abs(eta), side="right") - 1, 0, len(edges) - 2)
+    x = np.clip(np.log(np.maximum(pt, 1e-3)), nodes[0], nodes[-1])
+    j = np.clip(np.searchsorted(nodes, x, side="right") - 1, 0, len(nodes) - 2)
+    w = (x - nodes[j]) / (nodes[j + 1] - nodes[j])
+    return table[ib, j] * (1 - w) + table[ib, j + 1] * w
 
 
 def _match_genjets(eta, phi, counts, genjets, max_dr):

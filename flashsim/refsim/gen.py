@@ -251,8 +251,7 @@ def build_gen(ev: FlatEvents, params: DetectorParams) -> dict:
     use = visible | ghost_b | ghost_c | parton
     kind = np.select([visible, ghost_b, ghost_c, parton], [0, 1, 2, 3], 0)
     scale = np.where(visible, 1.0, GHOST_SCALE)
-    order = np.lexsort((gidx, evt))  # already ordered; keeps events contiguous
-    sel_idx = order[use[order]]
+    sel_idx = np.nonzero(use)[0]  # flat arrays are event-ordered, so events stay contiguous
     ucount = np.bincount(evt[sel_idx], minlength=n_ev)
     jets = cluster(
         ev.px[sel_idx] * scale[sel_idx],

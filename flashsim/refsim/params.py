@@ -115,12 +115,22 @@ class DetectorParams:
     jet_match_dr: float = 0.2
     jec_offset_scale: float = 1.0
     """L1 offset: subtract jec_offset_scale * rho * area."""
-    jec_c0: float = 0.965
-    jec_c1: float = 0.0
-    jec_c2: float = 0.0
-    """L2L3: pT /= c0 + c1/log10(pT) + c2/log10(pT)^2 (pT after L1), fitted on this detector."""
-    jec_eta_c: float = 0.0
-    """Linear |eta| dependence of the L2L3 response: * (1 + eta_c * |eta|)."""
+    jec_eta_edges: tuple[float, ...] = (0.0, 1.3, 2.5, 3.0, 5.2)
+    jec_pt_nodes: tuple[float, ...] = (10.0, 20.0, 30.0, 50.0, 80.0, 120.0, 200.0, 400.0, 1000.0)
+    jec_response: tuple[float, ...] = (
+        0.7552, 0.7552, 0.7698, 0.8539, 0.8860, 0.9146, 0.9397, 0.9483, 0.9483,
+        0.8615, 0.8615, 0.8615, 0.9087, 0.9378, 0.9483, 0.9637, 0.9685, 0.9685,
+        1.0648, 1.0648, 1.0648, 0.9965, 0.9803, 0.9636, 0.9636, 0.9636, 0.9636,
+        1.0288, 1.0288, 1.0288, 1.0268, 0.9352, 0.9352, 0.9352, 0.9352, 0.9352,
+    )
+    """L2L3: pT(after L1) /= R(|eta| bin, pT), R linear in log pT between the nodes
+    (row-major: one row of len(jec_pt_nodes) per |eta| bin).  Derived on this detector
+    with :func:`flashsim.refsim.calibration.derive_jec`."""
+    jet_confusion_const: float = 0.04
+    """Per-jet relative smearing for PF confusion / calibration non-uniformity (a jet-level
+    constant term; the particle-level terms alone give too good a resolution at high pT)."""
+    jet_confusion_tail_frac: float = 0.03
+    jet_confusion_tail_scale: float = 3.0
     jet_area_jitter: float = 0.02
     rho_grid: float = 0.55
 
@@ -128,14 +138,23 @@ class DetectorParams:
     tag_track_pt_min: float = 1.0
     tag_sip_vertex: float = 3.0
     """Tracks with signed IP significance above this form the pseudo secondary vertex."""
-    tag_weights_b: tuple[float, ...] = (-5.2, 0.10, 0.16, 0.06, 0.55, 0.95, 1.0)
-    """b logit = w0 + w1*s1 + w2*s2 + w3*s3 + w4*nSV + w5*min(mSV, 5) + w6*softMu (s clipped)."""
-    tag_weights_c: tuple[float, ...] = (-3.2, 0.12, 0.10, 0.02, 0.45, 0.9, 0.5)
-    """c logit, same features; the mass term uses min(mSV, 2) - 0.5*max(mSV-2, 0)."""
+    tag_weights_b: tuple[float, ...] = (-4.45, 0.055, 0.012, 0.114, 3.09, -0.27, 0.31, 2.23)
+    """b logit = w0 + w . (s1, s2, s3, min(nSV, 6), min(mSV, 5), min(mSV, 2), softMu), where
+    s1..s3 are the three largest signed transverse IP significances of the jet's tracks,
+    nSV / mSV the number / invariant mass of tracks with significance > tag_sip_vertex, and
+    softMu = min(pTrel/2 GeV, 1.5) of a PF muon (pT > 5) in the jet.  The light logit is 0;
+    the scores are the softmax probabilities (weights from a multinomial fit on this
+    detector, sharpened by 1.5: a fixed formula, never a flavour label)."""
+    tag_weights_c: tuple[float, ...] = (-3.13, -0.028, 0.028, 0.096, 2.30, -0.25, -0.35, -0.67)
+    """c logit, same features."""
     tag_sip_clip: float = 25.0
 
     # --- MET --------------------------------------------------------------------------
     met_eta_max: float = 5.0
+
+    # --- execution ----------------------------------------------------------------------
+    detector_pass_events: int = 50
+    """The detector runs over a batch in passes of this many events (bounds memory)."""
 
     # ----------------------------------------------------------------------------------
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

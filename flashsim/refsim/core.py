@@ -1,0 +1,153 @@
+"""``generate``: Pythia GEN + parametric detector, yielded as NanoAOD-like awkward chunks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+import awkward as ak
+import numpy as np
+
+from .detector import simulate_detector
+from .gen import build_gen
+from .params import DetectorParams
+from .pileup import PileupPool, draw_pileup
+from .pythia import PROCESSES, Generator, pythia_seed
+
+DEFAULT_SQRT_S = 13600.0
+DEFAULT_BATCH_SIZE = 250
+EVENTS_PER_LUMI = 1000
+
+
+def _assemble(gen: dict, reco: dict | None, first_event: int) -> ak.Array:
+    """One record array per event with NanoAOD collections as fields."""
+    n = len(gen["genWeight"])
+    event = np.arange(first_event, first_event + n, dtype=np.uint64)
+    cols = {
+        "run": np.ones(n, np.uint32),
+        "luminosityBlock": (1 + (event - 1) // EVENTS_PER_LUMI).astype(np.uint32),
+        "event": event,
+        "genWeight": gen["genWeight"].astype(np.float32),
+        "Pileup": gen["Pileup"],
+        "GenMET": gen["GenMET"],
+        "GenJet": gen["GenJet"],
+        "GenPart": gen["GenPart"],
+    }
+    if reco is not None:
+        for k in ("Jet", "Muon", "MET", "fixedGridRhoFastjetAll", "PV_npvs"):
+            cols[k] = reco[k]
+    return ak.zip(cols, depth_limit=1)
+
+
+class _Worker:
+    """Generator state of one worker: its own Pythia and numpy streams."""
+
+    def __init__(self, process, sqrt_s, pthat_min, seed, worker, pileup, params, pool, gen_only):
+        self.gen = Generator(process, sqrt_s=sqrt_s, pthat_min=pthat_min, seed=pythia_seed(seed, worker, 1))
+        self.rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(worker), 2]))
+        self.pileup = float(pileup)
+        self.params = params
+        self.pool = pool
+        self.gen_only = gen_only
+
+    def chunk(self, n: int, first_event: int) -> ak.Array:
+        ev = self.gen.batch(n)
+        gen = build_gen(ev, self.params)
+        true, npu = draw_pileup(n, self.pileup, self.params.pu_profile_width, self.rng)
+        gen["Pileup"] = ak.zip({"nPU": npu, "nTrueInt": true}, depth_limit=1)
+        reco = None
+        if not self.gen_only:
+            reco = simulate_detector(gen, self.pool, self.params, self.rng)
+        return _assemble(gen, reco, first_event)
+
+
+def _tasks(n_events: int, batch_size: int):
+    """(task index, n, first event number) for every chunk."""
+    out = []
+    k, done = 0, 0
+    while done < n_events:
+        n = min(batch_size, n_events - done)
+        out.append((k, n, done + 1))
+        k += 1
+        done += n
+    return out
+
+
+def _worker_main(w, workers, args, tasks, q):
+    try:
+        state = _Worker(*args[:4], w, *args[4:])
+        for k, n, first in tasks:
+            if k % workers == w:
+                q.put((k, state.chunk(n, first)))
+    except BaseException:  # report, never hang the parent
+        q.put((-1, traceback.format_exc()))
+
+
+def generate(
+    process: str,
+    n_events: int,
+    pileup: float = 35.0,
+    seed: int = 1,
+    sqrt_s: float = DEFAULT_SQRT_S,
+    pthat_min: float | None = None,
+    params: DetectorParams | None = None,
+    gen_only: bool = False,
+    workers: int = 1,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    cache_dir: str | Path | None = None,
+) -> Iterator[ak.Array]:
+    """Yield chunks (``ak.Array`` of events) of Pythia GEN + parametric-detector RECO.
+
+    Same ``seed`` and ``workers`` give identical output.  Chunks come in event order;
+    with ``workers > 1`` chunk k is made by worker ``k % workers`` (its own Pythia and
+    random streams, seeded from (seed, worker)).
+    """
+    if process not in PROCESSES:
+        raise ValueError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
+    if n_events <= 0:
+        return
+    params = params or DetectorParams()
+    pool = None
+    if not gen_only and pileup > 0:
+        pool = PileupPool.load_or_generate(params.pu_pool_size, sqrt_s=sqrt_s, cache_dir=cache_dir)
+    tasks = _tasks(int(n_events), max(int(batch_size), 1))
+    workers = max(1, min(int(workers), len(tasks)))
+    args = (process, sqrt_s, pthat_min, seed, pileup, params, pool, gen_only)
+    if workers == 1:
+        state = _Worker(*args[:4], 0, *args[4:])
+        for _, n, first in tasks:
+            yield state.chunk(n, first)
+        return
+
+    # forkserver/spawn, not fork: the caller may run threads (e.g. a rich progress bar)
+    # whose locks a forked child would inherit
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(["flashsim.refsim.core"])
+    queues = [ctx.Queue(maxsize=2) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker_main, args=(w, workers, args, tasks, queues[w]), daemon=True)
+             for w in range(workers)]
+    for pr in procs:
+        pr.start()
+    try:
+        for k, _, _ in tasks:
+            w = k % workers
+            while True:
+                try:
+                    kk, payload = queues[w].get(timeout=5.0)
+                    break
+                except queue.Empty:
+                    if not procs[w].is_alive():
+                        raise RuntimeError(f"refsim worker {w} died") from None
+            if kk < 0:
+                raise RuntimeError(f"refsim worker {w} failed:\n{payload}")
+            yield payload
+    finally:
+        for pr in procs:
+            if pr.is_alive():
+                pr.terminate()
+            pr.join(timeout=5)
