@@ -140,9 +140,28 @@ def test_params_toml_roundtrip(tmp_path):
     p = DetectorParams.from_toml(path)
     assert p.trk_eff_plateau == 0.9 and p.tag_weights_b[0] == -4.0 and isinstance(p.tag_weights_b, tuple)
     assert p.digest() != DetectorParams().digest()
+    card = DetectorParams(mu_eff_barrel=0.9).to_toml(tmp_path / "card.toml")
+    assert DetectorParams.from_toml(card) == DetectorParams(mu_eff_barrel=0.9)
     path.write_text("no_such_field = 1\n")
     with pytest.raises(KeyError):
         DetectorParams.from_toml(path)
+
+
+def test_cli_writes_nanoaod(tmp_path, cache_dir):
+    typer = pytest.importorskip("typer")
+    from typer.testing import CliRunner
+
+    from flashsim.refsim.cli import refsim
+
+    app = typer.Typer()
+    app.command()(refsim)
+    out = tmp_path / "w.parquet"
+    res = CliRunner().invoke(app, ["--process", "wjets", "--events", "20", "--pileup", "0", "--seed", "5",
+                                   "-o", str(out), "--cache-dir", str(cache_dir), "--batch-size", "10"])
+    assert res.exit_code == 0, res.output
+    table = ak.from_parquet(out)
+    assert len(table) == 20
+    assert {"nJet", "Jet_pt", "Muon_genPartIdx", "GenPart_statusFlags", "Pileup_nPU", "MET_pt"} <= set(table.fields)
 
 
 def _synthetic_gen(n_events, rng):

@@ -21,6 +21,10 @@ def refsim(
     gen_only: bool = typer.Option(False, "--gen-only", help="Write GEN collections only (no detector)."),
     params: Optional[Path] = typer.Option(None, "--params", help="TOML file overriding DetectorParams."),
     batch_size: int = typer.Option(250, "--batch-size", min=1, help="Events per chunk."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Where the min-bias pileup pool is cached (default $FLASHSIM_CACHE_DIR/refsim "
+        "or ~/.cache/flashsim/refsim)."
+    ),
 ) -> None:
     """Generate events with Pythia8, run the parametric detector, write NanoAOD branches."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -55,6 +59,7 @@ def refsim(
             gen_only=gen_only,
             workers=workers,
             batch_size=batch_size,
+            cache_dir=cache_dir,
         ):
             writer.write(chunk)
             progress.advance(task, len(chunk))

@@ -192,6 +192,26 @@ class DetectorParams:
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
+    def to_toml(self, path: str | Path) -> Path:
+        """Write all fields as a ``[detector]`` TOML card (readable by :meth:`from_toml`)."""
+
+        def fmt(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(fmt(x) for x in v) + "]"
+            if isinstance(v, str):
+                return json.dumps(v)
+            return repr(v)
+
+        lines = ["[detector]"]
+        for name, value in self.to_dict().items():
+            if name != "extra":
+                lines.append(f"{name} = {fmt(value)}")
+        path = Path(path)
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def digest(self) -> str:
         """Short stable hash of the physics parameters (for cache keys and provenance)."""
         d = self.to_dict()
