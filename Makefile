@@ -30,3 +30,22 @@ test: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+
+# Training and held-out samples for the zoo units (see training/*.toml); about 15 min on 2 cores.
+REFSIM := $(VENV)/bin/flashsim refsim --pileup 35 --workers 2
+TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/refsim/train_dy.root
+HELDOUT_DATA := data/refsim/test_wjets.root data/refsim/test_ttbar.root
+
+.PHONY: training-data
+training-data: $(TRAIN_DATA) $(HELDOUT_DATA)
+
+data/refsim/train_wjets.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process wjets --events 50000 --seed 101 -o $@
+data/refsim/train_ttbar.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process ttbar --events 30000 --seed 102 -o $@
+data/refsim/train_dy.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process dy --events 10000 --seed 103 -o $@
+data/refsim/test_wjets.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process wjets --events 5000 --seed 201 -o $@
+data/refsim/test_ttbar.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process ttbar --events 5000 --seed 202 -o $@

@@ -24,10 +24,11 @@ import pyarrow.parquet as pq
 
 from flashsim import features
 from flashsim.errors import InputError
-from flashsim.io import iterate_events, resolve_inputs
+from flashsim.events import from_branches
+from flashsim.io import EventSource, open_source, resolve_inputs
 from flashsim.unit import POSITION, PREVIOUS, Unit
 
-__all__ = ["Dataset", "ExtractionReport", "extract", "load_dataset", "file_digest", "PLACEHOLDER_BELOW"]
+__all__ = ["Dataset", "ExtractionReport", "extract", "extract_range", "load_dataset", "file_digest", "PLACEHOLDER_BELOW"]
 
 PLACEHOLDER_BELOW = -999.0  # NanoAOD marks values not computed with e.g. -1000 or -3000
 EVENT_ID = "event_id"
@@ -44,6 +45,7 @@ class ExtractionReport:
     placeholder_rows: dict[str, int] = field(default_factory=dict)
     non_finite_rows: dict[str, int] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    spec_digest: str = ""  # what the rows were built for: the unit's context, targets and selection
 
     def summary(self) -> str:
         parts = [f"{self.events} events, {self.rows} rows, {self.matched} with a reco target"]
@@ -54,6 +56,16 @@ class ExtractionReport:
         for col, n in self.non_finite_rows.items():
             parts.append(f"{n} rows dropped: NaN/inf in {col!r}")
         return "; ".join(parts)
+
+    def add(self, other: ExtractionReport) -> None:
+        """Add the counts of ``other`` (e.g. one partition's) to this report; sources are not merged."""
+        self.events += other.events
+        self.rows += other.rows
+        self.matched += other.matched
+        self.dangling_index += other.dangling_index
+        for mine, theirs in ((self.placeholder_rows, other.placeholder_rows), (self.non_finite_rows, other.non_finite_rows)):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
 
 
 @dataclass
@@ -93,6 +105,13 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     meta = (table.schema.metadata or {}).get(b"flashsim")
     report = ExtractionReport(**json.loads(meta)) if meta else ExtractionReport()
     return Dataset({name: table.column(name).to_numpy() for name in table.column_names}, report)
+
+
+def spec_digest(unit: Unit) -> str:
+    """Digest of the parts of a unit spec that decide a training table's rows and columns."""
+    spec = unit.spec
+    relevant = [spec.type, spec.output, spec.source, spec.context, spec.targets, spec.gen_index, spec.multiplicity]
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def file_digest(path: Path, chunk: int = 1 << 22) -> str:
@@ -200,6 +219,22 @@ def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport) -> di
     return table if keep.all() else {k: v[keep] for k, v in table.items()}
 
 
+def extract_range(unit: Unit, source: EventSource, file_index: int, start: int, stop: int,
+                  report: ExtractionReport) -> dict[str, np.ndarray]:
+    """Training rows from entries [start, stop) of one opened file, counted into ``report``.
+
+    Event ids are ``file_index << 40 | entry``, so any split of the same files into ranges gives
+    the same rows as one pass (the per-partition step of :func:`extract` and of scale-out).
+    """
+    events = from_branches(source.read(source.select(), start, stop))
+    event_ids = (np.int64(file_index) << np.int64(40)) + start + np.arange(len(events), dtype=np.int64)
+    table = _drop_bad_rows(_chunk_table(unit, events, event_ids, report), report)
+    report.events += len(events)
+    report.rows += len(table[EVENT_ID])
+    report.matched += int(table["reconstructed"].sum())
+    return table
+
+
 def extract(
     unit: Unit,
     inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
@@ -208,25 +243,22 @@ def extract(
     hash_sources: bool = True,
 ) -> Dataset:
     """Build the unit's training table from NanoAOD files; raises if nothing usable is found."""
-    report = ExtractionReport()
+    if step_size <= 0:
+        raise ValueError(f"step_size must be positive, got {step_size}")
+    report = ExtractionReport(spec_digest=spec_digest(unit))
     parts: list[dict[str, np.ndarray]] = []
     paths = resolve_inputs(inputs)
     for file_index, path in enumerate(paths):
         report.sources.append({"path": str(path), "bytes": path.stat().st_size,
                                "sha256": file_digest(path) if hash_sources else None})
-        start = 0
-        for events in iterate_events(path, step_size=step_size):
+        source = open_source(path)
+        for start in range(0, source.num_entries, step_size):
             if max_events is not None and report.events >= max_events:
                 break
+            stop = min(start + step_size, source.num_entries)
             if max_events is not None:
-                events = events[: max_events - report.events]
-            event_ids = (np.int64(file_index) << np.int64(40)) + start + np.arange(len(events), dtype=np.int64)
-            start += len(events)
-            table = _drop_bad_rows(_chunk_table(unit, events, event_ids, report), report)
-            report.events += len(events)
-            report.rows += len(table[EVENT_ID])
-            report.matched += int(table["reconstructed"].sum())
-            parts.append(table)
+                stop = min(stop, start + max_events - report.events)
+            parts.append(extract_range(unit, source, file_index, start, stop, report))
     if report.matched == 0:
         raise InputError(f"unit {unit.name!r}: no row with a reco target in {[str(p) for p in paths]} ({report.summary()})")
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

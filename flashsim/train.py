@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from flashsim.chain import resolve_device
-from flashsim.datasets import Dataset, extract, load_dataset, split_by_event
+from flashsim.datasets import Dataset, extract, load_dataset, spec_digest, split_by_event
 from flashsim.errors import InputError
+from flashsim.io import resolve_inputs
 from flashsim.models import build_model
 from flashsim.transforms import ContextPipeline, TargetPipeline
 from flashsim.unit import Unit, _seed, load_unit, resolve_unit_dir
@@ -262,12 +263,19 @@ def fit_model(
 
 
 def _dataset_for(recipe: Recipe, unit: Unit, log: Callable[[str], None]) -> Dataset:
+    """The unit's training table: the cached Parquet when it was built from the same files, else extracted anew."""
     data = recipe.data
     cache = Path(data["dataset"]) if data.get("dataset") else None
-    if cache is not None and cache.is_file() and not data.get("inputs"):
-        return load_dataset(cache)
     if not data.get("inputs"):
+        if cache is not None and cache.is_file():
+            return load_dataset(cache)
         raise InputError(f"recipe {recipe.path}: [data] needs 'inputs' (NanoAOD files/globs) or an existing 'dataset'")
+    if cache is not None and cache.is_file():
+        cached = load_dataset(cache)
+        wanted = [(str(p), p.stat().st_size) for p in resolve_inputs(data["inputs"])]
+        if [(s["path"], s["bytes"]) for s in cached.report.sources] == wanted and cached.report.spec_digest == spec_digest(unit):
+            log(f"dataset: cached {cache} ({cached.report.summary()})")
+            return cached
     dataset = extract(unit, data["inputs"], step_size=int(data.get("step_size", 100_000)), max_events=data.get("max_events"))
     log(f"dataset: {dataset.report.summary()}")
     if cache is not None:

@@ -1,0 +1,98 @@
+"""End-to-end generation speed of a chain of trained units, including I/O, beside the refsim
+detector stage on the same events (the "full simulation" flashsim replaces).
+
+    python benchmarks/bench_chain.py --input data/refsim/test_ttbar.root --chain muon,jet,fakejet,met
+
+Prints events/s for: reading GEN, each unit, writing ROOT, the whole `Chain.generate`, and the
+refsim detector stage (Pythia excluded), with the device, batch size and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import torch
+
+from flashsim.chain import Chain
+from flashsim.io import read_events, write_events
+
+
+def _timed(fn, repeat: int):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def detector_stage_rate(process: str, n: int, pileup: float, seed: int) -> float:
+    """Events/s of the refsim detector alone on pre-made Pythia GEN events (as benchmarks/bench_refsim.py)."""
+    from flashsim.refsim import DetectorParams, Generator, PileupPool, build_gen, draw_pileup, simulate_detector
+
+    params = DetectorParams()
+    pool = PileupPool.load_or_generate(params.pu_pool_size)
+    gen = build_gen(Generator(process, seed=seed).batch(n), params)
+    rng = np.random.default_rng(seed)
+    true, npu = draw_pileup(n, pileup, params.pu_profile_width, rng)
+    gen["Pileup"] = ak.zip({"nPU": npu, "nTrueInt": true}, depth_limit=1)
+    simulate_detector(gen, pool, params, rng)  # warm-up
+    start = time.perf_counter()
+    simulate_detector(gen, pool, params, rng)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="GEN (or GEN+RECO) NanoAOD file")
+    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--refsim-events", type=int, default=500, help="events for the detector-stage comparison (0: skip)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    chain = Chain(args.chain.split(","), device=args.device)
+    gen_collections = sorted(chain.inputs | {"run", "luminosityBlock", "event"})
+
+    t_read, events = _timed(lambda: read_events(args.input, collections=[c for c in gen_collections if c != "Jet"] + ["Pileup"]), 1)
+    n = len(events)
+    print(f"chain {chain} on {chain.device} ({args.threads} threads, batch {args.batch_size}), {n} events from {args.input}")
+    print(f"{'stage':28s} {'s':>8s} {'events/s':>10s} {'objects/s':>10s}")
+    print(f"{'read GEN':28s} {t_read:8.3f} {n / t_read:10.0f}")
+    current = events
+    total_units = 0.0
+    for unit in chain.units:
+        t, out = _timed(lambda unit=unit, current=current: unit.run(current, seed=1, device=chain.device, batch_size=args.batch_size), args.repeat)
+        made = out[unit.spec.output]
+        objects = int(ak.sum(ak.num(made))) if made.ndim == 2 else len(made)
+        if unit.spec.merge:
+            objects -= int(ak.sum(ak.num(current[unit.spec.output])))
+        total_units += t
+        print(f"{'unit ' + unit.name:28s} {t:8.3f} {n / t:10.0f} {objects / t:10.0f}")
+        current = out
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = ["run", "luminosityBlock", "event"] + chain.outputs
+        t_write, _ = _timed(lambda: write_events(current[[k for k in keep if k in current.fields]], Path(tmp) / "w.root"), args.repeat)
+        print(f"{'write ROOT':28s} {t_write:8.3f} {n / t_write:10.0f}")
+        print(f"{'all units (in memory)':28s} {total_units:8.3f} {n / total_units:10.0f}")
+        t_all, _ = _timed(lambda: chain.generate(args.input, Path(tmp) / "flash.root", seed=1, batch_size=args.batch_size), args.repeat)
+        flash_rate = n / t_all
+        print(f"{'Chain.generate end to end':28s} {t_all:8.3f} {flash_rate:10.0f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (RSS) {peak:.0f} MiB")
+    if args.refsim_events:
+        rate = detector_stage_rate("ttbar", args.refsim_events, 35.0, 5)
+        print(f"refsim detector stage (ttbar, pileup 35, Pythia excluded): {rate:.0f} events/s")
+        print(f"flashsim end to end is {flash_rate / rate:.1f}x the refsim detector stage on this machine")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Fidelity of the zoo units on held-out refsim events (issues #7 and #8), and generation speed.
+
+    python benchmarks/bench_units.py --input data/refsim/test_wjets.root data/refsim/test_ttbar.root \
+        --chain muon,jet,fakejet,met --ablation met_genonly --out bench_report/
+
+Runs the chain on the GEN part of the held-out files, compares with their own refsim RECO
+(same GEN events: the paired noise-floor ratio of DESIGN.md), and prints:
+every target's noise-floor ratio, the median, the classifier AUC beside the reference-halves
+AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon efficiency vs
+pT/eta, jet multiplicity per pileup bin (chi2/ndf), the leading fake-jet pair, MET resolution
+vs sumEt, the MET-vs-jet-mismeasurement correlation (with a GEN-only MET ablation), and the
+chain's events/s next to the refsim detector stage's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import torch
+
+from flashsim.chain import Chain
+from flashsim.io import read_events
+from flashsim.validate import validate
+from flashsim.validate.metrics import noise_floor_ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_chain import detector_stage_rate  # noqa: E402
+
+MIN_COUNT = 200  # bins with fewer matched objects are not judged
+
+
+def _rows(title: str, header: str) -> None:
+    print(f"\n== {title}\n{header}")
+
+
+def print_collection(name: str, metrics: dict) -> None:
+    c = metrics["collections"][name]
+    _rows(f"{name}: noise-floor ratio per target (paired, {metrics['config']['n_splits']} splits)", f"{'variable':18s} {'R':>7s}")
+    for var, v in c["variables"].items():
+        flag = "" if v["ratio"] is None or v["ratio"] <= 2 else "  > 2"
+        print(f"{var:18s} {v['ratio'] if v['ratio'] is not None else float('nan'):7.2f}{flag}")
+    print(f"median R {c['median_ratio']:.2f} (bar 1.3), max R {c['max_ratio'] if c['max_ratio'] is not None else float('nan'):.2f} "
+          f"({c['worst_variable']}) (bar 2)")
+    cl = c.get("classifier")
+    if cl:
+        print(f"classifier two-sample AUC {cl['auc']:.3f} (bar 0.60); reference halves {cl['auc_ref_halves']:.3f}")
+
+
+def print_response(name: str, c: dict) -> None:
+    prof = c["response"]["vs_pt"]
+    f, r = prof["flash"], prof["reference"]
+    edges = f["edges"]
+    _rows(f"{name}: response (median reco/gen) and resolution vs gen pT",
+          f"{'gen pT':>13s} {'n ref':>6s} {'resp ref':>9s} {'flash':>7s} {'diff %':>7s} {'res ref':>8s} {'flash':>7s} {'diff %':>7s}")
+    worst_resp = worst_res = 0.0
+    for i in range(len(edges) - 1):
+        n = r["count"][i]
+        if not n or r["median"][i] is None or f["median"][i] is None:
+            continue
+        d_resp = 100 * (f["median"][i] / r["median"][i] - 1)
+        d_res = 100 * (f["resolution"][i] / r["resolution"][i] - 1) if r["resolution"][i] else float("nan")
+        judged = n >= MIN_COUNT
+        if judged:
+            worst_resp, worst_res = max(worst_resp, abs(d_resp)), max(worst_res, abs(d_res))
+        print(f"{edges[i]:6.0f}-{edges[i + 1]:<6.0f} {n:6d} {r['median'][i]:9.3f} {f['median'][i]:7.3f} {d_resp:7.1f} "
+              f"{r['resolution'][i]:8.3f} {f['resolution'][i]:7.3f} {d_res:7.1f}{'' if judged else '  (few)'}")
+    print(f"worst |diff| in bins with >= {MIN_COUNT} objects: response {worst_resp:.1f} % (bar 3), resolution {worst_res:.1f} % (bar 10)")
+
+
+def print_roc(c: dict) -> None:
+    _rows("Jet: tagger ROC AUC per flavour pair", f"{'score':16s} {'pair':12s} {'ref':>6s} {'flash':>6s} {'delta':>7s}")
+    for score, pairs in c.get("roc", {}).items():
+        for pair, v in pairs.items():
+            if isinstance(v, dict) and "auc_flash" in v:
+                print(f"{score:16s} {pair:12s} {v['auc_reference']:6.3f} {v['auc_flash']:6.3f} {v['delta_auc']:7.3f}")
+
+
+def print_efficiency(name: str, c: dict) -> None:
+    for axis in ("vs_pt", "vs_eta"):
+        prof = c["efficiency"][axis]
+        f, r = prof["flash"], prof["reference"]
+        edges = r["edges"]
+        _rows(f"{name}: efficiency {axis.replace('_', ' ')}", f"{'bin':>13s} {'n gen':>6s} {'ref':>6s} {'flash':>6s} {'diff':>6s}")
+        worst = 0.0
+        for i in range(len(edges) - 1):
+            n = r["total"][i]
+            if not n:
+                continue
+            diff = f["efficiency"][i] - r["efficiency"][i]
+            if n >= MIN_COUNT:
+                worst = max(worst, abs(diff))
+            print(f"{edges[i]:6.2f}-{edges[i + 1]:<6.2f} {n:6d} {r['efficiency'][i]:6.3f} {f['efficiency'][i]:6.3f} {diff:6.3f}")
+        print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02)")
+
+
+def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) -> None:
+    pu = ak.to_numpy(ref.Pileup.nTrueInt)
+    edges = np.quantile(pu, np.linspace(0, 1, n_bins + 1))
+    _rows("Jets per event (matched + fake) per pileup bin", f"{'nTrueInt':>13s} {'events':>7s} {'<n> ref':>8s} {'flash':>7s} {'chi2/ndf':>9s}")
+    nf, nr = ak.to_numpy(ak.num(flash.Jet)), ak.to_numpy(ak.num(ref.Jet))
+    worst = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (pu >= lo) & (pu <= hi)
+        top = int(max(nf[sel].max(), nr[sel].max())) + 1
+        hf, hr = np.bincount(nf[sel], minlength=top), np.bincount(nr[sel], minlength=top)
+        used = (hf + hr) > 0
+        chi2 = float(np.sum((hf[used] - hr[used]) ** 2 / (hf[used] + hr[used])))
+        ndf = int(used.sum())
+        worst = max(worst, chi2 / ndf)
+        print(f"{lo:6.1f}-{hi:<6.1f} {int(sel.sum()):7d} {nr[sel].mean():8.2f} {nf[sel].mean():7.2f} {chi2 / ndf:9.2f}")
+    print(f"worst chi2/ndf {worst:.2f} (bar 2)")
+
+
+def leading_fake_pair(events: ak.Array) -> tuple[ak.Array, ak.Array]:
+    fakes = events.Jet[events.Jet.genJetIdx < 0]
+    two = ak.num(fakes) >= 2
+    lead, sub = ak.firsts(fakes[:, :1]), ak.firsts(fakes[:, 1:2])
+    dphi = np.abs((lead.phi - sub.phi + np.pi) % (2 * np.pi) - np.pi)
+    dpt = lead.pt - sub.pt
+    as_list = lambda x: ak.Array([[v] if ok else [] for v, ok in zip(ak.to_list(x), ak.to_list(two))])  # noqa: E731
+    return as_list(ak.fill_none(dphi, 0)), as_list(ak.fill_none(dpt, 0))
+
+
+def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> None:
+    _rows("Leading fake-jet pair (events with >= 2 fake jets)", f"{'quantity':10s} {'R':>6s}")
+    for label, fv, rv in zip(("dphi", "dpt"), leading_fake_pair(flash), leading_fake_pair(ref)):
+        print(f"{label:10s} {noise_floor_ratio(fv, rv).ratio:6.2f}  (bar 2)")
+
+    def met_xy(ev: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+        x = ak.to_numpy(ev.MET.pt * np.cos(ev.MET.phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi))
+        y = ak.to_numpy(ev.MET.pt * np.sin(ev.MET.phi) - ev.GenMET.pt * np.sin(ev.GenMET.phi))
+        return x, y
+
+    sumet = ak.to_numpy(ref.MET.sumEt)
+    edges = np.quantile(sumet, np.linspace(0, 1, 6))
+    fx, fy = met_xy(flash)
+    rx, ry = met_xy(ref)
+    fsum = ak.to_numpy(flash.MET.sumEt)
+    iqr = lambda v: (np.percentile(v, 75) - np.percentile(v, 25)) / 1.349  # noqa: E731
+    _rows("MET x/y resolution (reco - gen, IQR/1.349) vs sumEt", f"{'sumEt':>15s} {'ref':>7s} {'flash':>7s} {'diff %':>7s}")
+    worst = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sr, sf = (sumet >= lo) & (sumet <= hi), (fsum >= lo) & (fsum <= hi)
+        res_r = iqr(np.r_[rx[sr], ry[sr]])
+        res_f = iqr(np.r_[fx[sf], fy[sf]]) if sf.sum() > 20 else float("nan")
+        d = 100 * (res_f / res_r - 1)
+        worst = max(worst, abs(d))
+        print(f"{lo:7.0f}-{hi:<7.0f} {res_r:7.2f} {res_f:7.2f} {d:7.1f}")
+    print(f"worst |diff| {worst:.1f} % (bar 5)")
+
+    def jet_mismeasure_x(ev: ak.Array) -> np.ndarray:
+        matched = ev.Jet[ev.Jet.genJetIdx >= 0]
+        gen = ev.GenJet[matched.genJetIdx]
+        return ak.to_numpy(ak.sum(matched.pt * np.cos(matched.phi), axis=1) - ak.sum(gen.pt * np.cos(gen.phi), axis=1))
+
+    def corr(ev: ak.Array) -> float:
+        return float(np.corrcoef(met_xy(ev)[0], jet_mismeasure_x(ev))[0, 1])
+
+    _rows("Correlation of (MET - GenMET)_x with the jets' total mismeasurement (sum reco - gen)_x", "")
+    print(f"reference {corr(ref):+.3f}   flash (upstream reco conditioning) {corr(flash):+.3f}"
+          + (f"   flash GEN-only MET (ablation) {corr(ablation):+.3f}" if ablation is not None else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", nargs="+", required=True, help="held-out refsim GEN+RECO files")
+    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--ablation", default=None, help="a GEN-only MET unit to compare the correlation with")
+    parser.add_argument("--out", type=Path, default=Path("bench_report"))
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--refsim-events", type=int, default=500)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    chain = Chain(args.chain.split(","))
+    ref = read_events(args.input)
+    gen = ref[[f for f in ref.fields if f not in chain.outputs]]
+    start = time.perf_counter()
+    flash = chain.run(gen, seed=args.seed)
+    elapsed = time.perf_counter() - start
+    print(f"chain {chain}: {len(ref)} held-out events from {len(args.input)} file(s), {elapsed:.2f} s in memory "
+          f"({len(ref) / elapsed:,.0f} events/s, {args.threads} threads)")
+    collections = [c for c in ("Muon", "Jet", "MET") if c in chain.outputs]
+    metrics = validate(flash, ref, collections=collections, out_dir=args.out)
+    for name in collections:
+        print_collection(name, metrics)
+    if "Jet" in collections:
+        print_response("Jet", metrics["collections"]["Jet"])
+        print_roc(metrics["collections"]["Jet"])
+    if "Muon" in collections:
+        print_efficiency("Muon", metrics["collections"]["Muon"])
+    if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
+        jet_multiplicity_by_pileup(flash, ref)
+    if "MET" in collections:
+        ablation = None
+        if args.ablation:
+            without = [u for u in chain.units if u.spec.output != "MET"]
+            ablation = Chain([*without, args.ablation]).run(gen, seed=args.seed)
+        met_studies(flash, ref, ablation)
+    if args.refsim_events:
+        rate = detector_stage_rate("ttbar", args.refsim_events, 35.0, 5)
+        print(f"\nspeed: flashsim chain {len(ref) / elapsed:,.0f} events/s vs refsim detector stage {rate:,.0f} events/s "
+              f"(ratio {len(ref) / elapsed / rate:.0f}x), same machine, same run")
+    print(f"report: {args.out / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()
