@@ -1,10 +1,16 @@
 """Per-unit training from a recipe (``training/<unit>.toml``): dataset, split by event, AdamW with
 warm-up + cosine schedule, early stopping, best checkpoint, resume, loss curve and a record.
+
+Recipes may instead ask for plain Adam (``[optimizer] type = "adam"``) and the epoch-wise
+``lr / (1 + epoch)`` decay of Chen et al. (``[schedule] type = "inverse_epoch"``), hold out a test
+fraction of the events (``[split] test = 0.2``) and train an ensemble of K copies with seeds
+``seed + k`` (``ensemble = K``: member 0 in the unit directory, the others in ``member_<k>/``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -34,12 +40,12 @@ __all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig", "TRA
 TRAINING_DIR = Path(__file__).resolve().parent.parent / "training"
 
 _RECIPE_FIELDS: dict[str, set[str]] = {
-    "": {"unit", "output"},
+    "": {"unit", "output", "ensemble"},
     "data": {"inputs", "dataset", "max_events", "step_size"},
-    "split": {"validation", "seed"},
+    "split": {"validation", "test", "seed"},
     "model": set(),  # passed to the model type, which checks its own keys
-    "optimizer": {"lr", "weight_decay"},
-    "schedule": {"warmup_epochs", "min_lr_factor"},
+    "optimizer": {"type", "lr", "weight_decay"},
+    "schedule": {"type", "warmup_epochs", "min_lr_factor"},
     "training": {"epochs", "batch_size", "patience", "seed", "device", "amp", "max_rows", "num_threads"},
     "efficiency": {"epochs", "batch_size", "lr", "patience", "hidden", "layers"},
 }
@@ -58,6 +64,12 @@ class FitConfig:
     patience: int = 8
     seed: int = 1
     amp: bool = False
+    optimizer: str = "adamw"  # adamw | adam
+    schedule: str = "warmup_cosine"  # warmup_cosine | inverse_epoch (lr / (1 + epoch)) | constant
+
+
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("warmup_cosine", "inverse_epoch", "constant")
 
 
 @dataclass
@@ -67,6 +79,7 @@ class Recipe:
     unit: str
     data: dict[str, Any]
     output: str | None = None
+    ensemble: int = 1
     split: dict[str, Any] = field(default_factory=lambda: {"validation": 0.2, "seed": 1})
     model: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +96,7 @@ class Recipe:
             warmup_epochs=float(self.schedule.get("warmup_epochs", 1.0)),
             min_lr_factor=float(self.schedule.get("min_lr_factor", 0.01)),
             patience=int(t.get("patience", 8)), seed=int(t.get("seed", 1)), amp=bool(t.get("amp", False)),
+            optimizer=str(self.optimizer.get("type", "adamw")), schedule=str(self.schedule.get("type", "warmup_cosine")),
         )
         if section == "efficiency":
             e = self.efficiency
@@ -130,6 +144,12 @@ def load_recipe(path_or_unit: str | os.PathLike[str], overrides: Sequence[str] =
             raise InputError(f"recipe {path}: unknown field {section!r} (known: {sorted(_RECIPE_FIELDS[''])} and sections)")
     if "unit" not in data or "data" not in data:
         raise InputError(f"recipe {path}: needs 'unit' and a [data] section")
+    if str(data.get("optimizer", {}).get("type", "adamw")) not in OPTIMIZERS:
+        raise InputError(f"recipe {path}: [optimizer] type must be one of {list(OPTIMIZERS)}")
+    if str(data.get("schedule", {}).get("type", "warmup_cosine")) not in SCHEDULES:
+        raise InputError(f"recipe {path}: [schedule] type must be one of {list(SCHEDULES)}")
+    if not (isinstance(data.get("ensemble", 1), int) and data.get("ensemble", 1) >= 1):
+        raise InputError(f"recipe {path}: ensemble must be a positive integer")
     return Recipe(path=path, **data)
 
 
@@ -159,7 +179,13 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+def _lr_factor(step: int, total: int, warmup: int, floor: float, schedule: str = "warmup_cosine",
+               steps_per_epoch: int = 1) -> float:
+    """Learning-rate multiplier at a global step."""
+    if schedule == "inverse_epoch":
+        return 1.0 / (1 + step // max(1, steps_per_epoch))
+    if schedule == "constant":
+        return 1.0
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -186,7 +212,14 @@ def fit_model(
     wrapped: nn.Module = _LossModule(model)
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (known: {list(OPTIMIZERS)})")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r} (known: {list(SCHEDULES)})")
     history: dict[str, list[float]] = {"train": [], "val": [], "lr": [], "samples_per_s": [], "data_wait_s": []}
     state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "best_state": copy.deepcopy(model.state_dict())}
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -220,7 +253,8 @@ def fit_model(
             yb, xb = train_y[idx], train_x[idx]
             wait += time.perf_counter() - t0
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total, warmup, cfg.min_lr_factor)
+                group["lr"] = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total, warmup, cfg.min_lr_factor,
+                                                  cfg.schedule, steps_per_epoch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = wrapped(yb, xb)
             if not torch.isfinite(loss):
@@ -316,7 +350,21 @@ def _plot_losses(histories: Mapping[str, Mapping[str, list[float]]], path: Path)
 
 def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] = print,
                progress: Callable[[dict[str, Any]], None] | None = None) -> Unit:
-    """Train every model of a unit as the recipe says and write the complete ``units/<name>/``."""
+    """Train every model of a unit as the recipe says and write the complete ``units/<name>/``.
+
+    With ``ensemble = K`` the unit directory holds member 0 and ``member_<k>/`` (k = 1..K-1) the
+    copies trained with seed ``training.seed + k`` on the same split; member 0 is returned.
+    """
+    if recipe.ensemble > 1:
+        base = Path(recipe.output) if recipe.output else resolve_unit_dir(recipe.unit)
+        seed = int(recipe.training.get("seed", 1))
+        first = train_unit(dataclasses.replace(recipe, ensemble=1), resume, log, progress)
+        for k in range(1, recipe.ensemble):
+            log(f"ensemble member {k}/{recipe.ensemble - 1}: seed {seed + k}")
+            member = dataclasses.replace(recipe, ensemble=1, output=str(base / f"member_{k}"),
+                                  training={**recipe.training, "seed": seed + k}, unit=str(base))
+            train_unit(member, resume, log, progress)
+        return first
     started = time.time()
     source_dir = resolve_unit_dir(recipe.unit)
     out_dir = Path(recipe.output) if recipe.output else source_dir
@@ -331,9 +379,15 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         torch.set_num_threads(int(recipe.training["num_threads"]))
     dataset = _dataset_for(recipe, spec_unit, log)
     max_rows = recipe.training.get("max_rows")
-    if max_rows and len(dataset) > int(max_rows):
-        dataset = dataset.subset(np.arange(len(dataset)) < int(max_rows))
-    train_mask, val_mask = split_by_event(dataset.columns["event_id"], [1 - recipe.split.get("validation", 0.2), recipe.split.get("validation", 0.2)], int(recipe.split.get("seed", 1)))
+    if max_rows and len(dataset) > int(max_rows):  # a random subset of whole events, about max_rows rows
+        fraction = int(max_rows) / len(dataset)
+        dataset = dataset.subset(split_by_event(dataset.columns["event_id"], [fraction, 1 - fraction], int(recipe.split.get("seed", 1)) + 1)[0])
+    validation, test = float(recipe.split.get("validation", 0.2)), float(recipe.split.get("test", 0.0))
+    if test > 0:  # a held-out test fraction; validation is then a fraction of the rest (learning sample)
+        fractions = [(1 - test) * (1 - validation), (1 - test) * validation, test]
+    else:
+        fractions = [1 - validation, validation]
+    train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, int(recipe.split.get("seed", 1)))[:2]
     labelled = dataset.columns["reconstructed"].astype(bool)
     ctx, refs, tgts = dataset.group("ctx"), dataset.group("ref"), dataset.group("tgt")
     missing = [c for c in spec.context_columns if c not in ctx]
