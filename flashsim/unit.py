@@ -4,6 +4,15 @@ weights, and the runtime that turns GEN events (and earlier units' reco output) 
 Unit types: ``object`` (one reco object per selected source object, with an optional
 efficiency model), ``multiplicity`` (a variable-length list per event, generated
 autoregressively up to ``max_objects``) and ``event`` (one fixed vector per event).
+
+Event units may be analysis-specific (Chen et al. 2021): ``selection`` is a cut on per-event
+columns (context columns and ``event_columns``, computed but not fed to the model); events that
+fail it get no output and are *dropped* from the chain's output, since an analysis-specific
+sample is defined by its selection. ``target_features`` derives the reco targets with the same
+feature code (e.g. the reco muon matched to the leading gen muon); ``training_selection`` is an
+extra cut applied only when building the training table (targets are named ``reco_<column>``
+there); ``outputs`` maps the sampled vector to several NanoAOD collections
+(:mod:`flashsim.event_outputs`).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import awkward as ak
 import numpy as np
 import torch
 
-from flashsim import features
+from flashsim import event_outputs, features
 from flashsim.errors import InputError, UnitError
 from flashsim.models import build_model, load_model, save_model
 from flashsim.transforms import ContextPipeline, TargetPipeline
@@ -35,8 +44,11 @@ PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previou
 
 _SPEC_KEYS = {
     "name", "format_version", "type", "description", "output", "source", "context", "targets",
-    "carry", "constants", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
+    "carry", "constants", "output_selection", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
+    "selection", "event_columns", "target_features", "training_selection", "outputs",
 }
+_EVENT_ONLY_KEYS = ("selection", "event_columns", "target_features", "training_selection", "outputs")
+RECO_PREFIX = "reco_"  # targets in a training_selection expression
 
 
 @dataclass
@@ -52,6 +64,7 @@ class UnitSpec:
     source: dict[str, Any] = field(default_factory=dict)
     carry: dict[str, str] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
+    output_selection: str | None = None  # reco-level cut applied after sampling (e.g. NanoAOD's jet pt > 15)
     gen_index: str | None = None
     efficiency: dict[str, Any] | None = None
     multiplicity: dict[str, Any] | None = None
@@ -59,6 +72,11 @@ class UnitSpec:
     sort_by: str | None = "pt"
     description: str = ""
     path: Path | None = None
+    selection: str | None = None
+    event_columns: list[dict[str, Any]] = field(default_factory=list)
+    target_features: list[dict[str, Any]] = field(default_factory=list)
+    training_selection: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> UnitSpec:
@@ -69,24 +87,45 @@ class UnitSpec:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise UnitError(f"{where}: format_version {version!r} is not supported by this flashsim (supports {FORMAT_VERSION})")
-        for key in ("name", "type", "output", "targets", "model"):
+        for key in ("name", "type", "targets", "model"):
             if key not in data:
                 raise UnitError(f"{where}: missing required key {key!r}")
+        if "output" not in data and "outputs" not in data:
+            raise UnitError(f"{where}: missing required key 'output' (or, for event units, 'outputs')")
+        if data["type"] != "event" and any(k in data for k in _EVENT_ONLY_KEYS):
+            raise UnitError(f"{where}: {[k for k in _EVENT_ONLY_KEYS if k in data]} are only for event units")
+        if "outputs" in data:
+            event_outputs.check_outputs(data["outputs"], where)
         if data["type"] not in ("object", "multiplicity", "event"):
             raise UnitError(f"{where}: type {data['type']!r} must be object, multiplicity or event")
         if data["type"] == "object" and "collection" not in data.get("source", {}):
             raise UnitError(f"{where}: object units need source.collection")
         if data["type"] == "multiplicity" and "max_objects" not in data.get("multiplicity", {}):
             raise UnitError(f"{where}: multiplicity units need multiplicity.max_objects")
+        output = data.get("output") or data["outputs"][0]["collection"]
         spec = cls(
-            name=data["name"], type=data["type"], output=data["output"], context=list(data.get("context", [])),
+            name=data["name"], type=data["type"], output=output, context=list(data.get("context", [])),
             targets=list(data["targets"]), model=dict(data["model"]), source=dict(data.get("source", {})),
-            carry=dict(data.get("carry", {})), constants=dict(data.get("constants", {})), gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
+            carry=dict(data.get("carry", {})), constants=dict(data.get("constants", {})),
+            output_selection=data.get("output_selection"), gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
             multiplicity=data.get("multiplicity"), merge=bool(data.get("merge", False)),
             sort_by=data.get("sort_by", "pt"), description=data.get("description", ""), path=path,
+            selection=data.get("selection"), event_columns=list(data.get("event_columns", [])),
+            target_features=list(data.get("target_features", [])), training_selection=data.get("training_selection"),
+            outputs=list(data.get("outputs", [])),
         )
-        for entry in spec.context:
+        for entry in spec.context + spec.event_columns + spec.target_features:
             features.feature_names(entry)  # validates the table
+        if spec.target_features:
+            derived = {n for entry in spec.target_features for n in features.feature_names(entry)}
+            missing = [c for c in spec.target_columns if c not in derived]
+            if missing:
+                raise UnitError(f"{where}: targets {missing} are not produced by target_features (which give {sorted(derived)})")
+        if spec.outputs:
+            known = set(spec.target_columns) | {n for e in spec.context + spec.event_columns for n in features.feature_names(e)}
+            unknown = sorted(event_outputs.columns_read(spec.outputs) - known)
+            if unknown:
+                raise UnitError(f"{where}: outputs read {unknown}, which are neither targets nor context/event columns")
         return spec
 
     @classmethod
@@ -114,10 +153,15 @@ class UnitSpec:
         return [c for entry in self.targets for c in entry.get("columns", [entry.get("column")])]
 
     @property
+    def produces(self) -> list[str]:
+        """Collections this unit writes (several for an event unit with ``outputs``)."""
+        return event_outputs.output_collections(self.outputs) if self.outputs else [self.output]
+
+    @property
     def inputs(self) -> set[str]:
         """Collections this unit reads."""
         used = {self.source["collection"]} if "collection" in self.source else set()
-        for entry in self.context:
+        for entry in self.context + self.event_columns:
             used |= features.collections_used(entry)
         if self.merge:
             used.add(self.output)
@@ -189,15 +233,58 @@ class Unit:
             out.update(features.compute(entry, events, rows, f"unit {self.name!r}"))
         return out
 
-    def reference_columns(self, events: ak.Array, rows: ak.Array | None) -> dict[str, ak.Array]:
-        """Gen values the target transforms are relative to (fields of the source object or event columns)."""
+    def reference_columns(self, events: ak.Array, rows: ak.Array | None,
+                          context: Mapping[str, ak.Array] | None = None) -> dict[str, ak.Array]:
+        """Gen values the target transforms are relative to (fields of the source object, context columns or event columns)."""
         refs = {}
         for ref in self.target_pipeline.references:
             if rows is not None and ref in rows.fields:
                 refs[ref] = rows[ref]
+            elif ref in self.spec.context_columns:
+                refs[ref] = (context if context is not None else self.context_columns(events, rows))[ref]
             else:
                 refs[ref] = features.compute({"event": ref}, events, rows, f"unit {self.name!r} reference")[ref]
         return refs
+
+    # ---- analysis-specific event units -----------------------------------------------------------
+
+    def event_columns(self, events: ak.Array) -> dict[str, ak.Array]:
+        """Per-event columns declared in ``event_columns`` (for the selection and the outputs)."""
+        out: dict[str, ak.Array] = {}
+        for entry in self.spec.event_columns:
+            out.update(features.compute(entry, events, None, f"unit {self.name!r} event_columns"))
+        return out
+
+    def event_mask(self, events: ak.Array) -> np.ndarray | None:
+        """Events passing the unit's ``selection`` (None when it has none)."""
+        if not self.spec.selection:
+            return None
+        names = _expression_names(self.spec.selection)
+        columns = {k: v for k, v in self.event_columns(events).items() if k in names}
+        if names - set(columns):
+            columns |= {k: v for k, v in self.context_columns(events, None).items() if k in names}
+        return _evaluate(self.spec.selection, columns, len(events), f"unit {self.name!r} selection")
+
+    def target_values(self, events: ak.Array) -> dict[str, ak.Array]:
+        """Reco targets of an event unit: ``target_features`` if declared, else fields of the output collection."""
+        if self.spec.target_features:
+            out: dict[str, ak.Array] = {}
+            for entry in self.spec.target_features:
+                out.update(features.compute(entry, events, None, f"unit {self.name!r} target_features"))
+            return {c: out[c] for c in self.spec.target_columns}
+        reco = events[self.spec.output]
+        return {c: reco[c] for c in self.spec.target_columns}
+
+    def training_mask(self, events: ak.Array, context: Mapping[str, Any], targets: Mapping[str, Any]) -> np.ndarray | None:
+        """Rows kept by ``training_selection`` (context/event columns by name, targets as ``reco_<name>``)."""
+        if not self.spec.training_selection:
+            return None
+        names = _expression_names(self.spec.training_selection)
+        columns = {k: v for k, v in context.items() if k in names}
+        columns |= {RECO_PREFIX + k: v for k, v in targets.items() if RECO_PREFIX + k in names}
+        if names - set(columns):
+            columns |= {k: v for k, v in self.event_columns(events).items() if k in names}
+        return _evaluate(self.spec.training_selection, columns, len(events), f"unit {self.name!r} training_selection")
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -230,9 +317,14 @@ class Unit:
         if self.spec.type == "object":
             output = self._run_object(events, generator, device, batch_size)
         elif self.spec.type == "event":
-            output = self._run_event(events, generator, device, batch_size)
+            events, outputs = self._run_event(events, generator, device, batch_size)
+            for name, collection in outputs.items():
+                events = attach(events, name, collection, merge=self.spec.merge, sort_by=self.spec.sort_by)
+            return events
         else:
             output = self._run_multiplicity(events, generator, device, batch_size)
+        if self.spec.output_selection:
+            output = output[features.select(self.spec.output_selection, output, f"unit {self.name!r} output_selection")]
         return attach(events, self.spec.output, output, merge=self.spec.merge, sort_by=self.spec.sort_by)
 
     def _context_array(self, columns: Mapping[str, ak.Array]) -> np.ndarray:
@@ -258,11 +350,20 @@ class Unit:
         _add_constants(columns, self.spec.constants, int(keep.sum()))
         return ak.zip({k: ak.unflatten(v, kept_counts) for k, v in columns.items()})
 
-    def _run_event(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
-        context = self._context_array(self.context_columns(events, None))
-        refs = {k: _flat(v) for k, v in self.reference_columns(events, None).items()}
+    def _run_event(self, events: ak.Array, generator: torch.Generator, device: torch.device,
+                   batch_size: int) -> tuple[ak.Array, dict[str, ak.Array]]:
+        """The selected events and the output collection(s) drawn for them."""
+        keep = self.event_mask(events)
+        if keep is not None:
+            events = events[keep]
+        raw = self.context_columns(events, None)
+        context = self._context_array(raw)
+        refs = {k: _flat(v) for k, v in self.reference_columns(events, None, raw).items()}
         columns = self.target_pipeline.inverse(self._draw(self.model, context, generator, device, batch_size), refs)
-        return ak.zip(columns, depth_limit=1)
+        if not self.spec.outputs:
+            return events, {self.spec.output: ak.zip(columns, depth_limit=1)}
+        available = {k: _flat(v) for k, v in (raw | self.event_columns(events)).items()} | columns
+        return events, event_outputs.build_collections(self.spec.outputs, available, len(events))
 
     def _run_multiplicity(self, events: ak.Array, generator: torch.Generator, device: torch.device, batch_size: int) -> ak.Array:
         assert self.spec.multiplicity is not None and self.multiplicity is not None
@@ -319,6 +420,23 @@ class Unit:
         if record is not None:
             _atomic_write(directory / "training.json", json.dumps(record, indent=1, default=str))
         return directory
+
+
+def _expression_names(expression: str) -> set[str]:
+    import ast
+
+    try:
+        return {n.id for n in ast.walk(ast.parse(expression, mode="eval")) if isinstance(n, ast.Name)}
+    except SyntaxError as exc:
+        raise UnitError(f"cannot parse {expression!r}: {exc.msg}") from exc
+
+
+def _evaluate(expression: str, columns: Mapping[str, Any], n: int, where: str) -> np.ndarray:
+    """A cut on per-event columns as a boolean numpy mask (NaN compares False)."""
+    if not columns:
+        raise UnitError(f"{where}: {expression!r} names no per-event column")
+    mask = features.select(expression, ak.zip(dict(columns), depth_limit=1), where)
+    return np.asarray(ak.to_numpy(mask), dtype=bool) if isinstance(mask, ak.Array) else np.full(n, bool(mask))
 
 
 def _add_constants(columns: dict[str, np.ndarray], constants: Mapping[str, Any], n: int) -> None:

@@ -85,6 +85,7 @@ output = "Jet"
 gen_index = "genJetIdx"
 carry = { hadronFlavour = "hadronFlavour" }
 source = { collection = "GenJet", selection = "pt > 10" }
+output_selection = "pt > 12"
 context = [
   { field = "pt", steps = [{ type = "log" }, { type = "standardize" }] },
   { field = "eta" },

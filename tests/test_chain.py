@@ -27,6 +27,7 @@ def test_chain_orders_units_and_runs_end_to_end(trained_units, synthetic_file, t
     flash = read_events(out)
     gen = read_events(synthetic_file)
     assert ak.all(flash.Jet.pt[:, :-1] >= flash.Jet.pt[:, 1:]), "jets are pt-ordered"
+    assert ak.all(flash.Jet.pt > 12), "the unit's output_selection is applied"
     # cross-reference still points at the GenJet each jet was drawn from, after sorting
     ratio = flash.Jet.pt / flash.GenJet.pt[flash.Jet.genJetIdx]
     assert 0.8 < float(ak.mean(ratio)) < 1.2
