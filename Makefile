@@ -49,3 +49,9 @@ data/refsim/test_wjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process wjets --events 5000 --seed 201 -o $@
 data/refsim/test_ttbar.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process ttbar --events 5000 --seed 202 -o $@
+
+# Train the zoo's default units from their recipes (after `make training-data`).
+ZOO_UNITS := muon jet fakejet met met_genonly
+.PHONY: train-units
+train-units: training-data
+	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done
