@@ -164,6 +164,32 @@ def test_cli_writes_nanoaod(tmp_path, cache_dir):
     assert {"nJet", "Jet_pt", "Muon_genPartIdx", "GenPart_statusFlags", "Pileup_nPU", "MET_pt"} <= set(table.fields)
 
 
+def test_refsim_file_reads_with_coffea_and_root(tmp_path, small):
+    """A refsim file is valid NanoAOD for coffea (gen cross-references) and ROOT's RDataFrame."""
+    import warnings
+
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    from flashsim.io import write_events
+
+    path = write_events(small, tmp_path / "refsim.root")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        events = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+        jet_gen, muon_gen = events.Jet.matched_gen, events.Muon.matched_gen
+    matched = small.Jet.genJetIdx >= 0
+    assert ak.sum(~ak.is_none(jet_gen.pt, axis=1)) == ak.sum(matched)
+    assert ak.all(ak.fill_none(jet_gen.pt, 0)[matched] == small.GenJet.pt[small.Jet.genJetIdx[matched]])
+    has_muon = small.Muon.genPartIdx >= 0
+    assert ak.sum(has_muon) > 0
+    assert ak.all(abs(ak.fill_none(muon_gen.pdgId, 0)[has_muon]) == 13)
+    ROOT = pytest.importorskip("ROOT")
+    df = ROOT.RDataFrame("Events", str(path))
+    n_matched = df.Define("n", "Sum(Jet_genJetIdx >= 0)").Sum("n").GetValue()
+    assert n_matched == ak.sum(matched)
+    assert df.Filter("nMuon > 0 && Muon_pt[0] > 0").Count().GetValue() == ak.sum(ak.num(small.Muon) > 0)
+
+
 def _synthetic_gen(n_events, rng):
     """A hand-made GEN batch (no Pythia): one 40 GeV muon and a 100 GeV 'jet' of pions per event."""
     parts = []
