@@ -45,7 +45,7 @@ class Chain:
 
     @property
     def outputs(self) -> list[str]:
-        return list(dict.fromkeys(u.spec.output for u in self.units))
+        return list(dict.fromkeys(c for u in self.units for c in u.spec.produces))
 
     @property
     def inputs(self) -> set[str]:
@@ -57,7 +57,7 @@ class Chain:
         """Fail clearly when an input collection nobody provides is missing."""
         have = set(available)
         for unit in self.units:
-            produced = {u.spec.output for u in self.units[: self.units.index(unit)]}
+            produced = {c for u in self.units[: self.units.index(unit)] for c in u.spec.produces}
             for coll in sorted(unit.spec.inputs):
                 if coll not in have and coll not in produced:
                     raise ChainError(
@@ -66,7 +66,11 @@ class Chain:
                     )
 
     def run(self, events: ak.Array, seed: int = 0, batch_size: int = 100_000) -> ak.Array:
-        """Run every unit in order on one chunk of events; returns the events with the new collections."""
+        """Run every unit in order on one chunk of events; returns the events with the new collections.
+
+        An event unit with a ``selection`` drops the events that fail it (its output defines an
+        analysis-specific sample), so the result may hold fewer events than the input.
+        """
         self.check(events.fields)
         for unit in self.units:
             events = unit.run(events, seed=seed, device=self.device, batch_size=batch_size)
@@ -123,7 +127,8 @@ def _order(units: list[Unit]) -> list[Unit]:
     """Topological order: producers of a collection, then units merging into it, then its readers."""
     producers: dict[str, list[Unit]] = {}
     for unit in units:
-        producers.setdefault(unit.spec.output, []).append(unit)
+        for coll in unit.spec.produces:
+            producers.setdefault(coll, []).append(unit)
     deps: dict[str, set[str]] = {}
     for unit in units:
         needed: set[str] = set()

@@ -111,6 +111,8 @@ def spec_digest(unit: Unit) -> str:
     """Digest of the parts of a unit spec that decide a training table's rows and columns."""
     spec = unit.spec
     relevant = [spec.type, spec.output, spec.source, spec.context, spec.targets, spec.gen_index, spec.multiplicity]
+    if spec.selection or spec.event_columns or spec.target_features or spec.training_selection:
+        relevant += [spec.selection, spec.event_columns, spec.target_features, spec.training_selection]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -146,7 +148,7 @@ def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: Ex
     if spec.output not in events.fields:
         raise InputError(f"unit {unit.name!r}: reco collection {spec.output!r} not in the input (have {sorted(events.fields)})")
     reco = events[spec.output]
-    missing = [c for c in spec.target_columns if c not in reco.fields]
+    missing = [c for c in spec.target_columns if c not in reco.fields] if not spec.target_features else []
     if missing:
         raise InputError(f"unit {unit.name!r}: target columns {missing} not in collection {spec.output!r} (has {reco.fields})")
     rows = unit.rows(events)
@@ -172,10 +174,21 @@ def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: Ex
             table[f"tgt.{col}"] = values
         return table
     if spec.type == "event":
-        table = {EVENT_ID: event_ids, "reconstructed": np.ones(len(events), bool)}
-        table |= {f"ctx.{k}": _flat(v).astype(np.float64) for k, v in unit.context_columns(events, None).items()}
-        table |= {f"ref.{k}": _flat(v).astype(np.float64) for k, v in unit.reference_columns(events, None).items()}
-        table |= {f"tgt.{c}": _flat(reco[c]) for c in spec.target_columns}
+        keep = unit.event_mask(events)  # the unit's event selection (analysis-specific units)
+        if keep is not None:
+            events, event_ids = events[keep], event_ids[keep]
+        context = unit.context_columns(events, None)
+        targets = {c: _flat(v) for c, v in unit.target_values(events).items()}
+        labelled = np.ones(len(events), bool)
+        if spec.target_features:  # derived targets are NaN where no reco object is matched
+            labelled &= np.logical_and.reduce([np.isfinite(np.asarray(v, np.float64)) for v in targets.values()])
+        cut = unit.training_mask(events, context, targets)
+        if cut is not None:
+            labelled &= cut
+        table = {EVENT_ID: event_ids, "reconstructed": labelled}
+        table |= {f"ctx.{k}": _flat(v).astype(np.float64) for k, v in context.items()}
+        table |= {f"ref.{k}": _flat(v).astype(np.float64) for k, v in unit.reference_columns(events, None, context).items()}
+        table |= {f"tgt.{c}": v for c, v in targets.items()}
         return table
     # multiplicity: one row per (event, position) up to min(n, N-1); objects at positions < n carry targets
     assert spec.multiplicity is not None
@@ -201,7 +214,8 @@ def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: Ex
     return table
 
 
-def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport) -> dict[str, np.ndarray]:
+def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport, placeholders: bool = True) -> dict[str, np.ndarray]:
+    """Drop rows with NaN/inf and (``placeholders``: raw NanoAOD targets only) placeholder values such as -3000."""
     keep = np.ones(len(table[EVENT_ID]), bool)
     labelled = table["reconstructed"]
     for name, values in table.items():
@@ -211,7 +225,7 @@ def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport) -> di
         if bad.any():
             report.non_finite_rows[name] = report.non_finite_rows.get(name, 0) + int(bad.sum())
             keep &= ~bad
-        if name.startswith("tgt."):
+        if name.startswith("tgt.") and placeholders:
             placeholder = (values < PLACEHOLDER_BELOW) & labelled
             if placeholder.any():
                 report.placeholder_rows[name[4:]] = report.placeholder_rows.get(name[4:], 0) + int(placeholder.sum())
@@ -228,7 +242,8 @@ def extract_range(unit: Unit, source: EventSource, file_index: int, start: int, 
     """
     events = from_branches(source.read(source.select(), start, stop))
     event_ids = (np.int64(file_index) << np.int64(40)) + start + np.arange(len(events), dtype=np.int64)
-    table = _drop_bad_rows(_chunk_table(unit, events, event_ids, report), report)
+    # derived targets (px, pz...) may legitimately lie below the NanoAOD placeholder threshold
+    table = _drop_bad_rows(_chunk_table(unit, events, event_ids, report), report, placeholders=not unit.spec.target_features)
     report.events += len(events)
     report.rows += len(table[EVENT_ID])
     report.matched += int(table["reconstructed"].sum())

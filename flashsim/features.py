@@ -5,6 +5,12 @@ A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}``,
 ``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
 selection = "abs(pdgId) == 13 & status == 1", k = 2}``; :func:`compute` turns it into named
 columns aligned with the unit's rows (one per selected object, or one per event).
+
+Per-event features of analysis-specific event units (Chen et al.): ``leading`` gives fields of
+the leading object of a selected collection (or of the reco object matched to it, with
+``reco``/``index``), ``delta_r`` the ΔR between the leading objects of two selections. Any
+collection selection may be ``clean``-ed: objects within ΔR < dr of the leading object of another
+selection are dropped (e.g. gen jets that are the muon itself).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ _ALLOWED_NODES = (
     ast.Call, ast.And, ast.Or, ast.BitAnd, ast.BitOr, ast.Invert, ast.Not, ast.USub, ast.Add, ast.Sub,
     ast.Mult, ast.Div, ast.Mod, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
 )
-_FUNCTIONS = {"abs": abs}
+_FUNCTIONS = {"abs": abs, "sqrt": np.sqrt, "hypot": np.hypot}
 
 
 def select(expression: str, objects: ak.Array, where: str = "selection") -> ak.Array:
@@ -97,18 +103,47 @@ def _momentum(objects: ak.Array) -> ak.Array:
     return ak.zip({"pt": objects.pt, "eta": objects.eta, "phi": objects.phi, "mass": objects.mass}, with_name="Momentum4D")
 
 
-def _collection(events: ak.Array, name: str, selection: str | None, where: str) -> ak.Array:
+def _collection(events: ak.Array, name: str, selection: str | None, where: str,
+                clean: Mapping[str, Any] | None = None) -> ak.Array:
+    """Objects of a collection passing ``selection``, with ``_index`` (position in the full collection).
+
+    ``clean = {collection, selection, dr}`` drops objects within ΔR < dr of the leading object of
+    that other selection (objects are kept in events where it has none).
+    """
     if name not in events.fields:
         raise InputError(f"{where}: collection {name!r} not in the events (have {sorted(events.fields)})")
     objects = events[name]
-    return objects[select(selection, objects, where)] if selection else objects
+    if objects.ndim > 1 and "_index" not in objects.fields:
+        objects = ak.with_field(objects, ak.local_index(objects, axis=1), "_index")
+    if selection:
+        objects = objects[select(selection, objects, where)]
+    if clean:
+        unknown = set(clean) - {"collection", "selection", "dr"}
+        if unknown or "collection" not in clean:
+            raise UnitError(f"{where}: clean needs {{collection, selection, dr}}, got {dict(clean)}")
+        lead = _leading(_collection(events, clean["collection"], clean.get("selection"), where))
+        far = ak.zip({"eta": ak.fill_none(lead.eta, 1e6), "phi": ak.fill_none(lead.phi, 0.0)})  # no leading object: keep all
+        objects = objects[_delta_r(objects, far) >= float(clean.get("dr", 0.4))]  # broadcast: one leading object per event
+    return objects
+
+
+def _leading(objects: ak.Array, sort_by: str = "pt") -> ak.Array:
+    """The leading object (largest ``sort_by``) of each event, None where there is none."""
+    order = ak.argsort(objects[sort_by], axis=1, ascending=False, stable=True)
+    return ak.firsts(objects[order], axis=1)
+
+
+def _delta_r(a: ak.Array, b: ak.Array) -> ak.Array:
+    deta = a.eta - b.eta
+    dphi = (a.phi - b.phi + np.pi) % (2 * np.pi) - np.pi
+    return np.sqrt(deta**2 + dphi**2)
 
 
 def _field(objects: ak.Array, name: str, where: str) -> ak.Array:
     if name in objects.fields:
         return objects[name]
     if name in KINEMATIC_FIELDS:
-        needed = ("pt", "eta", "phi") + (("mass",) if name in ("energy", "mt") else ())
+        needed = ("pt", "phi") if name in ("px", "py") else ("pt", "eta", "phi") + (("mass",) if name in ("energy", "mt") else ())
         missing = [f for f in needed if f not in objects.fields]
         if missing:
             raise InputError(f"{where}: {name!r} needs fields {missing}")
@@ -133,7 +168,7 @@ def _event_field(events: ak.Array, dotted: str, where: str) -> ak.Array:
 
 def feature_names(spec: Mapping[str, Any]) -> list[str]:
     """Column names a feature table produces."""
-    if "name" in spec and "fields" not in spec and spec.get("feature") != "nearest":
+    if "name" in spec and "fields" not in spec and spec.get("feature") not in ("nearest", "leading"):
         return [spec["name"]]
     if "field" in spec:
         return [spec["field"]]
@@ -146,11 +181,13 @@ def feature_names(spec: Mapping[str, Any]) -> list[str]:
     if kind == "nearest":
         fields = spec.get("fields", ["dr", "pt"])
         return [f"{prefix}{i}_{f}" for i in range(1, int(spec.get("k", 1)) + 1) for f in fields]
-    if kind in ("sum", "reco_minus_gen"):
+    if kind in ("sum", "reco_minus_gen", "leading"):
         return [f"{prefix}_{f}" for f in spec.get("fields", ["px", "py"])]
+    if kind == "delta_r":
+        return [prefix]
     if kind == "count":
         return [prefix]
-    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen|bits")
+    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen|bits|leading|delta_r")
 
 
 def collections_used(spec: Mapping[str, Any]) -> set[str]:
@@ -162,6 +199,11 @@ def collections_used(spec: Mapping[str, Any]) -> set[str]:
         used.add(spec["collection"])
     if "gen_collection" in spec:
         used.add(spec["gen_collection"])
+    if "reco" in spec:
+        used.add(spec["reco"])
+    for nested in (spec.get("clean"), spec.get("to"), (spec.get("to") or {}).get("clean")):
+        if isinstance(nested, Mapping) and "collection" in nested:
+            used.add(nested["collection"])
     return used
 
 
@@ -181,7 +223,7 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
             raise UnitError(f"{where}: feature 'bits' needs a source collection")
         flags = _field(rows, spec["field"], where)
         return {n: (flags >> int(b)) & 1 for n, b in zip(names, spec["bits"])}
-    others = _collection(events, spec["collection"], spec.get("selection"), where)
+    others = _collection(events, spec["collection"], spec.get("selection"), where, spec.get("clean"))
     if kind == "nearest":
         return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where)
     if kind == "count":
@@ -189,6 +231,14 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
         return {names[0]: count if rows is None else ak.broadcast_arrays(count, rows[rows.fields[0]])[0]}
     if kind == "sum":
         out = {n: ak.sum(_field(others, f, where), axis=1) for n, f in zip(names, spec.get("fields", ["px", "py"]))}
+    elif kind == "leading":
+        out = _leading_values(spec, events, others, names, where)
+    elif kind == "delta_r":
+        to = spec.get("to")
+        if not isinstance(to, Mapping) or "collection" not in to:
+            raise UnitError(f"{where}: feature 'delta_r' needs to = {{collection, selection, clean}}")
+        other = _leading(_collection(events, to["collection"], to.get("selection"), where, to.get("clean")))
+        out = {names[0]: ak.fill_none(_delta_r(_leading(others), other), _FAR)}
     elif kind == "reco_minus_gen":
         gen = _collection(events, spec["gen_collection"], None, where)
         index = others[spec.get("index", "genJetIdx")]
@@ -203,6 +253,25 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
         raise UnitError(f"{where}: unknown feature {kind!r}")
     if rows is not None:
         out = {n: ak.broadcast_arrays(v, rows[rows.fields[0]])[0] for n, v in out.items()}
+    return out
+
+
+def _leading_values(spec: Mapping[str, Any], events: ak.Array, objects: ak.Array, names: list[str], where: str) -> dict[str, ak.Array]:
+    """Fields of the leading selected object per event; with ``reco``/``index``, of the first reco
+    object (reco collections are pt-ordered) whose ``index`` points to it. ``fill`` where none (NaN)."""
+    lead = _leading(objects, spec.get("sort_by", "pt"))
+    fill = float(spec.get("fill", np.nan))
+    if "reco" in spec:
+        reco = _collection(events, spec["reco"], spec.get("reco_selection"), where)
+        index = spec.get("index")
+        if not index or index not in reco.fields:
+            raise InputError(f"{where}: feature 'leading' with reco = {spec['reco']!r} needs index = <cross-reference field of {spec['reco']}>")
+        target = ak.fill_none(lead["_index"], -1)
+        lead = ak.firsts(reco[reco[index] == target], axis=1)
+    out = {}
+    for name, f in zip(names, spec.get("fields", ["px", "py"])):
+        values = lead["_index"] if f == "index" else _field(lead, f, where)
+        out[name] = ak.fill_none(values, -1 if f == "index" else fill)
     return out
 
 

@@ -5,6 +5,12 @@ median), one the +1 sigma quantile q (pinball loss, gamma = 0.841). Samples are
 mu + |q - mu| * eps with eps ~ N(0, 1): a Gaussian smearing with learnt, context-dependent
 scale. The integrator chooses what to feed: typically context = gen features and targets =
 the reco features in the same (transformed) space.
+
+Architecture as the paper: "a six-layer dense neural network; the first and last layers have
+nine nodes each [the number of features], the intermediate layers 100 nodes; LeakyReLU
+(alpha = 0.05) on all layers but the last" -- i.e. n_in -> n_in -> 100 x 4 -> n_out, which is
+``input_layer = true`` with the default ``hidden = 100, layers = 4`` (units/wjet_regressor). The
+extra input-wide layer is off by default: with few context features (e.g. one) it is a bottleneck.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class MeanQuantile(ConditionalModel):
     """mu(x) + sigma(x) * eps, sigma = |q(x) - mu(x)|; loss = MAE(mu) + pinball_gamma(q)."""
 
     type = "mean_quantile"
-    defaults: dict[str, Any] = {"hidden": 100, "layers": 4, "negative_slope": 0.05, "gamma": 0.841, "dropout": 0.0}
+    defaults: dict[str, Any] = {"hidden": 100, "layers": 4, "negative_slope": 0.05, "gamma": 0.841, "dropout": 0.0,
+                                "input_layer": False}
 
     def __init__(self, config: Mapping[str, Any], n_targets: int, n_context: int):
         super().__init__(config, n_targets, n_context)
@@ -53,8 +60,17 @@ class MeanQuantile(ConditionalModel):
         if self.n_context < 1:
             raise ValueError(f"model {self.name!r}: mean_quantile needs at least one context feature")
         args = (self.n_context, self.n_targets, int(c["hidden"]), int(c["layers"]), float(c["negative_slope"]), float(c["dropout"]))
-        self.mean_net = mlp(*args)
-        self.quantile_net = mlp(*args)
+        self.mean_net = self._net(args, bool(c["input_layer"]))
+        self.quantile_net = self._net(args, bool(c["input_layer"]))
+
+    @staticmethod
+    def _net(args: tuple, input_layer: bool) -> nn.Sequential:
+        """The paper's first dense layer as wide as the input (LeakyReLU), then :func:`mlp`."""
+        net = mlp(*args)
+        if not input_layer:
+            return net
+        n_in, slope = args[0], args[4]
+        return nn.Sequential(nn.Linear(n_in, n_in), nn.LeakyReLU(slope), *net)
 
     def predict(self, context: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, sigma) for each context row."""
