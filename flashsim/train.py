@@ -397,11 +397,15 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         if not mask.any():
             raise InputError(f"unit {spec.name!r}: the {name} split has zero matched objects ({dataset.report.summary()})")
 
-    context_pipeline = ContextPipeline(spec.context_steps()).fit({k: ctx[k][train_mask] for k in spec.context_columns})
-    context = torch.as_tensor(context_pipeline.forward({k: ctx[k] for k in spec.context_columns}))
     target_pipeline = TargetPipeline(spec.targets)
     pick = lambda cols, mask: {k: v[mask] for k, v in cols.items()}  # noqa: E731
-    target_pipeline.fit(pick(tgts, train_mask & labelled), pick(refs, train_mask & labelled), np.random.default_rng(recipe.fit_config().seed))
+    try:
+        context_pipeline = ContextPipeline(spec.context_steps()).fit({k: ctx[k][train_mask] for k in spec.context_columns})
+        context = torch.as_tensor(context_pipeline.forward({k: ctx[k] for k in spec.context_columns}))
+        target_pipeline.fit(pick(tgts, train_mask & labelled), pick(refs, train_mask & labelled),
+                            np.random.default_rng(recipe.fit_config().seed))
+    except ValueError as exc:  # a value outside a transform's domain: name the unit and stop before training
+        raise InputError(f"unit {spec.name!r}: preprocessing cannot be fitted on the training data: {exc}") from exc
 
     def targets_for(mask: np.ndarray, epoch: int) -> torch.Tensor:
         rng = np.random.default_rng(_seed(recipe.fit_config().seed, "noise", epoch))

@@ -147,3 +147,11 @@ def test_zero_matched_objects_is_an_error(tmp_path: Path) -> None:
     unit_dir = write_unit(tmp_path / "u", JET_UNIT)
     with pytest.raises(InputError, match=r"unit 'tinyjet': no row with a reco target"):
         train_unit(load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(path))), log=lambda _m: None)
+
+
+def test_target_outside_a_transform_domain_is_named_before_training(tmp_path: Path, synthetic_file: Path) -> None:
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT.replace('{ column = "eta", steps = [{ type = "difference", reference = "eta" }, { type = "standardize" }] },',
+                                                           '{ column = "eta", steps = [{ type = "log" }, { type = "standardize" }] },'))
+    with pytest.raises(InputError, match=r"unit 'tinyjet': preprocessing cannot be fitted.*column 'eta', step 'log'"):
+        train_unit(load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file))), log=lambda _m: None)
+    assert not (unit_dir / "model.safetensors").exists()
