@@ -90,7 +90,7 @@ class Dataset:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table(self.columns).replace_schema_metadata({"flashsim": json.dumps(self.report.__dict__)})
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         pq.write_table(table, tmp, compression="zstd")
         tmp.replace(path)
         return path

@@ -375,6 +375,9 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     spec = spec_unit.spec
     model_config = {**spec.model, **recipe.model}
     device = resolve_device(recipe.training.get("device", "auto"))
+    if device.type == "cuda" and _distributed()[1] > 1:  # torchrun: one GPU per process
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if recipe.training.get("num_threads"):
         torch.set_num_threads(int(recipe.training["num_threads"]))
     dataset = _dataset_for(recipe, spec_unit, log)
@@ -450,8 +453,10 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     record |= {
         "unit": spec.name, "recipe": str(recipe.path), "recipe_content": {k: v for k, v in recipe.__dict__.items() if k != "path"},
         "dataset": dataset.report.__dict__, "rows": {"train": int(train_mask.sum()), "validation": int(val_mask.sum())},
-        "versions": _versions(), "device": str(device), "wall_time_s": round(time.time() - started, 1),
+        "versions": _versions(), "device": str(device), "world_size": _distributed()[1], "wall_time_s": round(time.time() - started, 1),
     }
+    if _distributed()[0] != 0:  # data-parallel training: only rank 0 writes the unit
+        return unit
     unit.save(out_dir, record)
     _plot_losses(histories, out_dir / "loss.png")
     for name in ("model", "efficiency", "multiplicity"):

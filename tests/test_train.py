@@ -155,3 +155,22 @@ def test_target_outside_a_transform_domain_is_named_before_training(tmp_path: Pa
     with pytest.raises(InputError, match=r"unit 'tinyjet': preprocessing cannot be fitted.*column 'eta', step 'log'"):
         train_unit(load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file))), log=lambda _m: None)
     assert not (unit_dir / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_data_parallel_training_with_torchrun(tmp_path: Path, synthetic_file: Path) -> None:
+    """Two CPU processes (gloo) under torchrun train one unit; rank 0 writes it."""
+    import subprocess
+    import sys
+
+    unit_dir = write_unit(tmp_path / "ddp", JET_UNIT)
+    recipe = write_recipe(tmp_path / "ddp.toml", unit_dir, str(synthetic_file), epochs=2)
+    script = Path(sys.executable).parent / "flashsim"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), "train", "tinyjet", "--recipe", str(recipe)],
+                            capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((unit_dir / "training.json").read_text())
+    assert record["world_size"] == 2
+    assert record["model"]["history"]["val"][-1] < record["model"]["history"]["val"][0]
+    assert load_unit(unit_dir).trained
