@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report_dir = args.out / "report"
     validate(read_events(flash), read_events(reference), collections=chain.outputs, out_dir=report_dir)
-    print(f"[3/3] validation report against the refsim RECO: {report_dir / 'index.html'} (metrics: {report_dir / 'metrics.json'})")
+    print(f"[3/3] validation report against the refsim RECO: {report_dir / 'report.html'} (metrics: {report_dir / 'metrics.json'})")
     return 0
 
 
