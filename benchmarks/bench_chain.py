@@ -13,6 +13,7 @@ import argparse
 import resource
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import awkward as ak
@@ -49,6 +50,7 @@ def detector_stage_rate(process: str, n: int, pileup: float, seed: int) -> float
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message=".*without a GenPart collection")  # GEN is not written here
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="GEN (or GEN+RECO) NanoAOD file")
     parser.add_argument("--chain", default="muon,jet,fakejet,met")
