@@ -26,7 +26,7 @@ def test_trained_zoo_units_load(name: str) -> None:
 
 
 @pytest.mark.skipif(not all(n in TRAINED for n in DEFAULT_CHAIN), reason="the default chain is not trained yet")
-def test_default_chain_on_refsim_gen() -> None:
+def test_default_chain_on_refsim_gen(tmp_path) -> None:
     pytest.importorskip("pythia8mc")
     from flashsim.refsim import DetectorParams, generate
 
@@ -41,3 +41,21 @@ def test_default_chain_on_refsim_gen() -> None:
     assert set(np.unique(ak.to_numpy(ak.flatten(flash.Jet.jetId)))) <= {0, 2, 6}
     fractions = flash.Jet.chHEF + flash.Jet.neHEF + flash.Jet.chEmEF + flash.Jet.neEmEF + flash.Jet.muEF
     assert ak.all(fractions <= 1 + 1e-5)
+
+    import warnings
+
+    import uproot
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    from flashsim.io import write_events
+
+    path = write_events(flash, tmp_path / "flash.root")
+    assert {"nJet", "Jet_btagDeepFlavB", "Muon_genPartIdx", "MET_sumEt", "GenPart_pdgId"} <= set(uproot.open(path)["Events"].keys())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nano = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+        matched = nano.Jet.matched_gen
+        muon_gen = nano.Muon.matched_gen
+    real = flash.Jet.genJetIdx >= 0
+    assert ak.all(ak.fill_none(matched.pt, -1)[real] == flash.GenJet.pt[flash.Jet.genJetIdx[real]])
+    assert ak.all(abs(muon_gen.pdgId) == 13)
