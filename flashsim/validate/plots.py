@@ -296,7 +296,7 @@ def plot_profile(
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rr = np.where(ry != 0, yy / ry, np.nan)
                 rax.errorbar(c, rr, xerr=xe, fmt="s", color=color, markersize=3)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel, fontsize=16 if len(ylabel) > 18 else None)  # long labels must not run into the ratio panel
         if ylim:
             ax.set_ylim(*ylim)
         if logx:
@@ -311,7 +311,7 @@ def plot_profile(
         last = rax if rax is not None else ax
         if rax is not None:
             rax.axhline(1.0, color="k", ls="--", lw=1)
-            rax.set_ylabel("flash / ref")
+            rax.set_ylabel("flash / ref", loc="center", fontsize=16)
             rax.set_ylim(0.8, 1.2)
         last.set_xlabel(xlabel)
     return _finish(fig, path)
