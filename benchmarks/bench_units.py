@@ -122,8 +122,9 @@ def leading_fake_pair(events: ak.Array) -> tuple[ak.Array, ak.Array]:
     lead, sub = ak.firsts(fakes[:, :1]), ak.firsts(fakes[:, 1:2])
     dphi = np.abs((lead.phi - sub.phi + np.pi) % (2 * np.pi) - np.pi)
     dpt = lead.pt - sub.pt
-    as_list = lambda x: ak.Array([[v] if ok else [] for v, ok in zip(ak.to_list(x), ak.to_list(two))])  # noqa: E731
-    return as_list(ak.fill_none(dphi, 0)), as_list(ak.fill_none(dpt, 0))
+    counts = ak.to_numpy(two).astype(np.int64)  # one entry for events with a pair, none otherwise
+    as_list = lambda x: ak.unflatten(ak.to_numpy(ak.fill_none(x, 0))[counts == 1], counts)  # noqa: E731
+    return as_list(dphi), as_list(dpt)
 
 
 def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> None:

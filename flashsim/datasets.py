@@ -200,7 +200,7 @@ def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: Ex
     counts = ak.to_numpy(ak.num(objects, axis=1))
     n_rows = np.minimum(counts + 1, n_max)
     row_event = np.repeat(np.arange(len(events)), n_rows)
-    position = np.concatenate([np.arange(k) for k in n_rows]) if len(n_rows) else np.zeros(0, np.int64)
+    position = np.arange(int(n_rows.sum())) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)  # 0..n_rows-1 per event
     has_object = position < counts[row_event]
     context = {k: _flat(v).astype(np.float64) for k, v in unit.context_columns(events, None).items()}
     table = {EVENT_ID: event_ids[row_event], "reconstructed": has_object, f"ctx.{POSITION}": position.astype(np.float64)}
