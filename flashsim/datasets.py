@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flashsim import features
-from flashsim.errors import InputError
+from flashsim.errors import InputError, UnitError
 from flashsim.events import from_branches
 from flashsim.io import EventSource, open_source, resolve_inputs
 from flashsim.unit import POSITION, PREVIOUS, Unit
@@ -211,6 +211,11 @@ def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: Ex
         table[f"tgt.{col}"] = dense[row_event, np.minimum(position, n_max - 1)]
         if col in spec.previous_columns:
             table[f"ctx.{PREVIOUS}{col}"] = np.where(position > 0, dense[row_event, np.maximum(position - 1, 0)], 0).astype(np.float64)
+    for ref in unit.target_pipeline.references:  # targets relative to the previous object (phi_difference to prev_phi)
+        if f"ctx.{ref}" not in table:
+            raise UnitError(f"unit {unit.name!r}: target reference {ref!r} is not a context column of this multiplicity unit "
+                            f"(use one of {[PREVIOUS + c for c in spec.previous_columns]})")
+        table[f"ref.{ref}"] = table[f"ctx.{ref}"]
     return table
 
 

@@ -1,5 +1,6 @@
 """Conditioning features by name: object fields, four-vector components, event fields, and
-derived quantities (ΔR to the nearest objects, counts, sums, reco-minus-gen momentum, flag bits).
+derived quantities (ΔR to the nearest objects, counts, sums, reco-minus-gen momentum, flag bits,
+one-hot classes such as the jet flavour).
 
 A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}``,
 ``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
@@ -168,15 +169,17 @@ def _event_field(events: ak.Array, dotted: str, where: str) -> ak.Array:
 
 def feature_names(spec: Mapping[str, Any]) -> list[str]:
     """Column names a feature table produces."""
-    if "name" in spec and "fields" not in spec and spec.get("feature") not in ("nearest", "leading"):
+    if "name" in spec and "fields" not in spec and spec.get("feature") not in ("nearest", "leading", "bits", "one_hot"):
         return [spec["name"]]
-    if "field" in spec:
-        return [spec["field"]]
-    if "event" in spec:
-        return [spec["event"]]
     kind = spec.get("feature")
+    if kind is None and "field" in spec:
+        return [spec["field"]]
+    if kind is None and "event" in spec:
+        return [spec["event"]]
     if kind == "bits":
         return [f"{spec['field']}_bit{b}" for b in spec["bits"]]
+    if kind == "one_hot":
+        return [f"{spec['field']}_is{v}" for v in spec["values"]]
     prefix = spec.get("name", f"{kind}_{spec.get('collection', '')}")
     if kind == "nearest":
         fields = spec.get("fields", ["dr", "pt"])
@@ -187,7 +190,7 @@ def feature_names(spec: Mapping[str, Any]) -> list[str]:
         return [prefix]
     if kind == "count":
         return [prefix]
-    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen|bits|leading|delta_r")
+    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen|bits|one_hot|leading|delta_r")
 
 
 def collections_used(spec: Mapping[str, Any]) -> set[str]:
@@ -210,19 +213,21 @@ def collections_used(spec: Mapping[str, Any]) -> set[str]:
 def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, where: str) -> dict[str, ak.Array]:
     """Columns of one feature: jagged like ``rows`` (selected source objects) or one per event if ``rows`` is None."""
     names = feature_names(spec)
-    if "field" in spec:
+    kind = spec.get("feature")
+    if kind is None and "field" in spec:
         if rows is None:
             raise UnitError(f"{where}: {{field = {spec['field']!r}}} needs a source collection; use {{event = ...}} in event units")
         return {names[0]: _field(rows, spec["field"], where)}
-    if "event" in spec:
+    if kind is None and "event" in spec:
         values = _event_field(events, spec["event"], where)
         return {names[0]: values if rows is None else ak.broadcast_arrays(values, rows[rows.fields[0]])[0]}
-    kind = spec["feature"]
     if kind == "bits":
         if rows is None:
             raise UnitError(f"{where}: feature 'bits' needs a source collection")
         flags = _field(rows, spec["field"], where)
         return {n: (flags >> int(b)) & 1 for n, b in zip(names, spec["bits"])}
+    if kind == "one_hot":
+        return _one_hot(spec, rows, names, where)
     others = _collection(events, spec["collection"], spec.get("selection"), where, spec.get("clean"))
     if kind == "nearest":
         return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where)
@@ -254,6 +259,19 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
     if rows is not None:
         out = {n: ak.broadcast_arrays(v, rows[rows.fields[0]])[0] for n, v in out.items()}
     return out
+
+
+def _one_hot(spec: Mapping[str, Any], rows: ak.Array | None, names: list[str], where: str) -> dict[str, ak.Array]:
+    """One 0/1 column per listed value of a discrete field (``abs = true`` compares |field|)."""
+    if rows is None:
+        raise UnitError(f"{where}: feature 'one_hot' needs a source collection")
+    values = spec.get("values")
+    if not isinstance(values, (list, tuple)) or not values:
+        raise UnitError(f"{where}: feature 'one_hot' needs a non-empty list 'values', got {values!r}")
+    x = _field(rows, spec["field"], where)
+    if spec.get("abs", False):
+        x = abs(x)
+    return {n: ak.values_astype(x == v, np.int8) for n, v in zip(names, values)}
 
 
 def _leading_values(spec: Mapping[str, Any], events: ak.Array, objects: ak.Array, names: list[str], where: str) -> dict[str, ak.Array]:

@@ -342,24 +342,29 @@ class Ratio(Transform):
 
 
 class LogRatio(Transform):
-    """y = log(x / ref); needs x > 0 and ref > 0 (pt, mass: the response)."""
+    """y = log((x + offset) / ref); needs x + offset > 0 and ref > 0 (pt, mass: the response).
+
+    A negative ``offset`` removes a selection threshold (``offset = -15`` for jets with pt > 15):
+    the sharp edge at the threshold becomes a smooth tail, and every sample lands above it.
+    """
 
     type = "log_ratio"
+    params = {"offset": 0.0}
     uses_reference = True
 
     def _check_domain(self, x, ref):
-        bad = ~(x > 0)
+        bad = ~(x + self.offset > 0)
         if bad.any():
-            raise self._err(f"log_ratio needs x > 0, got {_first_bad(x, bad)}")
+            raise self._err(f"log_ratio needs x + offset > 0 (offset={self.offset}), got {_first_bad(x, bad)}")
         bad = ~(ref > 0)
         if bad.any():
             raise self._err(f"log_ratio needs reference {self.reference!r} > 0, got {_first_bad(ref, bad)}")
 
     def _forward(self, x, ref, rng):
-        return np.log(x) - np.log(ref)
+        return np.log(x + self.offset) - np.log(ref)
 
     def _inverse(self, y, ref):
-        return np.exp(np.minimum(y + np.log(np.maximum(ref, 1e-300)), _EXP_MAX))
+        return np.exp(np.minimum(y + np.log(np.maximum(ref, 1e-300)), _EXP_MAX)) - self.offset
 
 
 class Difference(Transform):
@@ -621,13 +626,18 @@ class MultiColumnTransform:
         if params:
             raise ValueError(f"columns {self.columns}: unknown options {sorted(params)} for step {self.type!r}")
 
-    def fit(self, xs: list[np.ndarray]) -> "MultiColumnTransform":
+    @property
+    def references(self) -> list[str]:
+        """Reference columns the step reads (passed to forward/inverse as ``refs``)."""
+        return []
+
+    def fit(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> "MultiColumnTransform":
         return self
 
-    def forward(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+    def forward(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def inverse(self, ys: list[np.ndarray]) -> list[np.ndarray]:
+    def inverse(self, ys: list[np.ndarray], refs: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
@@ -673,7 +683,7 @@ class StickBreaking(MultiColumnTransform):
             )
         return f
 
-    def forward(self, xs):
+    def forward(self, xs, refs):
         f = self._check(xs)
         remaining = np.ones(f.shape[0])
         out = []
@@ -685,7 +695,7 @@ class StickBreaking(MultiColumnTransform):
             remaining = np.maximum(remaining - f[:, j], 0.0)
         return out
 
-    def inverse(self, ys):
+    def inverse(self, ys, refs):
         remaining = np.ones(len(ys[0]))
         out = []
         for y in ys:
@@ -698,7 +708,46 @@ class StickBreaking(MultiColumnTransform):
         return {"type": self.type, "tolerance": self.tolerance}
 
 
-MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {StickBreaking.type: StickBreaking}
+class PolarResidual(MultiColumnTransform):
+    """(pt, phi) -> (px - ref_px, py - ref_py): a vector's residual from a reference vector.
+
+    For MET: ``reference = ["GenMET.pt", "GenMET.phi"]`` gives the x/y mismeasurement, which is
+    what the upstream reco-minus-gen momentum of jets and muons adds to, in the lab frame.
+    """
+
+    type = "polar_residual"
+
+    def __init__(self, columns: Sequence[str], reference: Sequence[str] | None = None, **params: Any):
+        super().__init__(columns, **params)
+        if len(self.columns) != 2:
+            raise ValueError(f"columns {self.columns}: polar_residual takes two columns, [pt, phi]")
+        if not isinstance(reference, (list, tuple)) or len(reference) != 2 or not all(isinstance(r, str) for r in reference):
+            raise ValueError(f"columns {self.columns}: polar_residual needs reference = [pt column, phi column], got {reference!r}")
+        self.reference = list(reference)
+
+    @property
+    def references(self) -> list[str]:
+        return list(self.reference)
+
+    def forward(self, xs, refs):
+        pt, phi = (_as_float(x) for x in xs)
+        bad = ~np.isfinite(pt) | (pt < 0) | ~np.isfinite(phi)
+        if bad.any():
+            raise ValueError(f"columns {self.columns}, step 'polar_residual': pt < 0 or non-finite: {_first_bad(pt, bad)}")
+        rpt, rphi = (_as_float(r) for r in refs)
+        return [pt * np.cos(phi) - rpt * np.cos(rphi), pt * np.sin(phi) - rpt * np.sin(rphi)]
+
+    def inverse(self, ys, refs):
+        rpt, rphi = (_as_float(r) for r in refs)
+        px = _as_float(ys[0]) + rpt * np.cos(rphi)
+        py = _as_float(ys[1]) + rpt * np.sin(rphi)
+        return [np.hypot(px, py), np.arctan2(py, px)]
+
+    def to_dict(self):
+        return {"type": self.type, "reference": list(self.reference)}
+
+
+MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {t.type: t for t in (StickBreaking, PolarResidual)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -752,7 +801,15 @@ class _Group:
 
     @property
     def references(self) -> set[str]:
-        return {t.reference for chain in self.chains for t in chain if t.reference is not None}
+        refs = {t.reference for chain in self.chains for t in chain if t.reference is not None}
+        return refs | set(self.multi.references if self.multi is not None else ())
+
+    def _multi_refs(self, refs: Mapping[str, Any]) -> list[np.ndarray]:
+        assert self.multi is not None
+        missing = [r for r in self.multi.references if r not in refs]
+        if missing:
+            raise ValueError(f"columns {self.columns}, step {self.multi.type!r}: reference column {missing[0]!r} not given")
+        return [np.asarray(refs[r]) for r in self.multi.references]
 
     def _ref(self, t: Transform, refs: Mapping[str, Any], n: int) -> np.ndarray | None:
         if t.reference is None:
@@ -777,8 +834,9 @@ class _Group:
         self.dtypes = [x.dtype.str if x.dtype != bool else "bool" for x in xs]
         xs = [_as_float(x) for x in xs]
         if self.multi is not None:
-            self.multi.fit(xs)
-            xs = self.multi.forward(xs)
+            mrefs = self._multi_refs(refs)
+            self.multi.fit(xs, mrefs)
+            xs = self.multi.forward(xs, mrefs)
         for x, chain in zip(xs, self.chains):
             for t in chain:
                 ref = self._ref(t, refs, len(x))
@@ -788,7 +846,7 @@ class _Group:
     def forward(self, targets, refs, rng) -> list[np.ndarray]:
         xs = [_as_float(x) for x in self._inputs(targets)]
         if self.multi is not None:
-            xs = self.multi.forward(xs)
+            xs = self.multi.forward(xs, self._multi_refs(refs))
         out = []
         for x, chain in zip(xs, self.chains):
             for t in chain:
@@ -804,7 +862,7 @@ class _Group:
                 x = t.inverse(x, self._ref(t, refs, len(x)))
             xs.append(x)
         if self.multi is not None:
-            xs = self.multi.inverse(xs)
+            xs = self.multi.inverse(xs, self._multi_refs(refs))
         return {c: _restore_dtype(c, x, dt) for c, x, dt in zip(self.columns, xs, self.dtypes or [None] * len(xs))}
 
     def to_dict(self) -> dict[str, Any]:

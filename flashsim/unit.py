@@ -385,7 +385,8 @@ class Unit:
             idx, context = idx[more], context[more]
             if len(idx) == 0:
                 break
-            objects = self.target_pipeline.inverse(self._draw(self.model, context, generator, device, batch_size), {})
+            refs = {r: raw[r][idx] for r in self.target_pipeline.references}  # previous-object columns
+            objects = self.target_pipeline.inverse(self._draw(self.model, context, generator, device, batch_size), refs)
             for c in previous:
                 raw[PREVIOUS + c][idx] = objects[c]
             drawn.append(objects)

@@ -175,10 +175,10 @@ context = [ { event = "Pileup.nTrueInt" } ]
 targets = [
   { column = "pt", steps = [{ type = "log" }, { type = "standardize" }] },
   { column = "eta", steps = [{ type = "standardize" }] },
-  { column = "phi", steps = [{ type = "standardize" }] },
+  { column = "phi", steps = [{ type = "phi_difference", reference = "prev_phi" }, { type = "standardize" }] },
   { column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },
 ]
 model = { type = "coupling_rqs", layers = 2, hidden = 16, blocks = 1, bins = 4 }
 constants = { genJetIdx = -1, hadronFlavour = 0 }
-multiplicity = { max_objects = 4, selection = "genJetIdx < 0", previous = ["pt"] }
+multiplicity = { max_objects = 4, selection = "genJetIdx < 0", previous = ["pt", "phi"] }
 """

@@ -153,3 +153,4 @@ def test_multiplicity_unit_merges_fake_jets(trained_units, synthetic_file) -> No
     matched = flash.Jet[flash.Jet.genJetIdx >= 0]
     assert ak.all(matched.hadronFlavour == flash.GenJet.hadronFlavour[matched.genJetIdx]), "cross-references survive the merge"
     assert ak.all(fake.pt > 0)
+    assert ak.all(abs(fake.phi) <= np.pi), "phi drawn relative to the previous fake jet, wrapped into [-pi, pi]"

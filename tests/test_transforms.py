@@ -15,6 +15,7 @@ from flashsim.transforms import (
     TRANSFORMS,
     Categorical,
     ContextPipeline,
+    PolarResidual,
     StickBreaking,
     TargetPipeline,
     transform_from_config,
@@ -113,6 +114,20 @@ def test_ratio(xr):
 @given(pair(floats(1e-6, 1e6), floats(1e-3, 1e6)))
 def test_log_ratio(xr):
     roundtrip({"type": "log_ratio", "reference": "g"}, *xr, rtol=1e-12)
+
+
+@SETTINGS
+@given(pair(floats(15.001, 1e4), floats(1e-3, 1e6)))
+def test_log_ratio_threshold_offset(xr):
+    roundtrip({"type": "log_ratio", "reference": "g", "offset": -15.0}, *xr, rtol=1e-9)
+
+
+def test_log_ratio_threshold_keeps_every_sample_above_it():
+    t = transform_from_config({"type": "log_ratio", "reference": "g", "offset": -15.0})
+    y = np.linspace(-20.0, 5.0, 101)  # any value the flow may draw, deep tail included
+    assert (t.inverse(y, np.full_like(y, 12.0)) > 15.0).all()
+    with pytest.raises(ValueError, match=r"x \+ offset > 0.*14\.0"):
+        t.fit(np.array([20.0, 14.0]), np.array([18.0, 13.0]))
 
 
 @SETTINGS
@@ -216,13 +231,35 @@ def test_stick_breaking(n, seed):
     f = _fractions(n, seed)
     cols = [f"f{i}" for i in range(5)]
     sb = StickBreaking(cols)
-    v = sb.forward(list(f.T))
+    v = sb.forward(list(f.T), [])
     assert all(np.all((vi >= 0) & (vi <= 1)) for vi in v)
-    back = np.stack(sb.inverse(v), 1)
+    back = np.stack(sb.inverse(v, []), 1)
     np.testing.assert_allclose(back, f, atol=1e-12)
     # any model output gives valid fractions: non-negative and summing to <= 1
-    wild = np.stack(sb.inverse(list(np.random.default_rng(seed).normal(0.5, 2, (5, n)))), 1)
+    wild = np.stack(sb.inverse(list(np.random.default_rng(seed).normal(0.5, 2, (5, n))), []), 1)
     assert np.all(wild >= 0) and np.all(wild.sum(1) <= 1 + 1e-12)
+
+
+def test_polar_residual_gives_the_xy_mismeasurement_and_inverts():
+    rng = np.random.default_rng(3)
+    n = 1000
+    gen_pt, gen_phi = rng.exponential(30.0, n), rng.uniform(-np.pi, np.pi, n)
+    pt, phi = rng.exponential(40.0, n), rng.uniform(-np.pi, np.pi, n)
+    cfg = [{"columns": ["pt", "phi"], "steps": [{"type": "polar_residual", "reference": ["GenMET.pt", "GenMET.phi"]},
+                                                 {"type": "standardize"}]}]
+    refs = {"GenMET.pt": gen_pt, "GenMET.phi": gen_phi}
+    p = TargetPipeline(cfg).fit({"pt": pt, "phi": phi}, refs)
+    assert p.references == ["GenMET.phi", "GenMET.pt"]
+    raw = PolarResidual(["pt", "phi"], reference=["a", "b"]).forward([pt, phi], [gen_pt, gen_phi])
+    np.testing.assert_allclose(raw[0], pt * np.cos(phi) - gen_pt * np.cos(gen_phi))
+    q = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    back = q.inverse(q.forward({"pt": pt, "phi": phi}, refs), refs)
+    np.testing.assert_allclose(back["pt"], pt, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.cos(back["phi"] - phi), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\['pt', 'phi'\].*'polar_residual'.*reference column 'GenMET.pt' not given"):
+        p.forward({"pt": pt, "phi": phi}, {"GenMET.phi": gen_phi})
+    with pytest.raises(ValueError, match="polar_residual needs reference"):
+        TargetPipeline([{"columns": ["pt", "phi"], "steps": [{"type": "polar_residual"}]}])
 
 
 # -- pipelines ---------------------------------------------------------------------------
@@ -335,7 +372,7 @@ def test_context_pipeline():
     [
         ([{"column": "pt", "steps": [{"type": "log"}]}], {"pt": [1.0, -2.0]}, {}, r"'pt'.*log.*-2\.0 at row 1"),
         ([{"column": "pt", "steps": [{"type": "log_ratio", "reference": "pt"}]}], {"pt": [1.0, 0.0]}, {"pt": [1, 1]},
-         r"'pt'.*x > 0.*0\.0 at row 1"),
+         r"'pt'.*x \+ offset > 0.*0\.0 at row 1"),
         ([{"column": "pt", "steps": [{"type": "log_ratio", "reference": "genpt"}]}], {"pt": [1.0]}, {},
          r"'pt'.*reference column 'genpt' not given"),
         ([{"column": "jetId", "steps": [{"type": "categorical", "values": [0, 2, 6]}]}], {"jetId": [0, 2, 4]}, {},

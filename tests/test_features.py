@@ -1,0 +1,45 @@
+"""Conditioning features computed from events by name."""
+
+from __future__ import annotations
+
+import awkward as ak
+import pytest
+
+from flashsim.errors import UnitError
+from flashsim.features import compute, feature_names
+
+
+def _events() -> ak.Array:
+    return ak.Array({"GenJet": [[{"pt": 30.0, "partonFlavour": -5}, {"pt": 20.0, "partonFlavour": 21}], [],
+                                [{"pt": 15.0, "partonFlavour": 2}]]})
+
+
+def test_one_hot_gives_one_column_per_value_aligned_with_the_rows() -> None:
+    events = _events()
+    spec = {"feature": "one_hot", "field": "partonFlavour", "values": [0, 2, 5, 21], "abs": True}
+    assert feature_names(spec) == ["partonFlavour_is0", "partonFlavour_is2", "partonFlavour_is5", "partonFlavour_is21"]
+    cols = compute(spec, events, events.GenJet, "unit 'jet'")
+    assert cols["partonFlavour_is5"].tolist() == [[1, 0], [], [0]]
+    assert cols["partonFlavour_is21"].tolist() == [[0, 1], [], [0]]
+    assert cols["partonFlavour_is2"].tolist() == [[0, 0], [], [1]]
+    assert cols["partonFlavour_is0"].tolist() == [[0, 0], [], [0]]
+    signed = compute({**spec, "abs": False}, events, events.GenJet, "unit 'jet'")
+    assert signed["partonFlavour_is5"].tolist() == [[0, 0], [], [0]]
+
+
+def test_one_hot_errors_name_the_unit() -> None:
+    events = _events()
+    with pytest.raises(UnitError, match="unit 'jet'.*non-empty list 'values'"):
+        compute({"feature": "one_hot", "field": "partonFlavour", "values": []}, events, events.GenJet, "unit 'jet'")
+    with pytest.raises(UnitError, match="unit 'met'.*needs a source collection"):
+        compute({"feature": "one_hot", "field": "partonFlavour", "values": [5]}, events, None, "unit 'met'")
+
+
+def test_bits_unpack_the_flag_word_instead_of_passing_it_raw() -> None:
+    events = ak.Array({"GenPart": [[{"statusFlags": 0b1_0000_0101}, {"statusFlags": 0b100}], []]})
+    spec = {"feature": "bits", "field": "statusFlags", "bits": [0, 2, 8]}
+    assert feature_names(spec) == ["statusFlags_bit0", "statusFlags_bit2", "statusFlags_bit8"]
+    cols = compute(spec, events, events.GenPart, "unit 'muon'")
+    assert cols["statusFlags_bit0"].tolist() == [[1, 0], []]
+    assert cols["statusFlags_bit2"].tolist() == [[1, 1], []]
+    assert cols["statusFlags_bit8"].tolist() == [[1, 0], []]
