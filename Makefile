@@ -34,7 +34,7 @@ clean:
 # Training and held-out samples for the zoo units (see training/*.toml); about 15 min on 2 cores.
 REFSIM := $(VENV)/bin/flashsim refsim --pileup 35 --workers 2
 TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/refsim/train_dy.root
-HELDOUT_DATA := data/refsim/test_wjets.root data/refsim/test_ttbar.root
+HELDOUT_DATA := data/refsim/test_wjets.root data/refsim/test_ttbar.root data/refsim/test_ttbar_20k.root
 
 .PHONY: training-data
 training-data: $(TRAIN_DATA) $(HELDOUT_DATA)
@@ -49,6 +49,9 @@ data/refsim/test_wjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process wjets --events 5000 --seed 201 -o $@
 data/refsim/test_ttbar.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process ttbar --events 5000 --seed 202 -o $@
+# enough low-pT muons for the efficiency turn-on to be judged at the 0.02 level
+data/refsim/test_ttbar_20k.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process ttbar --events 20000 --seed 203 -o $@
 
 # Train the zoo's default units from their recipes (after `make training-data`).
 ZOO_UNITS := muon jet fakejet met met_genonly

@@ -81,21 +81,27 @@ def print_roc(c: dict) -> None:
 
 
 def print_efficiency(name: str, c: dict) -> None:
+    """Efficiency per bin; sigma is the binomial error of the difference (flash and refsim each draw
+    reco-or-not per gen object), so a bin agrees within statistics when |diff| <~ 2 sigma."""
     for axis in ("vs_pt", "vs_eta"):
         prof = c["efficiency"][axis]
         f, r = prof["flash"], prof["reference"]
         edges = r["edges"]
-        _rows(f"{name}: efficiency {axis.replace('_', ' ')}", f"{'bin':>13s} {'n gen':>6s} {'ref':>6s} {'flash':>6s} {'diff':>6s}")
-        worst = 0.0
+        _rows(f"{name}: efficiency {axis.replace('_', ' ')}",
+              f"{'bin':>13s} {'n gen':>6s} {'ref':>6s} {'flash':>6s} {'diff':>6s} {'sigma':>6s}")
+        worst, worst_pull = 0.0, 0.0
         for i in range(len(edges) - 1):
             n = r["total"][i]
             if not n:
                 continue
             diff = f["efficiency"][i] - r["efficiency"][i]
+            p = 0.5 * (f["efficiency"][i] + r["efficiency"][i])
+            sigma = float(np.sqrt(2 * p * (1 - p) / n))
             if n >= MIN_COUNT:
                 worst = max(worst, abs(diff))
-            print(f"{edges[i]:6.2f}-{edges[i + 1]:<6.2f} {n:6d} {r['efficiency'][i]:6.3f} {f['efficiency'][i]:6.3f} {diff:6.3f}")
-        print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02)")
+                worst_pull = max(worst_pull, abs(diff) / sigma if sigma else 0.0)
+            print(f"{edges[i]:6.2f}-{edges[i + 1]:<6.2f} {n:6d} {r['efficiency'][i]:6.3f} {f['efficiency'][i]:6.3f} {diff:6.3f} {sigma:6.3f}")
+        print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02); worst |diff|/sigma {worst_pull:.1f}")
 
 
 def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) -> None:

@@ -189,7 +189,8 @@ class Transform:
         obj = cls(column=column, **d)
         if state is not None:
             for k in cls.fitted:
-                setattr(obj, k, state[k])
+                if k in state or not hasattr(obj, k):  # a default in __init__ covers files older than k
+                    setattr(obj, k, state[k])
             obj.is_fitted = True
         return obj
 
@@ -255,20 +256,22 @@ class Log1p(Transform):
 
 
 class Asinh(Transform):
-    """y = asinh(x / scale): log-like on both signs, for heavy-tailed signed values (impact parameters)."""
+    """y = asinh((x + offset) / scale): log-like on both signs, for heavy-tailed signed values
+    (impact parameters); with ``offset = -t`` and a small scale it magnifies the region around a
+    threshold t (a sharp efficiency turn-on in a conditioning column)."""
 
     type = "asinh"
-    params = {"scale": 1.0}
+    params = {"scale": 1.0, "offset": 0.0}
 
     def _check_params(self):
         if not self.scale > 0:
             raise self._err(f"asinh needs scale > 0, got {self.scale}")
 
     def _forward(self, x, ref, rng):
-        return np.arcsinh(x / self.scale)
+        return np.arcsinh((x + self.offset) / self.scale)
 
     def _inverse(self, y, ref):
-        return np.sinh(np.clip(y, -_EXP_MAX, _EXP_MAX)) * self.scale
+        return np.sinh(np.clip(y, -_EXP_MAX, _EXP_MAX)) * self.scale - self.offset
 
 
 class Logit(Transform):
@@ -498,14 +501,18 @@ class Spike(Transform):
     "both" (v +- width/2: continuous values inside the band are snapped to v), or "auto"
     (decided at fit from the data: below if no data < v, above if no data > v, else both).
     With "below"/"above" every value beyond v is snapped to v on inverse (a clamp at the edge).
+    Between two spikes with no training data in between (a tagger's -1 outside the tracker and
+    its 0), the inverse snaps to the nearer spike: the model's leakage never becomes a value
+    the detector cannot give.
     """
 
     type = "spike"
     params = {"values": _REQUIRED, "width": 1e-3, "side": "auto"}
-    fitted = ("sides",)
+    fitted = ("sides", "gaps")
     noisy = True
 
     def _check_params(self):
+        self.gaps: list[list[float]] = []
         if not isinstance(self.values, (list, tuple)) or not self.values:
             raise self._err(f"'values' must be a non-empty list, got {self.values!r}")
         self.values = [float(v) for v in self.values]
@@ -532,6 +539,8 @@ class Spike(Transform):
                 else:
                     sides.append("both")
             self.sides = sides
+        vs = sorted(self.values)
+        self.gaps = [[a, b] for a, b in zip(vs, vs[1:]) if not ((x > a) & (x < b)).any()]
 
     def _band(self, side: str, v: float) -> tuple[float, float]:
         w = self.width
@@ -563,6 +572,9 @@ class Spike(Transform):
                 x[y > v] = v
             else:
                 x[(y >= lo) & (y <= hi)] = v
+        for a, b in self.gaps:
+            inside = (y > a) & (y < b) & (x != a) & (x != b)
+            x[inside] = np.where(y[inside] < 0.5 * (a + b), a, b)
         return x
 
 
