@@ -2,7 +2,8 @@
 derived quantities (ΔR to the nearest objects, counts, sums, reco-minus-gen momentum, flag bits,
 one-hot classes such as the jet flavour).
 
-A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}``,
+A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}`` (``abs = true`` for
+``|eta|``, ``name`` to use a field twice with different steps),
 ``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
 selection = "abs(pdgId) == 13 & status == 1", k = 2}``; :func:`compute` turns it into named
 columns aligned with the unit's rows (one per selected object, or one per event).
@@ -217,7 +218,8 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
     if kind is None and "field" in spec:
         if rows is None:
             raise UnitError(f"{where}: {{field = {spec['field']!r}}} needs a source collection; use {{event = ...}} in event units")
-        return {names[0]: _field(rows, spec["field"], where)}
+        values = _field(rows, spec["field"], where)
+        return {names[0]: abs(values) if spec.get("abs", False) else values}
     if kind is None and "event" in spec:
         values = _event_field(events, spec["event"], where)
         return {names[0]: values if rows is None else ak.broadcast_arrays(values, rows[rows.fields[0]])[0]}

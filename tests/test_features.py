@@ -43,3 +43,10 @@ def test_bits_unpack_the_flag_word_instead_of_passing_it_raw() -> None:
     assert cols["statusFlags_bit0"].tolist() == [[1, 0], []]
     assert cols["statusFlags_bit2"].tolist() == [[1, 1], []]
     assert cols["statusFlags_bit8"].tolist() == [[1, 0], []]
+
+
+def test_field_may_be_taken_in_absolute_value_under_its_own_name() -> None:
+    events = _events()
+    spec = {"field": "partonFlavour", "abs": True, "name": "abs_flavour"}
+    assert feature_names(spec) == ["abs_flavour"]
+    assert compute(spec, events, events.GenJet, "unit 'jet'")["abs_flavour"].tolist() == [[5, 21], [], [2]]
