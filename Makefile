@@ -31,7 +31,7 @@ test: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
 
-# Training and held-out samples for the zoo units (see training/*.toml); about 15 min on 2 cores.
+# Training and held-out samples for the zoo units (see training/*.toml); about 45 min on 2 cores.
 REFSIM := $(VENV)/bin/flashsim refsim --pileup 35 --workers 2
 TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/refsim/train_dy.root
 HELDOUT_DATA := data/refsim/test_wjets.root data/refsim/test_ttbar.root data/refsim/test_ttbar_20k.root
