@@ -5,7 +5,8 @@ one-hot classes such as the jet flavour).
 A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}`` (``abs = true`` for
 ``|eta|``, ``name`` to use a field twice with different steps),
 ``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
-selection = "abs(pdgId) == 13 & status == 1", k = 2}``; :func:`compute` turns it into named
+selection = "abs(pdgId) == 13 & status == 1", k = 2}`` (``exclude_self = true`` when the
+collection is the unit's own source: the nearest *other* jet); :func:`compute` turns it into named
 columns aligned with the unit's rows (one per selected object, or one per event).
 
 Per-event features of analysis-specific event units (Chen et al.): ``leading`` gives fields of
@@ -232,7 +233,8 @@ def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, wh
         return _one_hot(spec, rows, names, where)
     others = _collection(events, spec["collection"], spec.get("selection"), where, spec.get("clean"))
     if kind == "nearest":
-        return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where)
+        return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where,
+                        bool(spec.get("exclude_self", False)))
     if kind == "count":
         count = ak.num(others, axis=1)
         return {names[0]: count if rows is None else ak.broadcast_arrays(count, rows[rows.fields[0]])[0]}
@@ -295,13 +297,19 @@ def _leading_values(spec: Mapping[str, Any], events: ak.Array, objects: ak.Array
     return out
 
 
-def _nearest(rows: ak.Array | None, others: ak.Array, k: int, fields: list[str], names: list[str], where: str) -> dict[str, ak.Array]:
+def _nearest(rows: ak.Array | None, others: ak.Array, k: int, fields: list[str], names: list[str], where: str,
+             exclude_self: bool = False) -> dict[str, ak.Array]:
+    """The k nearest ``others`` in ΔR; ``exclude_self`` skips ΔR = 0, the row itself when ``others``
+    is the unit's own source collection (a jet's nearest neighbouring jet)."""
     if rows is None:
         raise UnitError(f"{where}: feature 'nearest' needs a source collection")
     pairs = ak.cartesian({"a": rows, "b": others}, axis=1, nested=True)
     a = ak.zip({"eta": pairs.a.eta, "phi": pairs.a.phi, "pt": pairs.a.pt, "mass": pairs.a.mass}, with_name="Momentum4D")
     b = ak.zip({"eta": pairs.b.eta, "phi": pairs.b.phi, "pt": pairs.b.pt, "mass": pairs.b.mass}, with_name="Momentum4D")
     dr = a.deltaR(b)
+    if exclude_self:
+        keep = dr > 0
+        dr, pairs = dr[keep], pairs[keep]
     order = ak.argsort(dr, axis=2)
     dr_sorted = dr[order]
     other_sorted = pairs.b[order]

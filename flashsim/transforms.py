@@ -578,6 +578,101 @@ class Spike(Transform):
         return x
 
 
+class Score(Transform):
+    """A score or fraction in [0, 1] (a tagger, the q/g likelihood, an energy fraction):
+    y = logit(x), which resolves the sharp peaks near 0 and 1. Exact values with finite mass go
+    to bands of width ``band`` beyond the logits, ``gap`` away, both in units of the logits' std
+    (so every band stays within reach of the flow whatever the spread): ``spikes`` 0 (below) and 1
+    (above), and a ``default`` outside [0, 1] (a tagger's -1 where it is undefined; below, beyond
+    the spike at 0). A spike takes every value within ``tolerance`` of it (float rounding: a
+    stick-breaking fraction that is 1 up to 1e-8). The few logits beyond the ``quantile`` and
+    ``1 - quantile`` quantiles are clipped to them. The inverse snaps every y beyond the middle
+    of a gap to that band's value.
+    """
+
+    type = "score"
+    params = {"default": None, "spikes": [], "tolerance": 1e-5, "eps": 1e-6, "quantile": 1e-3, "gap": 0.5, "band": 2.0}
+    fitted = ("low", "high", "scale")
+    noisy = True
+
+    def _check_params(self):
+        self.eps, self.quantile, self.tolerance = float(self.eps), float(self.quantile), float(self.tolerance)
+        self.gap, self.band = float(self.gap), float(self.band)
+        if not 0 <= self.tolerance < 0.5:
+            raise self._err(f"needs 0 <= tolerance < 0.5, got {self.tolerance}")
+        if self.default is not None:
+            self.default = float(self.default)
+            if 0 <= self.default <= 1:
+                raise self._err(f"default {self.default} must lie outside the score range [0, 1]")
+        if not isinstance(self.spikes, (list, tuple)) or not set(map(float, self.spikes)) <= {0.0, 1.0}:
+            raise self._err(f"spikes must be a list of 0 and/or 1, got {self.spikes!r}")
+        self.spikes = sorted({float(v) for v in self.spikes})
+        if not 0 < self.eps < 0.5:
+            raise self._err(f"needs 0 < eps < 0.5, got {self.eps}")
+        if not 0 <= self.quantile < 0.5:
+            raise self._err(f"needs 0 <= quantile < 0.5, got {self.quantile}")
+        if not (self.gap > 0 and self.band > 0):
+            raise self._err(f"needs gap > 0 and band > 0, got gap={self.gap}, band={self.band}")
+
+    def _bands(self) -> list[tuple[float, float]]:
+        """(value, direction) of each band, nearest first on each side: -1 below, +1 above."""
+        below = ([0.0] if 0.0 in self.spikes else []) + ([self.default] if self.default is not None else [])
+        return [(v, -1.0) for v in below] + ([(1.0, 1.0)] if 1.0 in self.spikes else [])
+
+    def _at(self, x: np.ndarray, v: float) -> np.ndarray:
+        if v == 0.0:
+            return x <= self.tolerance
+        if v == 1.0:
+            return x >= 1.0 - self.tolerance
+        return x == v
+
+    def _check_domain(self, x, ref):
+        bad = ((x < 0) | (x > 1)) & (x != self.default if self.default is not None else True)
+        if bad.any():
+            allowed = "[0, 1]" + (f" or the default {self.default}" if self.default is not None else "")
+            raise self._err(f"score outside {allowed}: {_first_bad(x, bad)}")
+
+    def _logit(self, x: np.ndarray) -> np.ndarray:
+        u = np.clip(x, self.eps, 1 - self.eps)
+        return np.log(u) - np.log1p(-u)
+
+    def _fit(self, x, ref):
+        interior = np.ones(x.shape, bool)
+        for v, _ in self._bands():
+            interior &= ~self._at(x, v)
+        logits = self._logit(x[interior] if interior.any() else np.full(1, 0.5))
+        self.low, self.high = (float(v) for v in np.quantile(logits, [self.quantile, 1 - self.quantile]))
+        std = float(np.std(logits))
+        self.scale = std if std > 0 else 1.0
+
+    def _edge(self, direction: float, k: int) -> float:
+        """Inner edge of the k-th band on one side (k = 0 nearest the logits)."""
+        start = self.low if direction < 0 else self.high
+        return start + direction * self.scale * (self.gap + k * (self.gap + self.band))
+
+    def _forward(self, x, ref, rng):
+        y = np.clip(self._logit(x), self.low, self.high)
+        count = {-1.0: 0, 1.0: 0}
+        for v, direction in self._bands():
+            at = self._at(x, v)
+            n = int(at.sum())
+            if n:
+                u = rng.uniform(0.0, 1.0, size=n) if rng is not None else 0.5
+                y[at] = self._edge(direction, count[direction]) + direction * self.scale * self.band * u
+            count[direction] += 1
+        return y
+
+    def _inverse(self, y, ref):
+        x = 0.5 * (1.0 + np.tanh(0.5 * y))  # stable sigmoid
+        count = {-1.0: 0, 1.0: 0}
+        for v, direction in self._bands():  # nearest band first: farther ones override beyond their gap
+            k = count[direction]
+            mid = self._edge(direction, k) - direction * self.scale * 0.5 * self.gap
+            x = np.where(direction * (y - mid) > 0, v, x)
+            count[direction] += 1
+        return x
+
+
 class Clamp(Transform):
     """Identity on forward; clip to the fitted (or declared) range on inverse.
 
@@ -606,7 +701,7 @@ class Clamp(Transform):
 TRANSFORMS: dict[str, type[Transform]] = {
     t.type: t
     for t in (Log, Log1p, Logit, Standardize, Ratio, LogRatio, Difference, PhiDifference,
-              Dequantize, Categorical, Spike, Clamp, Asinh)
+              Dequantize, Categorical, Spike, Clamp, Asinh, Score)
 }
 
 

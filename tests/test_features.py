@@ -50,3 +50,17 @@ def test_field_may_be_taken_in_absolute_value_under_its_own_name() -> None:
     spec = {"field": "partonFlavour", "abs": True, "name": "abs_flavour"}
     assert feature_names(spec) == ["abs_flavour"]
     assert compute(spec, events, events.GenJet, "unit 'jet'")["abs_flavour"].tolist() == [[5, 21], [], [2]]
+
+
+def test_nearest_other_jet_excludes_the_jet_itself() -> None:
+    jets = [[{"pt": 50.0, "eta": 0.0, "phi": 0.0, "mass": 5.0}, {"pt": 20.0, "eta": 0.5, "phi": 0.0, "mass": 3.0},
+             {"pt": 10.0, "eta": 2.0, "phi": 0.0, "mass": 2.0}], [{"pt": 30.0, "eta": 1.0, "phi": 1.0, "mass": 4.0}]]
+    events = ak.Array({"GenJet": jets})
+    spec = {"feature": "nearest", "collection": "GenJet", "k": 1, "fields": ["dr", "pt"], "name": "genjet",
+            "exclude_self": True}
+    assert feature_names(spec) == ["genjet1_dr", "genjet1_pt"]
+    cols = compute(spec, events, events.GenJet, "unit 'jet'")
+    assert cols["genjet1_pt"].tolist() == [[20.0, 50.0, 20.0], [0.0]]  # a lone jet has no neighbour: pt 0
+    assert cols["genjet1_dr"].tolist() == [pytest.approx([0.5, 0.5, 1.5]), [10.0]]  # and the far ΔR
+    with_self = compute({**spec, "exclude_self": False}, events, events.GenJet, "unit 'jet'")
+    assert with_self["genjet1_dr"].tolist() == [[0.0, 0.0, 0.0], [0.0]]

@@ -223,6 +223,39 @@ def test_spike_snaps_model_leakage_into_an_empty_gap_to_the_nearer_spike():
 
 
 @SETTINGS
+@given(N, st.integers(0, 2**32))
+def test_score_roundtrip_with_a_default(n, seed):
+    rng = np.random.default_rng(seed)
+    x = np.where(rng.random(n) < 0.3, -1.0, rng.uniform(1e-4, 1 - 1e-4, n))
+    t, y = roundtrip({"type": "score", "default": -1.0, "quantile": 0.0}, x, rtol=1e-9, seed=seed)
+    scores = x != -1
+    if scores.any():  # the default band lies below every score's logit, with the configured gap
+        assert np.all(y[~scores] < y[scores].min() - 0.5 * t.scale + 1e-9)
+
+
+def test_score_resolves_small_scores_and_snaps_leakage_to_the_default():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.full(500, -1.0), rng.uniform(0.004, 0.02, 9000), rng.uniform(0.5, 1, 500), [1e-6]])
+    t = transform_from_config({"type": "score", "default": -1}).fit(x)
+    y = t.forward(np.array([0.004, 0.005, 1e-6, -1.0, 1.0]))
+    assert y[1] - y[0] > 0.2  # 0.004 and 0.005 stay well apart in model space (logit)
+    assert y[2] == t.low and y[4] == t.high  # outliers beyond the fitted quantiles are clipped to them
+    assert t.low - 2.5 * t.scale < y[3] < t.low - 0.5 * t.scale  # the default sits just below, within reach
+    back = t.inverse(np.array([t.low - 0.2 * t.scale, t.low - 0.3 * t.scale, t.low - 3 * t.scale, 40.0]))
+    np.testing.assert_allclose(back[:1], [1 / (1 + np.exp(-(t.low - 0.2 * t.scale)))])
+    np.testing.assert_array_equal(back[1:3], [-1.0, -1.0])  # below the middle of the gap: the default
+    assert back[3] <= 1.0
+
+
+def test_score_rejects_values_outside_the_range_and_a_default_inside_it():
+    t = transform_from_config({"type": "score", "default": -1.0}, column="btagDeepFlavB")
+    with pytest.raises(ValueError, match=r"btagDeepFlavB.*outside \[0, 1\] or the default -1.0.*-0.5"):
+        t.fit(np.array([0.2, -0.5]))
+    with pytest.raises(ValueError, match="outside the score range"):
+        transform_from_config({"type": "score", "default": 0.0})
+
+
+@SETTINGS
 @given(col(floats(-1e3, 1e3)))
 def test_clamp(x):
     t, y = roundtrip({"type": "clamp"}, x)
@@ -447,4 +480,21 @@ def test_pipeline_guards():
 
 def test_every_transform_is_tested_and_serialisable():
     assert set(TRANSFORMS) == {"log", "log1p", "logit", "standardize", "ratio", "log_ratio", "difference",
-                               "phi_difference", "dequantize", "categorical", "spike", "clamp", "asinh"}
+                               "phi_difference", "dequantize", "categorical", "spike", "clamp", "asinh", "score"}
+
+
+@SETTINGS
+@given(N, st.integers(0, 2**32))
+def test_score_with_spikes_at_0_and_1_and_a_default(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-1.0, 0.0, 1.0, 0.5], n, p=[0.2, 0.3, 0.1, 0.4])
+    x = np.where(x == 0.5, rng.uniform(1e-3, 1 - 1e-3, n), x)
+    t, y = roundtrip({"type": "score", "default": -1.0, "spikes": [0, 1], "quantile": 0.0}, x, rtol=1e-9, seed=seed)
+    inner = (x > 0) & (x < 1)
+    if inner.any():
+        lo, hi = y[inner].min(), y[inner].max()
+        assert np.all(y[x == 0] < lo) and np.all(y[x == 1] > hi)
+    if (x == 0).any() and (x == -1).any():
+        assert y[x == -1].max() < y[x == 0].min()  # the default lies beyond the spike at 0
+    # a fraction that is 1 or 0 up to float rounding belongs to the spike
+    np.testing.assert_array_equal(t.inverse(t.forward(np.array([1 - 1e-8, 3e-7]), rng=np.random.default_rng(0))), [1.0, 0.0])
