@@ -33,7 +33,7 @@ from flashsim.errors import InputError
 from flashsim.io import resolve_inputs
 from flashsim.models import build_model
 from flashsim.transforms import ContextPipeline, TargetPipeline
-from flashsim.unit import Unit, _seed, load_unit, resolve_unit_dir
+from flashsim.unit import Unit, UnitSpec, _seed, resolve_unit_dir
 
 __all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig", "TRAINING_DIR"]
 
@@ -371,7 +371,8 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     out_dir.mkdir(parents=True, exist_ok=True)
     if out_dir.resolve() != source_dir.resolve():
         shutil.copyfile(source_dir / "unit.toml", out_dir / "unit.toml")
-    spec_unit = load_unit(out_dir, require_trained=False)
+    # the spec alone: preprocessing and weights already in out_dir (an earlier spec's) are refitted
+    spec_unit = Unit(UnitSpec.load(out_dir / "unit.toml"))
     spec = spec_unit.spec
     model_config = {**spec.model, **recipe.model}
     device = resolve_device(recipe.training.get("device", "auto"))

@@ -44,7 +44,7 @@ PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previou
 
 _SPEC_KEYS = {
     "name", "format_version", "type", "description", "output", "source", "context", "targets",
-    "carry", "constants", "output_selection", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
+    "carry", "constants", "output_selection", "output_rules", "gen_index", "efficiency", "model", "multiplicity", "merge", "sort_by",
     "selection", "event_columns", "target_features", "training_selection", "outputs",
 }
 _EVENT_ONLY_KEYS = ("selection", "event_columns", "target_features", "training_selection", "outputs")
@@ -65,6 +65,7 @@ class UnitSpec:
     carry: dict[str, str] = field(default_factory=dict)
     constants: dict[str, Any] = field(default_factory=dict)
     output_selection: str | None = None  # reco-level cut applied after sampling (e.g. NanoAOD's jet pt > 15)
+    output_rules: list[dict[str, Any]] = field(default_factory=list)  # {where, columns, value}, applied in order after sampling
     gen_index: str | None = None
     efficiency: dict[str, Any] | None = None
     multiplicity: dict[str, Any] | None = None
@@ -107,7 +108,8 @@ class UnitSpec:
             name=data["name"], type=data["type"], output=output, context=list(data.get("context", [])),
             targets=list(data["targets"]), model=dict(data["model"]), source=dict(data.get("source", {})),
             carry=dict(data.get("carry", {})), constants=dict(data.get("constants", {})),
-            output_selection=data.get("output_selection"), gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
+            output_selection=data.get("output_selection"), output_rules=list(data.get("output_rules", [])),
+            gen_index=data.get("gen_index"), efficiency=data.get("efficiency"),
             multiplicity=data.get("multiplicity"), merge=bool(data.get("merge", False)),
             sort_by=data.get("sort_by", "pt"), description=data.get("description", ""), path=path,
             selection=data.get("selection"), event_columns=list(data.get("event_columns", [])),
@@ -116,6 +118,7 @@ class UnitSpec:
         )
         for entry in spec.context + spec.event_columns + spec.target_features:
             features.feature_names(entry)  # validates the table
+        _check_output_rules(spec, where)
         if spec.target_features:
             derived = {n for entry in spec.target_features for n in features.feature_names(entry)}
             missing = [c for c in spec.target_columns if c not in derived]
@@ -323,9 +326,20 @@ class Unit:
             return events
         else:
             output = self._run_multiplicity(events, generator, device, batch_size)
+        output = self._apply_output_rules(output)
         if self.spec.output_selection:
             output = output[features.select(self.spec.output_selection, output, f"unit {self.name!r} output_selection")]
         return attach(events, self.spec.output, output, merge=self.spec.merge, sort_by=self.spec.sort_by)
+
+    def _apply_output_rules(self, output: ak.Array) -> ak.Array:
+        """Apply the ``output_rules`` in order: set the rule's columns to its value where its cut on the
+        drawn columns holds (a tagger is -1 outside the tracker; jet ID follows the energy fractions)."""
+        for rule in self.spec.output_rules:
+            mask = features.select(rule["where"], output, f"unit {self.name!r} output_rules")
+            for column in rule["columns"]:
+                dtype = ak.to_numpy(ak.flatten(output[column], axis=None)).dtype
+                output = ak.with_field(output, ak.values_astype(ak.where(mask, rule["value"], output[column]), dtype), column)
+        return output
 
     def _context_array(self, columns: Mapping[str, ak.Array]) -> np.ndarray:
         return self.context_pipeline.forward({k: _flat(v) for k, v in columns.items()})
@@ -421,6 +435,18 @@ class Unit:
         if record is not None:
             _atomic_write(directory / "training.json", json.dumps(record, indent=1, default=str))
         return directory
+
+
+def _check_output_rules(spec: UnitSpec, where: str) -> None:
+    for i, rule in enumerate(spec.output_rules):
+        here = f"{where}: output_rules[{i}]"
+        if not isinstance(rule, Mapping) or set(rule) != {"where", "columns", "value"}:
+            raise UnitError(f"{here} must be a table with exactly where, columns and value, got {rule!r}")
+        if not isinstance(rule["where"], str) or not isinstance(rule["value"], (int, float)):
+            raise UnitError(f"{here}: where must be a cut (string) and value a number, got {rule!r}")
+        unknown = [c for c in rule["columns"] if c not in spec.target_columns]
+        if not rule["columns"] or unknown:
+            raise UnitError(f"{here}: columns {unknown or rule['columns']} are not targets of the unit ({spec.target_columns})")
 
 
 def _expression_names(expression: str) -> set[str]:

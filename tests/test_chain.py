@@ -154,3 +154,27 @@ def test_multiplicity_unit_merges_fake_jets(trained_units, synthetic_file) -> No
     assert ak.all(matched.hadronFlavour == flash.GenJet.hadronFlavour[matched.genJetIdx]), "cross-references survive the merge"
     assert ak.all(fake.pt > 0)
     assert ak.all(abs(fake.phi) <= np.pi), "phi drawn relative to the previous fake jet, wrapped into [-pi, pi]"
+
+
+def test_output_rules_set_columns_where_their_cut_holds_in_order(trained_units, synthetic_file, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "ruled"))
+    rules = ('output_rules = [\n'
+             '  { where = "abs(eta) > 1.5", columns = ["mass"], value = -1.0 },\n'
+             '  { where = "mass < 0", columns = ["mass", "phi"], value = 0 },\n'
+             ']\ncontext = [')
+    (copy / "unit.toml").write_text((copy / "unit.toml").read_text().replace("context = [", rules, 1))
+    events = read_events(synthetic_file)
+    plain = Chain([trained_units["tinyjet"]]).run(events, seed=3).Jet
+    ruled = Chain([load_unit(copy)]).run(events, seed=3).Jet
+    forward = abs(ruled.eta) > 1.5
+    assert ak.any(forward) and ak.all(ruled.mass[forward] == 0) and ak.all(ruled.phi[forward] == 0)
+    assert ak.all(ruled.mass[~forward] == plain.mass[~forward]) and ak.all(ruled.pt == plain.pt)
+    assert str(ruled.mass.type.content.content) == str(plain.mass.type.content.content), "dtypes kept"
+
+
+def test_output_rules_are_checked_on_load(trained_units, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "badrule"))
+    bad = 'output_rules = [{ where = "abs(eta) > 2.5", columns = ["btagDeepFlavB"], value = -1.0 }]\ncontext = ['
+    (copy / "unit.toml").write_text((copy / "unit.toml").read_text().replace("context = [", bad, 1))
+    with pytest.raises(UnitError, match=r"output_rules\[0\]: columns \['btagDeepFlavB'\] are not targets"):
+        load_unit(copy)

@@ -52,6 +52,19 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, synthetic_file: 
     assert np.allclose(histories["interrupted"]["train"], histories["straight"]["train"], rtol=1e-5)
 
 
+def test_retraining_refits_whatever_preprocessing_is_on_disk(trained_units, tmp_path: Path, synthetic_file: Path) -> None:
+    import shutil
+
+    unit_dir = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "edited"))
+    text = (unit_dir / "unit.toml").read_text().replace('{ field = "hadronFlavour" },\n', "")
+    (unit_dir / "unit.toml").write_text(text)  # one context column fewer than the weights on disk
+    stale = (unit_dir / "preprocessing.json").read_text().replace('"log_ratio"', '"from_another_version"')
+    (unit_dir / "preprocessing.json").write_text(stale)  # written by a flashsim with other step types
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), epochs=1))
+    train_unit(recipe, log=lambda _m: None)
+    assert load_unit(unit_dir).context_pipeline.n_features == 3
+
+
 def _cms_schema_file(path: Path, n: int = 400) -> Path:
     """A file with every branch of the real CMS NanoAOD schema, its types, dangling indices and placeholders."""
     rng = np.random.default_rng(0)
