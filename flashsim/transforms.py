@@ -274,6 +274,14 @@ class Asinh(Transform):
         return np.sinh(np.clip(y, -_EXP_MAX, _EXP_MAX)) * self.scale - self.offset
 
 
+def _logit(u: np.ndarray) -> np.ndarray:
+    return np.log(u) - np.log1p(-u)
+
+
+def _sigmoid(y: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * y))  # stable for large |y|
+
+
 class Logit(Transform):
     """y = logit((x - lo) / (hi - lo)) on the declared closed range [lo, hi].
 
@@ -297,11 +305,10 @@ class Logit(Transform):
             raise self._err(f"value outside the declared range [{self.lo}, {self.hi}]: {_first_bad(x, bad)}")
 
     def _forward(self, x, ref, rng):
-        u = np.clip((x - self.lo) / (self.hi - self.lo), self.eps, 1 - self.eps)
-        return np.log(u) - np.log1p(-u)
+        return _logit(np.clip((x - self.lo) / (self.hi - self.lo), self.eps, 1 - self.eps))
 
     def _inverse(self, y, ref):
-        u = 0.5 * (1.0 + np.tanh(0.5 * y))  # stable sigmoid
+        u = _sigmoid(y)
         x = self.lo + (self.hi - self.lo) * u
         x = np.where(u <= self.eps * (1 + 1e-6), self.lo, x)
         x = np.where(u >= 1 - self.eps * (1 + 1e-6), self.hi, x)
@@ -633,8 +640,7 @@ class Score(Transform):
             raise self._err(f"score outside {allowed}: {_first_bad(x, bad)}")
 
     def _logit(self, x: np.ndarray) -> np.ndarray:
-        u = np.clip(x, self.eps, 1 - self.eps)
-        return np.log(u) - np.log1p(-u)
+        return _logit(np.clip(x, self.eps, 1 - self.eps))
 
     def _fit(self, x, ref):
         interior = np.ones(x.shape, bool)
@@ -663,7 +669,7 @@ class Score(Transform):
         return y
 
     def _inverse(self, y, ref):
-        x = 0.5 * (1.0 + np.tanh(0.5 * y))  # stable sigmoid
+        x = _sigmoid(y)
         count = {-1.0: 0, 1.0: 0}
         for v, direction in self._bands():  # nearest band first: farther ones override beyond their gap
             k = count[direction]
