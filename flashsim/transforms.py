@@ -730,7 +730,7 @@ def transform_from_config(cfg: Mapping[str, Any], column: str = "?") -> Transfor
 
 
 class MultiColumnTransform:
-    """A step that maps k columns jointly to k columns (first step of a ``columns`` group)."""
+    """A step that maps k columns jointly to model features (first step of a ``columns`` group)."""
 
     type: ClassVar[str] = ""
 
@@ -743,6 +743,11 @@ class MultiColumnTransform:
     def references(self) -> list[str]:
         """Reference columns the step reads (passed to forward/inverse as ``refs``)."""
         return []
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the features it gives: one per column unless some columns follow from the others."""
+        return list(self.columns)
 
     def fit(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> "MultiColumnTransform":
         return self
@@ -860,7 +865,60 @@ class PolarResidual(MultiColumnTransform):
         return {"type": self.type, "reference": list(self.reference)}
 
 
-MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {t.type: t for t in (StickBreaking, PolarResidual)}
+class FlavourScores(MultiColumnTransform):
+    """[B, CvB, CvL] of one multiclass tagger (DeepJet) -> [CvB, CvL]; B follows from the other two.
+
+    The class probabilities b + c + udsg sum to one, so B = (1 - CvB) CvL / (CvB + CvL - CvB CvL).
+    The logits of CvB and CvL are the tagger's own log-ratios log(c/b) and log(c/udsg), well resolved
+    where B is near 1; modelling only these keeps the flow off a 2-D sheet in 3-D. A jet with no
+    score has the default in all three; the inverse gives it wherever CvB or CvL is drawn at it.
+    """
+
+    type = "flavour_scores"
+
+    def __init__(self, columns: Sequence[str], default: float = -1.0, tolerance: float = 0.01, **params: Any):
+        super().__init__(columns, **params)
+        if len(self.columns) != 3:
+            raise ValueError(f"columns {self.columns}: flavour_scores takes three columns, [B, CvB, CvL]")
+        self.default, self.tolerance = float(default), float(tolerance)
+        if not 0 < self.tolerance < 0.5:
+            raise ValueError(f"columns {self.columns}: flavour_scores tolerance must be in (0, 0.5), got {tolerance}")
+
+    @property
+    def outputs(self) -> list[str]:
+        return self.columns[1:]
+
+    @staticmethod
+    def _b(cvb: np.ndarray, cvl: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.nan_to_num((1 - cvb) * cvl / (cvb + cvl - cvb * cvl), nan=0.5)
+
+    def forward(self, xs, refs):
+        b, cvb, cvl = (_as_float(x) for x in xs)
+        scored = b != self.default
+        for c, x in zip(self.columns, (b, cvb, cvl)):
+            bad = ~np.isfinite(x) | (scored & ((x < 0) | (x > 1))) | (~scored & (x != self.default))
+            if bad.any():
+                raise ValueError(f"column {c!r}, step 'flavour_scores': not a score in [0, 1] "
+                                 f"(or the default {self.default} where B has it): {_first_bad(x, bad)}")
+        bad = scored & (np.abs(self._b(cvb, cvl) - b) > self.tolerance)
+        if bad.any():
+            raise ValueError(f"column {self.columns[0]!r}, step 'flavour_scores': B differs from (1 - CvB) CvL / "
+                             f"(CvB + CvL - CvB CvL) by more than {self.tolerance} (not one multiclass tagger's scores): "
+                             f"{_first_bad(b, bad)}")
+        return [cvb, cvl]
+
+    def inverse(self, ys, refs):
+        cvb, cvl = (_as_float(y) for y in ys)
+        none = (cvb == self.default) | (cvl == self.default)
+        b = self._b(np.clip(cvb, 0.0, 1.0), np.clip(cvl, 0.0, 1.0))
+        return [np.where(none, self.default, x) for x in (b, cvb, cvl)]
+
+    def to_dict(self):
+        return {"type": self.type, "default": self.default, "tolerance": self.tolerance}
+
+
+MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {t.type: t for t in (StickBreaking, PolarResidual, FlavourScores)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -906,11 +964,16 @@ class _Group:
                     f"column(s) {self.columns}: multi-column step {s['type']!r} must be the first step "
                     "of a 'columns = [...]' entry"
                 )
-        # one independent chain per column (each fits its own state)
+        # one independent chain per feature (each fits its own state)
         self.chains: list[list[Transform]] = [
-            [transform_from_config(s, column=c) for s in steps] for c in self.columns
+            [transform_from_config(s, column=c) for s in steps] for c in self.outputs
         ]
         self.dtypes: list[str] | None = None
+
+    @property
+    def outputs(self) -> list[str]:
+        """The features this entry gives the model, in order."""
+        return self.multi.outputs if self.multi is not None else list(self.columns)
 
     @property
     def references(self) -> set[str]:
@@ -993,7 +1056,7 @@ class _Group:
         if "multi" in d:
             g.multi = MULTI_TRANSFORMS[d["multi"]["type"]].from_dict(d["multi"], g.columns)
         g.chains = [
-            [TRANSFORMS[s["type"]].from_dict(s, column=c) for s in chain] for c, chain in zip(g.columns, d["chains"])
+            [TRANSFORMS[s["type"]].from_dict(s, column=c) for s in chain] for c, chain in zip(g.outputs, d["chains"])
         ]
         return g
 
@@ -1048,9 +1111,9 @@ class TargetPipeline:
         self.fitted = False
 
     @property
-    def columns(self) -> list[str]:
-        """Output column names, in array order."""
-        return [c for g in self.groups for c in g.columns]
+    def features(self) -> list[str]:
+        """Names of the model-space features, in array order."""
+        return [c for g in self.groups for c in g.outputs]
 
     @property
     def references(self) -> list[str]:
@@ -1059,7 +1122,7 @@ class TargetPipeline:
 
     @property
     def n_features(self) -> int:
-        return len(self.columns)
+        return len(self.features)
 
     def fit(self, targets: Mapping[str, Any], refs: Mapping[str, Any] | None = None,
             rng: np.random.Generator | None = None) -> "TargetPipeline":
@@ -1082,7 +1145,7 @@ class TargetPipeline:
         out = np.stack(cols, axis=1)
         if not np.isfinite(out).all():
             j = int(np.flatnonzero(~np.isfinite(out).all(axis=0))[0])
-            raise ValueError(f"column {self.columns[j]!r}: forward produced non-finite values")
+            raise ValueError(f"column {self.features[j]!r}: forward produced non-finite values")
         return out.astype(np.float32)
 
     def inverse(self, array: Any, refs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
@@ -1094,11 +1157,11 @@ class TargetPipeline:
             raise ValueError(f"inverse expects shape (n, {self.n_features}), got {a.shape}")
         if not np.isfinite(a).all():
             j = int(np.flatnonzero(~np.isfinite(a).all(axis=0))[0])
-            raise ValueError(f"column {self.columns[j]!r}: inverse got non-finite model output")
+            raise ValueError(f"column {self.features[j]!r}: inverse got non-finite model output")
         out: dict[str, np.ndarray] = {}
         j = 0
         for g in self.groups:
-            k = len(g.columns)
+            k = len(g.outputs)
             out.update(g.inverse([a[:, j + i] for i in range(k)], refs or {}))
             j += k
         return out

@@ -15,6 +15,7 @@ from flashsim.transforms import (
     TRANSFORMS,
     Categorical,
     ContextPipeline,
+    FlavourScores,
     PolarResidual,
     StickBreaking,
     TargetPipeline,
@@ -309,6 +310,48 @@ def test_polar_residual_gives_the_xy_mismeasurement_and_inverts():
         TargetPipeline([{"columns": ["pt", "phi"], "steps": [{"type": "polar_residual"}]}])
 
 
+def _deepjet(n, rng):
+    """B, CvB, CvL from three-class probabilities; a fifth of the jets without a score (-1)."""
+    logits = np.column_stack([rng.normal(0, 2, (n, 2)), np.zeros(n)])  # log(b/udsg), log(c/udsg), 0
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    b, c, udsg = p.T
+    scores = [b, c / (c + b), c / (c + udsg)]
+    none = rng.random(n) < 0.2
+    return [np.where(none, -1.0, x).astype(np.float32) for x in scores]
+
+
+def test_flavour_scores_model_cvb_and_cvl_and_give_back_b():
+    rng = np.random.default_rng(5)
+    b, cvb, cvl = _deepjet(5000, rng)
+    names = ["btagDeepFlavB", "btagDeepFlavCvB", "btagDeepFlavCvL"]
+    cfg = [{"columns": names, "steps": [{"type": "flavour_scores"}, {"type": "score", "default": -1.0, "quantile": 0.0},
+                                        {"type": "standardize"}]}]
+    p = TargetPipeline(cfg).fit(dict(zip(names, (b, cvb, cvl))))
+    assert p.features == names[1:] and p.n_features == 2
+    q = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    back = q.inverse(q.forward(dict(zip(names, (b, cvb, cvl)))))
+    for name, x in zip(names, (b, cvb, cvl)):
+        np.testing.assert_allclose(back[name], x, rtol=1e-5, atol=1e-6)
+        assert back[name].dtype == np.float32
+    # any model output gives consistent scores: all three at the default together, else B in [0, 1]
+    wild = q.inverse(rng.normal(0, 3, (2000, 2)))
+    none = wild[names[0]] == -1.0
+    assert none.any() and np.all(wild[names[1]][none] == -1.0) | np.all(wild[names[2]][none] == -1.0)
+    assert np.all((wild[names[0]][~none] >= 0) & (wild[names[0]][~none] <= 1))
+    # scores that are not one tagger's class probabilities are refused, naming the column and row
+    bad = b.copy()
+    row = int(np.flatnonzero(b >= 0)[3])
+    bad[row] = (bad[row] + 0.5) % 1.0
+    with pytest.raises(ValueError, match=rf"'btagDeepFlavB'.*flavour_scores.*row {row}"):
+        FlavourScores(names).forward([bad, cvb, cvl], [])
+    half = cvb.copy()
+    half[int(np.flatnonzero(b < 0)[0])] = 0.3
+    with pytest.raises(ValueError, match=r"'btagDeepFlavCvB'.*default -1.0 where B has it"):
+        FlavourScores(names).forward([b, half, cvl], [])
+    with pytest.raises(ValueError, match="takes three columns"):
+        FlavourScores(names[:2])
+
+
 # -- pipelines ---------------------------------------------------------------------------
 
 JET_CONFIG = [
@@ -365,7 +408,7 @@ def _assert_columns_equal(back, t):
 def test_pipeline_roundtrip(n, seed):
     t, refs = _jets(n, seed)
     p = TargetPipeline(JET_CONFIG).fit(t, refs, np.random.default_rng(seed))
-    assert p.columns == ["pt", "eta", "phi", "jetId", "nConstituents", "btagDeepFlavB", "hasMuon", *FRACTIONS]
+    assert p.features == ["pt", "eta", "phi", "jetId", "nConstituents", "btagDeepFlavB", "hasMuon", *FRACTIONS]
     assert p.references == ["eta", "phi", "pt"]
     a = p.forward(t, refs, np.random.default_rng(seed + 1))
     assert a.dtype == np.float32 and a.shape == (n, 12) and np.isfinite(a).all()
@@ -390,7 +433,7 @@ def test_pipeline_standardises_on_training_data():
     t, refs = _jets(5000, 1)
     p = TargetPipeline(JET_CONFIG).fit(t, refs)
     a = p.forward(t, refs, np.random.default_rng(0))
-    cols = [i for i, c in enumerate(p.columns) if c != "hasMuon"]
+    cols = [i for i, c in enumerate(p.features) if c != "hasMuon"]
     assert np.all(np.abs(a[:, cols].mean(0)) < 0.05) and np.all(np.abs(a[:, cols].std(0) - 1) < 0.05)
 
 
