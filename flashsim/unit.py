@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 UNITS_DIR = Path(__file__).resolve().parent.parent / "units"
 UnitType = Literal["object", "multiplicity", "event"]
 POSITION = "position"  # context column of multiplicity units: index of the object being drawn
+ORDER_REDRAWS = 20  # multiplicity units: redraws of an object drawn out of sort_by order before it is capped
 PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previous object's values (0 for the first)
 
 _SPEC_KEYS = {
@@ -401,6 +402,8 @@ class Unit:
                 break
             refs = {r: raw[r][idx] for r in self.target_pipeline.references}  # previous-object columns
             objects = self.target_pipeline.inverse(self._draw(self.model, context, generator, device, batch_size), refs)
+            if position > 0 and self.spec.sort_by in previous:
+                self._keep_order(objects, raw[PREVIOUS + self.spec.sort_by][idx], context, refs, generator, device, batch_size)
             for c in previous:
                 raw[PREVIOUS + c][idx] = objects[c]
             drawn.append(objects)
@@ -413,6 +416,22 @@ class Unit:
             columns = self.target_pipeline.inverse(np.zeros((0, self.target_pipeline.n_features), np.float32), {})
         _add_constants(columns, self.spec.constants, int(counts.sum()))
         return ak.zip({k: ak.unflatten(v, counts) for k, v in columns.items()})
+
+    def _keep_order(self, objects: dict[str, np.ndarray], previous: np.ndarray, context: np.ndarray,
+                    refs: Mapping[str, np.ndarray], generator: torch.Generator, device: torch.device, batch_size: int) -> None:
+        """Redraw objects that would sort before the previous one (the flow's leak across the ordering edge),
+        up to ``ORDER_REDRAWS`` times, then cap the rest at it: the model's density truncated to descending order."""
+        key = self.spec.sort_by
+        assert key is not None
+        for _ in range(ORDER_REDRAWS):
+            bad = np.flatnonzero(objects[key] > previous)
+            if len(bad) == 0:
+                return
+            redrawn = self.target_pipeline.inverse(self._draw(self.model, context[bad], generator, device, batch_size),
+                                                   {r: v[bad] for r, v in refs.items()})
+            for column, values in redrawn.items():
+                objects[column][bad] = values
+        objects[key] = np.minimum(objects[key], previous).astype(objects[key].dtype)
 
     # ---- persistence --------------------------------------------------------------------------
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
+import torch
 import uproot
 
 from conftest import JET_UNIT, MET_UNIT, synthetic_events, write_unit
 from flashsim.chain import Chain
 from flashsim.errors import ChainError, InputError, UnitError
 from flashsim.io import read_events, write_events
+from flashsim import unit as unit_module
 from flashsim.unit import load_unit
 
 
@@ -154,6 +156,20 @@ def test_multiplicity_unit_merges_fake_jets(trained_units, synthetic_file) -> No
     assert ak.all(matched.hadronFlavour == flash.GenJet.hadronFlavour[matched.genJetIdx]), "cross-references survive the merge"
     assert ak.all(fake.pt > 0)
     assert ak.all(abs(fake.phi) <= np.pi), "phi drawn relative to the previous fake jet, wrapped into [-pi, pi]"
+
+
+def test_multiplicity_unit_draws_objects_in_descending_pt(trained_units, synthetic_file, monkeypatch) -> None:
+    events = read_events(synthetic_file)
+    capped, default = {}, unit_module.ORDER_REDRAWS
+    for redraws in (default, 0):
+        monkeypatch.setattr(unit_module, "ORDER_REDRAWS", redraws)
+        unit = load_unit(trained_units["tinyfake"])
+        drawn = unit._run_multiplicity(events, torch.Generator().manual_seed(2), torch.device("cpu"), 10_000)
+        assert ak.sum(ak.num(drawn) > 1) > 50
+        assert ak.all(drawn.pt[:, :-1] >= drawn.pt[:, 1:]), "each fake jet lies below the previous one (redrawn, else capped)"
+        capped[redraws] = float(ak.mean(ak.flatten(drawn.pt[:, :-1] == drawn.pt[:, 1:])))
+    # the tiny model leaks above the previous jet in a large fraction of draws; redrawing leaves few to cap
+    assert capped[0] > 0.2 and capped[default] < capped[0] / 3
 
 
 def test_output_rules_set_columns_where_their_cut_holds_in_order(trained_units, synthetic_file, tmp_path: Path) -> None:
