@@ -9,7 +9,8 @@ every target's noise-floor ratio, the median, the classifier AUC beside the refe
 AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon efficiency vs
 pT/eta, jet multiplicity per pileup bin (chi2/ndf), the leading fake-jet pair, MET resolution
 vs sumEt, the MET-vs-jet-mismeasurement correlation (with a GEN-only MET ablation), and the
-chain's events/s next to the refsim detector stage's.
+chain's events/s next to the refsim detector stage's. ``--seeds 11,12,13`` repeats everything per
+generation seed and ends with a table of the headline figures per seed, their mean and spread.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _rows(title: str, header: str) -> None:
     print(f"\n== {title}\n{header}")
 
 
-def print_collection(name: str, metrics: dict) -> None:
+def print_collection(name: str, metrics: dict) -> dict[str, float]:
     c = metrics["collections"][name]
     _rows(f"{name}: noise-floor ratio per target (paired, {metrics['config']['n_splits']} splits)", f"{'variable':18s} {'R':>7s}")
     for var, v in c["variables"].items():
@@ -49,9 +50,10 @@ def print_collection(name: str, metrics: dict) -> None:
     cl = c.get("classifier")
     if cl:
         print(f"classifier two-sample AUC {cl['auc']:.3f} (bar 0.60); reference halves {cl['auc_ref_halves']:.3f}")
+    return {f"{name} median R": c["median_ratio"], f"{name} max R": c["max_ratio"], f"{name} AUC": cl["auc"] if cl else None}
 
 
-def print_response(name: str, c: dict) -> None:
+def print_response(name: str, c: dict) -> dict[str, float]:
     prof = c["response"]["vs_pt"]
     f, r = prof["flash"], prof["reference"]
     edges = f["edges"]
@@ -70,19 +72,25 @@ def print_response(name: str, c: dict) -> None:
         print(f"{edges[i]:6.0f}-{edges[i + 1]:<6.0f} {n:6d} {r['median'][i]:9.3f} {f['median'][i]:7.3f} {d_resp:7.1f} "
               f"{r['resolution'][i]:8.3f} {f['resolution'][i]:7.3f} {d_res:7.1f}{'' if judged else '  (few)'}")
     print(f"worst |diff| in bins with >= {MIN_COUNT} objects: response {worst_resp:.1f} % (bar 3), resolution {worst_res:.1f} % (bar 10)")
+    return {f"{name} response %": worst_resp, f"{name} resolution %": worst_res}
 
 
-def print_roc(c: dict) -> None:
+def print_roc(c: dict) -> dict[str, float]:
+    worst = 0.0
     _rows("Jet: tagger ROC AUC per flavour pair", f"{'score':16s} {'pair':12s} {'ref':>6s} {'flash':>6s} {'delta':>7s}")
     for score, pairs in c.get("roc", {}).items():
         for pair, v in pairs.items():
             if isinstance(v, dict) and "auc_flash" in v:
                 print(f"{score:16s} {pair:12s} {v['auc_reference']:6.3f} {v['auc_flash']:6.3f} {v['delta_auc']:7.3f}")
+                if score == "btagDeepFlavB":
+                    worst = max(worst, abs(v["delta_auc"]))
+    return {"btagB ROC dAUC": worst}
 
 
-def print_efficiency(name: str, c: dict) -> None:
+def print_efficiency(name: str, c: dict) -> dict[str, float]:
     """Efficiency per bin; sigma is the binomial error of the difference (flash and refsim each draw
     reco-or-not per gen object), so a bin agrees within statistics when |diff| <~ 2 sigma."""
+    headline = {}
     for axis in ("vs_pt", "vs_eta"):
         prof = c["efficiency"][axis]
         f, r = prof["flash"], prof["reference"]
@@ -102,9 +110,11 @@ def print_efficiency(name: str, c: dict) -> None:
                 worst_pull = max(worst_pull, abs(diff) / sigma if sigma else 0.0)
             print(f"{edges[i]:6.2f}-{edges[i + 1]:<6.2f} {n:6d} {r['efficiency'][i]:6.3f} {f['efficiency'][i]:6.3f} {diff:6.3f} {sigma:6.3f}")
         print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02); worst |diff|/sigma {worst_pull:.1f}")
+        headline[f"{name} eff {axis.replace('_', ' ')}"] = worst
+    return headline
 
 
-def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) -> None:
+def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) -> dict[str, float]:
     pu = ak.to_numpy(ref.Pileup.nTrueInt)
     edges = np.quantile(pu, np.linspace(0, 1, n_bins + 1))
     _rows("Jets per event (matched + fake) per pileup bin", f"{'nTrueInt':>13s} {'events':>7s} {'<n> ref':>8s} {'flash':>7s} {'chi2/ndf':>9s}")
@@ -120,6 +130,7 @@ def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) 
         worst = max(worst, chi2 / ndf)
         print(f"{lo:6.1f}-{hi:<6.1f} {int(sel.sum()):7d} {nr[sel].mean():8.2f} {nf[sel].mean():7.2f} {chi2 / ndf:9.2f}")
     print(f"worst chi2/ndf {worst:.2f} (bar 2)")
+    return {"jets/event chi2/ndf": worst}
 
 
 def leading_fake_pair(events: ak.Array) -> tuple[ak.Array, ak.Array]:
@@ -133,11 +144,16 @@ def leading_fake_pair(events: ak.Array) -> tuple[ak.Array, ak.Array]:
     return as_list(dphi), as_list(dpt)
 
 
-def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> None:
+def fake_pair(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     _rows("Leading fake-jet pair (events with >= 2 fake jets)", f"{'quantity':10s} {'R':>6s}")
+    headline = {}
     for label, fv, rv in zip(("dphi", "dpt"), leading_fake_pair(flash), leading_fake_pair(ref)):
-        print(f"{label:10s} {noise_floor_ratio(fv, rv).ratio:6.2f}  (bar 2)")
+        headline[f"fake pair {label} R"] = noise_floor_ratio(fv, rv).ratio
+        print(f"{label:10s} {headline[f'fake pair {label} R']:6.2f}  (bar 2)")
+    return headline
 
+
+def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> dict[str, float]:
     def met_xy(ev: ak.Array) -> tuple[np.ndarray, np.ndarray]:
         x = ak.to_numpy(ev.MET.pt * np.cos(ev.MET.phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi))
         y = ak.to_numpy(ev.MET.pt * np.sin(ev.MET.phi) - ev.GenMET.pt * np.sin(ev.GenMET.phi))
@@ -171,6 +187,50 @@ def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> No
     _rows("Correlation of (MET - GenMET)_x with the jets' total mismeasurement (sum reco - gen)_x", "")
     print(f"reference {corr(ref):+.3f}   flash (upstream reco conditioning) {corr(flash):+.3f}"
           + (f"   flash GEN-only MET (ablation) {corr(ablation):+.3f}" if ablation is not None else ""))
+    headline = {"MET res worst %": worst, "MET corr ref": corr(ref), "MET corr flash": corr(flash)}
+    return headline | ({"MET corr GEN-only": corr(ablation)} if ablation is not None else {})
+
+
+def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_unit: str | None, out: Path) -> dict[str, float]:
+    """Generate with one seed, print every study and return its headline figures."""
+    start = time.perf_counter()
+    flash = chain.run(gen, seed=seed)
+    elapsed = time.perf_counter() - start
+    print(f"\n######## seed {seed}: chain {chain}, {len(ref)} held-out events, {elapsed:.2f} s in memory "
+          f"({len(ref) / elapsed:,.0f} events/s, {torch.get_num_threads()} threads)")
+    headline = {"chain events/s": len(ref) / elapsed}
+    collections = [c for c in ("Muon", "Jet", "MET") if c in chain.outputs]
+    metrics = validate(flash, ref, collections=collections, out_dir=out)
+    for name in collections:
+        headline |= print_collection(name, metrics)
+    if "Jet" in collections:
+        headline |= print_response("Jet", metrics["collections"]["Jet"])
+        headline |= print_roc(metrics["collections"]["Jet"])
+    if "Muon" in collections:
+        headline |= print_efficiency("Muon", metrics["collections"]["Muon"])
+    if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
+        headline |= jet_multiplicity_by_pileup(flash, ref)
+        headline |= fake_pair(flash, ref)
+    if "MET" in collections:
+        ablation = None
+        if ablation_unit:
+            without = [u for u in chain.units if u.spec.output != "MET"]
+            ablation = Chain([*without, ablation_unit]).run(gen, seed=seed)
+        headline |= met_studies(flash, ref, ablation)
+    print(f"report: {out / 'report.html'}")
+    return headline
+
+
+def print_seed_summary(per_seed: dict[int, dict[str, float]]) -> None:
+    """One row per headline figure, one column per seed, then the mean and the spread (max - min)."""
+    seeds = list(per_seed)
+    _rows(f"Headline figures per generation seed (the same {len(seeds)} runs as above)",
+          f"{'figure':22s} " + " ".join(f"{'seed ' + str(s):>9s}" for s in seeds) + f" {'mean':>9s} {'spread':>9s}")
+    for key in per_seed[seeds[0]]:
+        values = [per_seed[s].get(key) for s in seeds]
+        if any(v is None for v in values):
+            continue
+        print(f"{key:22s} " + " ".join(f"{v:9.3f}" for v in values) + f" {np.mean(values):9.3f} {np.ptp(values):9.3f}")
 
 
 def main() -> None:
@@ -179,7 +239,7 @@ def main() -> None:
     parser.add_argument("--chain", default="muon,jet,fakejet,met")
     parser.add_argument("--ablation", default=None, help="a GEN-only MET unit to compare the correlation with")
     parser.add_argument("--out", type=Path, default=Path("bench_report"))
-    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--seeds", default="11", help="comma-separated generation seeds: every study per seed, then a summary")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--refsim-events", type=int, default=500)
     args = parser.parse_args()
@@ -187,33 +247,16 @@ def main() -> None:
     chain = Chain(args.chain.split(","))
     ref = read_events(args.input)
     gen = ref[[f for f in ref.fields if f not in chain.outputs]]
-    start = time.perf_counter()
-    flash = chain.run(gen, seed=args.seed)
-    elapsed = time.perf_counter() - start
-    print(f"chain {chain}: {len(ref)} held-out events from {len(args.input)} file(s), {elapsed:.2f} s in memory "
-          f"({len(ref) / elapsed:,.0f} events/s, {args.threads} threads)")
-    collections = [c for c in ("Muon", "Jet", "MET") if c in chain.outputs]
-    metrics = validate(flash, ref, collections=collections, out_dir=args.out)
-    for name in collections:
-        print_collection(name, metrics)
-    if "Jet" in collections:
-        print_response("Jet", metrics["collections"]["Jet"])
-        print_roc(metrics["collections"]["Jet"])
-    if "Muon" in collections:
-        print_efficiency("Muon", metrics["collections"]["Muon"])
-    if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
-        jet_multiplicity_by_pileup(flash, ref)
-    if "MET" in collections:
-        ablation = None
-        if args.ablation:
-            without = [u for u in chain.units if u.spec.output != "MET"]
-            ablation = Chain([*without, args.ablation]).run(gen, seed=args.seed)
-        met_studies(flash, ref, ablation)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_seed = {seed: run_seed(chain, gen, ref, seed, args.ablation, args.out / f"seed_{seed}" if len(seeds) > 1 else args.out)
+                for seed in seeds}
+    if len(seeds) > 1:
+        print_seed_summary(per_seed)
     if args.refsim_events:
+        flash_rate = float(np.mean([h["chain events/s"] for h in per_seed.values()]))
         rate = detector_stage_rate("ttbar", args.refsim_events, 35.0, 5)
-        print(f"\nspeed: flashsim chain {len(ref) / elapsed:,.0f} events/s vs refsim detector stage {rate:,.0f} events/s "
-              f"(ratio {len(ref) / elapsed / rate:.0f}x), same machine, same run")
-    print(f"report: {args.out / 'report.html'}")
+        print(f"\nspeed: flashsim chain {flash_rate:,.0f} events/s vs refsim detector stage {rate:,.0f} events/s "
+              f"(ratio {flash_rate / rate:.0f}x), same machine, same run")
 
 
 if __name__ == "__main__":

@@ -1116,6 +1116,11 @@ class TargetPipeline:
         return [c for g in self.groups for c in g.outputs]
 
     @property
+    def config(self) -> list[dict[str, Any]]:
+        """The entries it was built from, as JSON values (to compare a fitted pipeline with a spec)."""
+        return [_jsonable_config(g.config) for g in self.groups]
+
+    @property
     def references(self) -> list[str]:
         """Reference columns the pipeline reads (must be passed as ``refs``)."""
         return sorted(set().union(*(g.references for g in self.groups))) if self.groups else []

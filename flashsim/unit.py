@@ -540,6 +540,12 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         raise UnitError(f"unit {spec.name!r} ({directory}): cannot load weights or preprocessing: {exc}") from exc
     if models["model"] is None:
         raise UnitError(f"unit {spec.name!r} ({directory}): model.safetensors is missing")
+    for what, fitted, declared in (("targets", targets, TargetPipeline(spec.targets)),
+                                   ("context", context, ContextPipeline(spec.context_steps()))):
+        if fitted.config != declared.config:
+            changed = next(f"{a} -> {b}" for a, b in zip([*fitted.config, None], [*declared.config, None]) if a != b)
+            raise UnitError(f"unit {spec.name!r} ({directory}): the {what} of unit.toml differ from the trained "
+                            f"preprocessing.json (first: {changed}); retrain it (`flashsim train {spec.name}`)")
     for model in models.values():
         if model is not None:
             model.name = spec.name

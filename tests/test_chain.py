@@ -135,6 +135,14 @@ def test_corrupted_weight_file(trained_units, tmp_path: Path) -> None:
         load_unit(copy)
 
 
+def test_unit_toml_edited_after_training_is_refused(trained_units, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "edited"))
+    spec = copy / "unit.toml"
+    spec.write_text(spec.read_text().replace('{ column = "mass", steps = [{ type = "log" }', '{ column = "mass", steps = [{ type = "log1p" }', 1))
+    with pytest.raises(UnitError, match=r"unit 'tinyjet'.*targets of unit.toml differ from the trained preprocessing.json.*'log1p'.*retrain"):
+        load_unit(copy)
+
+
 def test_untrained_unit_refuses_to_run(tmp_path: Path) -> None:
     unit_dir = write_unit(tmp_path / "fresh", MET_UNIT)
     with pytest.raises(UnitError, match=r"no trained weights; run `flashsim train tinymet`"):
