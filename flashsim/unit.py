@@ -540,8 +540,11 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         raise UnitError(f"unit {spec.name!r} ({directory}): cannot load weights or preprocessing: {exc}") from exc
     if models["model"] is None:
         raise UnitError(f"unit {spec.name!r} ({directory}): model.safetensors is missing")
-    for what, fitted, declared in (("targets", targets, TargetPipeline(spec.targets)),
-                                   ("context", context, ContextPipeline(spec.context_steps()))):
+    try:
+        declared_pipelines = (TargetPipeline(spec.targets), ContextPipeline(spec.context_steps()))
+    except ValueError as exc:
+        raise UnitError(f"unit {spec.name!r} ({directory}): unit.toml: {exc}") from exc
+    for what, fitted, declared in zip(("targets", "context"), (targets, context), declared_pipelines):
         if fitted.config != declared.config:
             changed = next(f"{a} -> {b}" for a, b in zip([*fitted.config, None], [*declared.config, None]) if a != b)
             raise UnitError(f"unit {spec.name!r} ({directory}): the {what} of unit.toml differ from the trained "

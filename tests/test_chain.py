@@ -141,6 +141,9 @@ def test_unit_toml_edited_after_training_is_refused(trained_units, tmp_path: Pat
     spec.write_text(spec.read_text().replace('{ column = "mass", steps = [{ type = "log" }', '{ column = "mass", steps = [{ type = "log1p" }', 1))
     with pytest.raises(UnitError, match=r"unit 'tinyjet'.*targets of unit.toml differ from the trained preprocessing.json.*'log1p'.*retrain"):
         load_unit(copy)
+    spec.write_text(spec.read_text().replace('type = "log1p"', 'type = "lgo"', 1))
+    with pytest.raises(UnitError, match=r"unit 'tinyjet'.*unit.toml: .*'mass'.*unknown step type 'lgo'"):
+        load_unit(copy)
 
 
 def test_untrained_unit_refuses_to_run(tmp_path: Path) -> None:
