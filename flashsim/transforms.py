@@ -918,7 +918,42 @@ class FlavourScores(MultiColumnTransform):
         return {"type": self.type, "default": self.default, "tolerance": self.tolerance}
 
 
-MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {t.type: t for t in (StickBreaking, PolarResidual, FlavourScores)}
+class HypotRatio(MultiColumnTransform):
+    """[x, y, r] -> [x, y, log(r / hypot(x, y))]: a length relative to the hypotenuse of two others.
+
+    For a muon's ip3d against its dxy and dz, the log-ratio is narrow around 0 (exactly 0, within
+    ``tolerance``, where the three are one vector's components), which a ``spike`` step at 0 can take.
+    """
+
+    type = "hypot_ratio"
+
+    def __init__(self, columns: Sequence[str], tolerance: float = 1e-4, **params: Any):
+        super().__init__(columns, **params)
+        if len(self.columns) != 3:
+            raise ValueError(f"columns {self.columns}: hypot_ratio takes three columns, [x, y, length]")
+        self.tolerance = float(tolerance)
+        if not 0 <= self.tolerance < 0.1:
+            raise ValueError(f"columns {self.columns}: hypot_ratio tolerance must be in [0, 0.1), got {tolerance}")
+
+    def forward(self, xs, refs):
+        x, y, r = (_as_float(v) for v in xs)
+        h = np.hypot(x, y)
+        bad = ~np.isfinite(h) | ~np.isfinite(r) | (r <= 0) | (h <= 0)
+        if bad.any():
+            raise ValueError(f"column {self.columns[2]!r}, step 'hypot_ratio': needs a length > 0 and "
+                             f"{self.columns[0]!r}, {self.columns[1]!r} not both 0: {_first_bad(r, bad)}")
+        ratio = np.log(r / h)
+        return [x, y, np.where(np.abs(ratio) <= self.tolerance, 0.0, ratio)]
+
+    def inverse(self, ys, refs):
+        x, y, ratio = (_as_float(v) for v in ys)
+        return [x, y, np.hypot(x, y) * np.exp(np.clip(ratio, -_EXP_MAX, _EXP_MAX))]
+
+    def to_dict(self):
+        return {"type": self.type, "tolerance": self.tolerance}
+
+
+MULTI_TRANSFORMS: dict[str, type[MultiColumnTransform]] = {t.type: t for t in (StickBreaking, PolarResidual, FlavourScores, HypotRatio)}
 
 
 # ----------------------------------------------------------------------------------------

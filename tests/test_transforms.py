@@ -16,6 +16,7 @@ from flashsim.transforms import (
     Categorical,
     ContextPipeline,
     FlavourScores,
+    HypotRatio,
     PolarResidual,
     StickBreaking,
     TargetPipeline,
@@ -350,6 +351,27 @@ def test_flavour_scores_model_cvb_and_cvl_and_give_back_b():
         FlavourScores(names).forward([b, half, cvl], [])
     with pytest.raises(ValueError, match="takes three columns"):
         FlavourScores(names[:2])
+
+
+def test_hypot_ratio_draws_ip3d_relative_to_dxy_and_dz():
+    rng = np.random.default_rng(4)
+    dxy, dz = rng.normal(0, 0.01, 3000).astype(np.float32), rng.normal(0, 0.02, 3000).astype(np.float32)
+    ip3d = np.hypot(dxy, dz).astype(np.float32)  # one vector's components: the ratio is 1 up to float32 rounding
+    cfg = [{"columns": ["dxy", "dz", "ip3d"], "steps": [{"type": "hypot_ratio"}, {"type": "spike", "values": [0.0], "width": 1e-9},
+                                                        {"type": "asinh", "scale": 0.001}, {"type": "standardize"}]}]
+    data = {"dxy": dxy, "dz": dz, "ip3d": ip3d}
+    p = TargetPipeline(cfg).fit(data)
+    q = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    back = q.inverse(q.forward(data, rng=np.random.default_rng(0)))
+    for name, x in data.items():
+        np.testing.assert_allclose(back[name], x, rtol=1e-5, atol=1e-8)
+    wild = q.inverse(rng.normal(0, 2, (2000, 3)))
+    np.testing.assert_allclose(wild["ip3d"], np.hypot(wild["dxy"], wild["dz"]), rtol=1e-6)  # the spike band snaps to ratio 1
+    # a length that differs from the hypotenuse is kept as a log-ratio
+    apart = HypotRatio(["a", "b", "c"]).forward([np.array([3.0]), np.array([4.0]), np.array([10.0])], [])
+    np.testing.assert_allclose(apart[2], np.log(2.0))
+    with pytest.raises(ValueError, match=r"'c'.*hypot_ratio.*needs a length > 0.*row 1"):
+        HypotRatio(["a", "b", "c"]).forward([np.ones(2), np.ones(2), np.array([1.0, 0.0])], [])
 
 
 # -- pipelines ---------------------------------------------------------------------------
