@@ -337,7 +337,7 @@ def test_flavour_scores_model_cvb_and_cvl_and_give_back_b():
     # any model output gives consistent scores: all three at the default together, else B in [0, 1]
     wild = q.inverse(rng.normal(0, 3, (2000, 2)))
     none = wild[names[0]] == -1.0
-    assert none.any() and np.all(wild[names[1]][none] == -1.0) | np.all(wild[names[2]][none] == -1.0)
+    assert none.any() and np.all(wild[names[1]][none] == -1.0) and np.all(wild[names[2]][none] == -1.0)
     assert np.all((wild[names[0]][~none] >= 0) & (wild[names[0]][~none] <= 1))
     # scores that are not one tagger's class probabilities are refused, naming the column and row
     bad = b.copy()
