@@ -236,6 +236,10 @@ def test_response_profile_recovers_scale_and_resolution():
     p = M.response_profile(x, resp, np.linspace(20, 200, 5))
     assert np.allclose(p["median"], 1.05, atol=4 * p["median_err"].max())
     assert np.allclose(p["resolution"], 0.1, atol=4 * p["resolution_err"].max())
+    # the bootstrap errors agree with the large-sample Gaussian ones: 1.2533 and 1.166 sigma/sqrt(n)
+    n = p["count"]
+    assert np.allclose(p["median_err"], 1.2533 * 0.1 / np.sqrt(n), rtol=0.25)
+    assert np.allclose(p["resolution_err"], 1.166 * 0.1 / np.sqrt(n), rtol=0.25)
 
 
 def test_bootstrap_and_ensemble_bands():

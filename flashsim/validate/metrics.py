@@ -353,12 +353,13 @@ def correlation_difference(x_flash: np.ndarray, x_ref: np.ndarray) -> tuple[np.n
 # --------------------------------------------------------------------------------------------
 
 
-def response_profile(x: np.ndarray, response: np.ndarray, bins: np.ndarray, *, min_count: int = 5) -> dict:
+def response_profile(x: np.ndarray, response: np.ndarray, bins: np.ndarray, *, min_count: int = 5,
+                     n_boot: int = 200, seed: int = 0) -> dict:
     """Median response and resolution of ``response`` (e.g. reco pt / gen pt) in bins of ``x``.
 
-    resolution = IQR / 1.349 (robust Gaussian sigma); ``std`` is also given. Errors are the
-    Gaussian large-sample ones: 1.2533 sigma/sqrt(n) for the median, 1.166 sigma/sqrt(n) for IQR/1.349.
-    Bins with fewer than ``min_count`` entries are NaN.
+    resolution = IQR / 1.349 (robust Gaussian sigma); ``std`` is also given. The errors of the
+    median and the resolution are the spread of ``n_boot`` bootstrap resamples of each bin (honest
+    for non-Gaussian tails). Bins with fewer than ``min_count`` entries are NaN.
     """
     x, response = np.asarray(x, np.float64), np.asarray(response, np.float64)
     bins = np.asarray(bins, np.float64)
@@ -366,20 +367,20 @@ def response_profile(x: np.ndarray, response: np.ndarray, bins: np.ndarray, *, m
     out = {k: np.full(nb, np.nan) for k in ("median", "median_err", "resolution", "resolution_err", "std", "mean")}
     count = np.zeros(nb, int)
     idx = np.digitize(x, bins) - 1
+    rng = np.random.default_rng(seed)
     for i in range(nb):
         r = response[idx == i]
         count[i] = len(r)
         if len(r) < min_count:
             continue
         q1, med, q3 = np.percentile(r, [25, 50, 75])
-        sig = (q3 - q1) / 1.349
-        n = np.sqrt(len(r))
         out["median"][i] = med
-        out["median_err"][i] = 1.2533 * sig / n
-        out["resolution"][i] = sig
-        out["resolution_err"][i] = 1.166 * sig / n
+        out["resolution"][i] = (q3 - q1) / 1.349
         out["std"][i] = r.std(ddof=1)
         out["mean"][i] = r.mean()
+        boot = np.percentile(r[rng.integers(0, len(r), (n_boot, len(r)))], [25, 50, 75], axis=1)
+        out["median_err"][i] = boot[1].std(ddof=1)
+        out["resolution_err"][i] = ((boot[2] - boot[0]) / 1.349).std(ddof=1)
     out["count"] = count
     out["edges"] = bins
     return out
