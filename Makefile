@@ -31,9 +31,10 @@ test: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
 
-# Training and held-out samples for the zoo units (see training/*.toml); about 45 min on 2 cores.
+# Training and held-out samples for the zoo units (see training/*.toml); about 35 min on 2 cores.
 REFSIM := $(VENV)/bin/flashsim refsim --pileup 35 --workers 2
-TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/refsim/train_dy.root
+TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/refsim/train_dy.root \
+	data/refsim/train_wjets_b.root data/refsim/train_ttbar_b.root
 HELDOUT_DATA := data/refsim/test_wjets.root data/refsim/test_ttbar.root data/refsim/test_ttbar_20k.root
 
 .PHONY: training-data
@@ -45,6 +46,11 @@ data/refsim/train_ttbar.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process ttbar --events 30000 --seed 102 -o $@
 data/refsim/train_dy.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process dy --events 10000 --seed 103 -o $@
+# a second training half: the jet and MET flows overfit the first one alone
+data/refsim/train_wjets_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process wjets --events 50000 --seed 104 -o $@
+data/refsim/train_ttbar_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --process ttbar --events 30000 --seed 105 -o $@
 data/refsim/test_wjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process wjets --events 5000 --seed 201 -o $@
 data/refsim/test_ttbar.root: | $(VENV)/.installed-refsim
