@@ -353,6 +353,9 @@ def correlation_difference(x_flash: np.ndarray, x_ref: np.ndarray) -> tuple[np.n
 # --------------------------------------------------------------------------------------------
 
 
+BOOTSTRAP_VALUES = 4_000_000  # values resampled at once by response_profile
+
+
 def response_profile(x: np.ndarray, response: np.ndarray, bins: np.ndarray, *, min_count: int = 5,
                      n_boot: int = 200, seed: int = 0) -> dict:
     """Median response and resolution of ``response`` (e.g. reco pt / gen pt) in bins of ``x``.
@@ -378,7 +381,9 @@ def response_profile(x: np.ndarray, response: np.ndarray, bins: np.ndarray, *, m
         out["resolution"][i] = (q3 - q1) / 1.349
         out["std"][i] = r.std(ddof=1)
         out["mean"][i] = r.mean()
-        boot = np.percentile(r[rng.integers(0, len(r), (n_boot, len(r)))], [25, 50, 75], axis=1)
+        chunk = max(1, BOOTSTRAP_VALUES // len(r))  # resamples per pass: bounds memory for large bins
+        boot = np.concatenate([np.percentile(r[rng.integers(0, len(r), (min(chunk, n_boot - k), len(r)))], [25, 50, 75], axis=1)
+                               for k in range(0, n_boot, chunk)], axis=1)
         out["median_err"][i] = boot[1].std(ddof=1)
         out["resolution_err"][i] = ((boot[2] - boot[0]) / 1.349).std(ddof=1)
     out["count"] = count
