@@ -7,9 +7,10 @@ Runs the chain on the GEN part of the held-out files, compares with their own re
 (same GEN events: the paired noise-floor ratio of DESIGN.md), and prints:
 every target's noise-floor ratio, the median, the classifier AUC beside the reference-halves
 AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon efficiency vs
-pT/eta, jet multiplicity per pileup bin (chi2/ndf), the leading fake-jet pair, MET resolution
-vs sumEt, the MET-vs-jet-mismeasurement correlation (with a GEN-only MET ablation), and the
-chain's events/s next to the refsim detector stage's. ``--seeds 11,12,13`` repeats everything per
+pT/eta (flash averaged over --efficiency-oversample generations), jet multiplicity per pileup
+bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-jet-mismeasurement
+correlation (with a GEN-only MET ablation), and the chain's events/s next to the refsim detector
+stage's. ``--seeds 11,12,13`` repeats everything per
 generation seed and ends with a table of the headline figures per seed, their mean and spread.
 """
 
@@ -26,8 +27,8 @@ import torch
 
 from flashsim.chain import Chain
 from flashsim.io import read_events
-from flashsim.validate import validate
-from flashsim.validate.metrics import noise_floor_ratio, response_profile
+from flashsim.validate import gen_efficiency_objects, validate
+from flashsim.validate.metrics import efficiency_profile, noise_floor_ratio, response_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chain import detector_stage_rate  # noqa: E402
@@ -104,30 +105,37 @@ def print_roc(c: dict) -> dict[str, float]:
     return {"btagB ROC dAUC": worst}
 
 
-def print_efficiency(name: str, c: dict) -> dict[str, float]:
-    """Efficiency per bin; sigma is the binomial error of the difference (flash and refsim each draw
-    reco-or-not per gen object), so a bin agrees within statistics when |diff| <~ 2 sigma."""
+def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str, seed: int, oversample: int) -> dict[str, float]:
+    """Efficiency vs gen pT and eta of reference and flash. The chain up to the unit that writes
+    ``collection`` runs ``oversample`` times on the same GEN events (seeds ``seed * 1000 + k``) and
+    the flash efficiency is their mean, so its sampling error is that of the reference over
+    sqrt(oversample): sigma of the difference is sqrt(p (1 - p) / n (1 + 1 / oversample))."""
+    last = next(i for i, u in enumerate(chain.units) if u.spec.output == collection)
+    upstream = Chain(chain.units[: last + 1])
+    r = gen_efficiency_objects(ref, collection)
+    runs = [gen_efficiency_objects(upstream.run(gen, seed=seed * 1000 + k), collection, ref) for k in range(oversample)]
     headline = {}
-    for axis in ("vs_pt", "vs_eta"):
-        prof = c["efficiency"][axis]
-        f, r = prof["flash"], prof["reference"]
-        edges = r["edges"]
-        _rows(f"{name}: efficiency {axis.replace('_', ' ')}",
+    for axis, edges in (("pt", np.geomspace(*np.quantile(r["pt"], [0.01, 0.99]), 13)), ("eta", np.linspace(-2.8, 2.8, 15))):
+        _rows(f"{collection}: efficiency vs {axis}, flash averaged over {oversample} generations",
               f"{'bin':>13s} {'n gen':>6s} {'ref':>6s} {'flash':>6s} {'diff':>6s} {'sigma':>6s}")
+        pr = efficiency_profile(r[axis], r["matched"], edges)
+        pf = [efficiency_profile(f[axis], f["matched"], edges)["efficiency"] for f in runs]
+        flash = np.mean(pf, axis=0)
         worst, worst_pull = 0.0, 0.0
         for i in range(len(edges) - 1):
-            n = r["total"][i]
+            n = int(pr["total"][i])
             if not n:
                 continue
-            diff = f["efficiency"][i] - r["efficiency"][i]
-            p = 0.5 * (f["efficiency"][i] + r["efficiency"][i])
-            sigma = float(np.sqrt(2 * p * (1 - p) / n))
+            diff = flash[i] - pr["efficiency"][i]
+            p = 0.5 * (flash[i] + pr["efficiency"][i])
+            sigma = float(np.sqrt(p * (1 - p) / n * (1 + 1 / oversample)))
             if n >= MIN_COUNT:
                 worst = max(worst, abs(diff))
                 worst_pull = max(worst_pull, abs(diff) / sigma if sigma else 0.0)
-            print(f"{edges[i]:6.2f}-{edges[i + 1]:<6.2f} {n:6d} {r['efficiency'][i]:6.3f} {f['efficiency'][i]:6.3f} {diff:6.3f} {sigma:6.3f}")
+            print(f"{edges[i]:6.2f}-{edges[i + 1]:<6.2f} {n:6d} {pr['efficiency'][i]:6.3f} {flash[i]:6.3f} {diff:6.3f} {sigma:6.3f}")
         print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02); worst |diff|/sigma {worst_pull:.1f}")
-        headline[f"{name} eff {axis.replace('_', ' ')}"] = worst
+        headline[f"{collection} eff vs {axis}"] = worst
+        headline[f"{collection} eff vs {axis} sig"] = worst_pull
     return headline
 
 
@@ -208,7 +216,8 @@ def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> di
     return headline | ({"MET corr GEN-only": corr(ablation)} if ablation is not None else {})
 
 
-def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_unit: str | None, out: Path) -> dict[str, float]:
+def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_unit: str | None, out: Path,
+             oversample: int) -> dict[str, float]:
     """Generate with one seed, print every study and return its headline figures."""
     start = time.perf_counter()
     flash = chain.run(gen, seed=seed)
@@ -224,7 +233,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
         headline |= print_response("Jet", metrics["collections"]["Jet"])
         headline |= print_roc(metrics["collections"]["Jet"])
     if "Muon" in collections:
-        headline |= print_efficiency("Muon", metrics["collections"]["Muon"])
+        headline |= efficiency_study(chain, gen, ref, "Muon", seed, oversample)
     if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
         headline |= jet_multiplicity_by_pileup(flash, ref)
         headline |= fake_pair(flash, ref)
@@ -259,14 +268,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="11", help="comma-separated generation seeds: every study per seed, then a summary")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--refsim-events", type=int, default=500)
+    parser.add_argument("--efficiency-oversample", type=int, default=10,
+                        help="generations averaged for the flash muon efficiency (its sampling error / sqrt(N))")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chain = Chain(args.chain.split(","))
     ref = read_events(args.input)
     gen = ref[[f for f in ref.fields if f not in chain.outputs]]
     seeds = [int(s) for s in args.seeds.split(",")]
-    per_seed = {seed: run_seed(chain, gen, ref, seed, args.ablation, args.out / f"seed_{seed}" if len(seeds) > 1 else args.out)
-                for seed in seeds}
+    per_seed = {seed: run_seed(chain, gen, ref, seed, args.ablation, args.out / f"seed_{seed}" if len(seeds) > 1 else args.out,
+                               args.efficiency_oversample) for seed in seeds}
     if len(seeds) > 1:
         print_seed_summary(per_seed)
     if args.refsim_events:

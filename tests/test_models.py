@@ -24,6 +24,7 @@ FLOW_CFG = {"layers": 3, "hidden": 32, "blocks": 1, "bins": 8}
 SMALL = {
     "maf_rqs": {"type": "maf_rqs", **FLOW_CFG},
     "coupling_rqs": {"type": "coupling_rqs", **FLOW_CFG},
+    "coupling_rqs_lu": {"type": "coupling_rqs", "mixing": "lu", **FLOW_CFG},
     "mean_quantile": {"type": "mean_quantile", "hidden": 64, "layers": 3},
 }
 X_TEST = (0.2, 0.5, 0.8)
@@ -88,7 +89,7 @@ def _compare(model, law, scale=(0.0, 1.0), n=20000, std_tol=0.12, q_tol=0.12, co
             assert abs(cs - ct) < corr_tol, f"x={x0}: corr {cs:.3f} vs {ct:.3f}"
 
 
-@pytest.mark.parametrize("kind", ["maf_rqs", "coupling_rqs"])
+@pytest.mark.parametrize("kind", ["maf_rqs", "coupling_rqs", "coupling_rqs_lu"])
 def test_flow_learns_skewed_correlated_law(kind):
     model = _train(build_model(SMALL[kind], 2, 1), _gamma_law, steps=500, scale=(SHIFT, SCALE))
     _compare(model, _gamma_law, scale=(SHIFT, SCALE), corr_tol=0.05)
@@ -239,6 +240,8 @@ def test_build_model_config_errors():
         build_model({"layers": 2}, 2, 1)
     with pytest.raises(ValueError, match="unknown config keys.*'hiden'"):
         build_model({"type": "maf_rqs", "hiden": 3}, 2, 1)
+    with pytest.raises(ValueError, match="mixing must be 'permutation' or 'lu', got 'rotation'"):
+        build_model({"type": "coupling_rqs", "mixing": "rotation"}, 2, 1)
     assert {"maf_rqs", "coupling_rqs", "mean_quantile", "efficiency"} <= set(MODELS)
     m = build_model({"type": "maf_rqs"}, 4, 2)
     assert isinstance(m, ConditionalModel) and m.config["tail_bound"] == 6.0 and m.config["batch_norm"] is False

@@ -18,6 +18,7 @@ from nflows.nn.nets import ResidualNet
 from nflows.transforms.autoregressive import MaskedPiecewiseRationalQuadraticAutoregressiveTransform
 from nflows.transforms.base import CompositeTransform, InputOutsideDomain
 from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
+from nflows.transforms.lu import LULinear
 from nflows.transforms.permutations import Permutation
 from torch import Tensor
 from torch.nn import functional as F
@@ -35,6 +36,10 @@ _FLOW_DEFAULTS: dict[str, Any] = {
     # beyond B is the Gaussian tail: keep (standardised) targets inside B
     "dropout": 0.0,
     "batch_norm": False,
+    # between spline transforms: a fixed "permutation", or "lu": the permutation then a learned
+    # invertible linear map (LU-factorised, identity at start), so the splines can act along
+    # whichever directions the targets' structure follows (e.g. the bands of correlated scores)
+    "mixing": "permutation",
 }
 
 _ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "silu": F.silu}
@@ -46,6 +51,17 @@ def _permutation(d: int, seed: int) -> Permutation:
     return Permutation(torch.as_tensor(perm, dtype=torch.long))
 
 
+class _LULinear(LULinear):
+    """nflows' LU-factorised linear map, inverted with ``torch.linalg.solve_triangular``
+    (nflows calls the deprecated ``torch.triangular_solve``)."""
+
+    def inverse_no_cache(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        lower, upper = self._create_lower_upper()
+        outputs = torch.linalg.solve_triangular(lower, (inputs - self.bias).t(), upper=False, unitriangular=True)
+        outputs = torch.linalg.solve_triangular(upper, outputs, upper=True).t()
+        return outputs, -self.logabsdet() * inputs.new_ones(outputs.shape[0])
+
+
 class _FlowModel(ConditionalModel):
     defaults = {**_FLOW_DEFAULTS, "activation": "relu"}
     numerical_errors = (AssertionError, InputOutsideDomain)
@@ -55,6 +71,8 @@ class _FlowModel(ConditionalModel):
         c = self.config
         if c["activation"] not in _ACTIVATIONS:
             raise ValueError(f"model {self.name!r}: unknown activation {c['activation']!r} (known: {sorted(_ACTIVATIONS)})")
+        if c["mixing"] not in ("permutation", "lu"):
+            raise ValueError(f"model {self.name!r}: mixing must be 'permutation' or 'lu', got {c['mixing']!r}")
         for key in ("layers", "hidden", "blocks", "bins"):
             if int(c[key]) < 1:
                 raise ValueError(f"model {self.name!r}: {key} must be >= 1, got {c[key]}")
@@ -63,6 +81,8 @@ class _FlowModel(ConditionalModel):
             layers.append(self._layer(i))
             if i < int(c["layers"]) - 1:
                 layers.append(_permutation(self.n_targets, seed=1000 + i))
+                if c["mixing"] == "lu" and self.n_targets > 1:
+                    layers.append(_LULinear(self.n_targets, identity_init=True))
         self.flow = Flow(CompositeTransform(layers), StandardNormal([self.n_targets]))
 
     def _layer(self, i: int):

@@ -22,6 +22,7 @@ from flashsim.validate.metrics import (
 from flashsim.validate.report import (
     DEFAULT_THRESHOLDS,
     ValidationInputError,
+    gen_efficiency_objects,
     metrics_dataframe,
     validate,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "classifier_two_sample_test",
     "correlation_difference",
     "efficiency_profile",
+    "gen_efficiency_objects",
     "ks_distance",
     "matched_mask",
     "metrics_dataframe",

@@ -40,6 +40,7 @@ __all__ = [
     "metrics_dataframe",
     "resolve_thresholds",
     "compared_variables",
+    "gen_efficiency_objects",
 ]
 
 
@@ -246,6 +247,16 @@ def _attach_gen(c: _Coll, events: ak.Array, gen_events: ak.Array) -> None:
 # --------------------------------------------------------------------------------------------
 # Pairing
 # --------------------------------------------------------------------------------------------
+
+
+def gen_efficiency_objects(events: ak.Array, collection: str, gen_events: ak.Array | None = None) -> dict[str, np.ndarray]:
+    """pt, eta and a reconstructed flag of the gen objects that ``collection`` reconstructs (the
+    efficiency denominator); gen collections come from ``gen_events`` (default: ``events``)."""
+    c = _extract(events, collection, "sample")
+    _attach_gen(c, events, events if gen_events is None else gen_events)
+    if not c.gen_objects:
+        raise ValidationInputError(f"collection {collection!r} has no gen link with pt and eta to take an efficiency on")
+    return c.gen_objects
 
 
 def _is_paired(flash: ak.Array, ref: ak.Array) -> bool:
