@@ -10,8 +10,8 @@ AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon eff
 pT/eta (flash averaged over --efficiency-oversample generations), jet multiplicity per pileup
 bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-jet-mismeasurement
 correlation (with a GEN-only MET ablation), and the chain's events/s next to the refsim detector
-stage's. ``--seeds 11,12,13`` repeats everything per
-generation seed and ends with a table of the headline figures per seed, their mean and spread.
+stage's. ``--seeds 11,12,13`` repeats everything per generation seed and ends with a table of the
+headline figures per seed, their mean and spread.
 """
 
 from __future__ import annotations
