@@ -46,7 +46,7 @@ data/refsim/train_ttbar.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process ttbar --events 30000 --seed 102 -o $@
 data/refsim/train_dy.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process dy --events 10000 --seed 103 -o $@
-# a second training half for the muon and MET units (the MET flow overfit the first one alone)
+# a second training half for the muon, jet and MET units (the MET flow overfit the first one alone)
 data/refsim/train_wjets_b.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process wjets --events 50000 --seed 104 -o $@
 data/refsim/train_ttbar_b.root: | $(VENV)/.installed-refsim
