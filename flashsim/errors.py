@@ -15,3 +15,7 @@ class UnitError(FlashsimError, ValueError):
 
 class ChainError(FlashsimError, ValueError):
     """A chain cannot be resolved (cycle, or a column nobody provides)."""
+
+
+class TransformError(FlashsimError, ValueError):
+    """A preprocessing step's option is invalid, or a column's value lies outside the step's domain."""

@@ -534,8 +534,6 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         targets = TargetPipeline.from_dict(state["targets"])
         models = {name: load_model(directory / name, device) if (directory / f"{name}.safetensors").exists() else None
                   for name in ("model", "efficiency", "multiplicity")}
-    except UnitError:
-        raise
     except Exception as exc:  # safetensors / json / shape errors on damaged files
         raise UnitError(f"unit {spec.name!r} ({directory}): cannot load weights or preprocessing: {exc}") from exc
     if models["model"] is None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import abc
 import copy
-from typing import Any, Callable, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConditionalModel", "SamplingError", "MODELS", "register_model", "build_model"]
+from flashsim.errors import FlashsimError, UnitError
+from flashsim.registry import Registry, suggest
+
+__all__ = ["ConditionalModel", "SamplingError", "MODELS", "build_model"]
 
 
-class SamplingError(RuntimeError):
+class SamplingError(FlashsimError, RuntimeError):
     """Sampling kept producing non-finite values after the allowed redraws."""
 
 
@@ -40,15 +44,16 @@ class ConditionalModel(nn.Module, abc.ABC):
         cfg = dict(config)
         cfg.setdefault("type", self.type)
         if cfg["type"] != self.type:
-            raise ValueError(f"config type {cfg['type']!r} given to model class {self.type!r}")
+            raise UnitError(f"config type {cfg['type']!r} given to model class {self.type!r}")
         common = {"type", "name", "max_redraws"}
         unknown = set(cfg) - set(self.defaults) - common
         if unknown:
-            raise ValueError(f"model {self.type!r}: unknown config keys {sorted(unknown)} (known: {sorted(set(self.defaults) | common)})")
+            hints = "".join(suggest(k, set(self.defaults) | common) for k in sorted(unknown))
+            raise UnitError(f"model {self.type!r}: unknown config keys {sorted(unknown)}{hints} (known: {sorted(set(self.defaults) | common)})")
         full = {"type": self.type, **copy.deepcopy(self.defaults), "max_redraws": 10}
         full.update(cfg)
         if int(n_targets) < 1 or int(n_context) < 0:
-            raise ValueError(f"model {self.type!r}: need n_targets >= 1 and n_context >= 0, got {n_targets}, {n_context}")
+            raise UnitError(f"model {self.type!r}: need n_targets >= 1 and n_context >= 0, got {n_targets}, {n_context}")
         self.config: dict[str, Any] = full
         self.n_targets = int(n_targets)
         self.n_context = int(n_context)
@@ -82,7 +87,7 @@ class ConditionalModel(nn.Module, abc.ABC):
         Runs without gradients and in eval mode (the previous mode is restored).
         """
         if context.dim() != 2 or context.shape[1] != self.n_context:
-            raise ValueError(f"model {self.name!r}: context must have shape (n, {self.n_context}), got {tuple(context.shape)}")
+            raise UnitError(f"model {self.name!r}: context must have shape (n, {self.n_context}), got {tuple(context.shape)}")
         was_training = self.training
         self.eval()
         try:
@@ -111,22 +116,13 @@ class ConditionalModel(nn.Module, abc.ABC):
         return f"name={self.name!r}, n_targets={self.n_targets}, n_context={self.n_context}"
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[type[ConditionalModel]] = Registry("model type")
 
 
-def register_model(cls):
-    """Class decorator: make a model type buildable from ``config["type"]``."""
-    MODELS[cls.type] = cls
-    return cls
-
-
-def build_model(config: Mapping[str, Any], n_targets: int, n_context: int) -> nn.Module:
+def build_model(config: Mapping[str, Any], n_targets: int, n_context: int) -> ConditionalModel:
     """A fresh model of type ``config["type"]`` for ``n_targets`` targets and ``n_context`` context features."""
     from flashsim import models as _models  # noqa: F401  (registers the built-in types)
 
     if not isinstance(config, Mapping) or "type" not in config:
-        raise ValueError(f"model config needs a 'type' (one of {sorted(MODELS)}), got {config!r}")
-    kind = config["type"]
-    if kind not in MODELS:
-        raise ValueError(f"unknown model type {kind!r} (known: {sorted(MODELS)})")
-    return MODELS[kind](config, n_targets, n_context)
+        raise UnitError(f"model config needs a 'type' (one of {MODELS.names()}), got {config!r}")
+    return MODELS.get(config["type"], "model")(config, n_targets, n_context)

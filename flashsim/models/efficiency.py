@@ -15,13 +15,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from flashsim.models.base import register_model
+from flashsim.errors import UnitError
+from flashsim.models.base import MODELS
 from flashsim.models.mean_quantile import mlp
 
 __all__ = ["EfficiencyModel"]
 
 
-@register_model
+@MODELS.register
 class EfficiencyModel(nn.Module):
     """p(reconstructed | context) from an MLP (LeakyReLU), calibrated by Platt scaling."""
 
@@ -34,11 +35,11 @@ class EfficiencyModel(nn.Module):
         cfg.setdefault("type", self.type)
         unknown = set(cfg) - set(self.defaults) - {"type", "name"}
         if unknown:
-            raise ValueError(f"model 'efficiency': unknown config keys {sorted(unknown)}")
+            raise UnitError(f"model 'efficiency': unknown config keys {sorted(unknown)}")
         if int(n_targets) != 1:
-            raise ValueError(f"model 'efficiency' has exactly one (boolean) target, got n_targets={n_targets}")
+            raise UnitError(f"model 'efficiency' has exactly one (boolean) target, got n_targets={n_targets}")
         if int(n_context) < 1:
-            raise ValueError("model 'efficiency' needs at least one context feature")
+            raise UnitError("model 'efficiency' needs at least one context feature")
         self.config = {"type": self.type, **copy.deepcopy(self.defaults), **cfg}
         self.n_targets, self.n_context = 1, int(n_context)
         self.name = str(self.config.get("name") or self.type)
@@ -93,7 +94,7 @@ class EfficiencyModel(nn.Module):
         opt.step(closure)
         a, b = a.detach(), b.detach()
         if not (torch.isfinite(a) and torch.isfinite(b)):
-            raise RuntimeError(f"model {self.name!r}: Platt calibration diverged")
+            raise UnitError(f"model {self.name!r}: Platt calibration diverged")
         with torch.no_grad():
             self.platt_a.fill_(float(a))
             self.platt_b.fill_(float(b))

@@ -15,7 +15,9 @@ import torch
 from nflows.distributions.normal import StandardNormal
 from nflows.flows.base import Flow
 from nflows.nn.nets import ResidualNet
-from nflows.transforms.autoregressive import MaskedPiecewiseRationalQuadraticAutoregressiveTransform
+from nflows.transforms.autoregressive import (
+    MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+)
 from nflows.transforms.base import CompositeTransform, InputOutsideDomain
 from nflows.transforms.coupling import PiecewiseRationalQuadraticCouplingTransform
 from nflows.transforms.lu import LULinear
@@ -23,7 +25,8 @@ from nflows.transforms.permutations import Permutation
 from torch import Tensor
 from torch.nn import functional as F
 
-from flashsim.models.base import ConditionalModel, register_model
+from flashsim.errors import UnitError
+from flashsim.models.base import MODELS, ConditionalModel
 
 __all__ = ["MafRQS", "CouplingRQS"]
 
@@ -70,12 +73,12 @@ class _FlowModel(ConditionalModel):
         super().__init__(config, n_targets, n_context)
         c = self.config
         if c["activation"] not in _ACTIVATIONS:
-            raise ValueError(f"model {self.name!r}: unknown activation {c['activation']!r} (known: {sorted(_ACTIVATIONS)})")
+            raise UnitError(f"model {self.name!r}: unknown activation {c['activation']!r} (known: {sorted(_ACTIVATIONS)})")
         if c["mixing"] not in ("permutation", "lu"):
-            raise ValueError(f"model {self.name!r}: mixing must be 'permutation' or 'lu', got {c['mixing']!r}")
+            raise UnitError(f"model {self.name!r}: mixing must be 'permutation' or 'lu', got {c['mixing']!r}")
         for key in ("layers", "hidden", "blocks", "bins"):
             if int(c[key]) < 1:
-                raise ValueError(f"model {self.name!r}: {key} must be >= 1, got {c[key]}")
+                raise UnitError(f"model {self.name!r}: {key} must be >= 1, got {c[key]}")
         layers = []
         for i in range(int(c["layers"])):
             layers.append(self._layer(i))
@@ -107,7 +110,7 @@ class _FlowModel(ConditionalModel):
         return samples
 
 
-@register_model
+@MODELS.register
 class MafRQS(_FlowModel):
     """Masked autoregressive RQ-spline flow (FlashSim): exact, d sequential passes to sample."""
 
@@ -131,7 +134,7 @@ class MafRQS(_FlowModel):
         )
 
 
-@register_model
+@MODELS.register
 class CouplingRQS(_FlowModel):
     """Coupling RQ-spline flow: half the features condition the other half; one pass per layer."""
 

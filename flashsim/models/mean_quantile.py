@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from flashsim.models.base import ConditionalModel, register_model
+from flashsim.errors import UnitError
+from flashsim.models.base import MODELS, ConditionalModel
 
 __all__ = ["MeanQuantile", "mlp", "pinball_loss"]
 
@@ -44,7 +45,7 @@ def pinball_loss(pred: Tensor, target: Tensor, gamma: float) -> Tensor:
     return torch.maximum(gamma * diff, (gamma - 1.0) * diff).mean()
 
 
-@register_model
+@MODELS.register
 class MeanQuantile(ConditionalModel):
     """mu(x) + sigma(x) * eps, sigma = |q(x) - mu(x)|; loss = MAE(mu) + pinball_gamma(q)."""
 
@@ -56,9 +57,9 @@ class MeanQuantile(ConditionalModel):
         super().__init__(config, n_targets, n_context)
         c = self.config
         if not 0.5 < float(c["gamma"]) < 1.0:
-            raise ValueError(f"model {self.name!r}: gamma must be in (0.5, 1), got {c['gamma']}")
+            raise UnitError(f"model {self.name!r}: gamma must be in (0.5, 1), got {c['gamma']}")
         if self.n_context < 1:
-            raise ValueError(f"model {self.name!r}: mean_quantile needs at least one context feature")
+            raise UnitError(f"model {self.name!r}: mean_quantile needs at least one context feature")
         args = (self.n_context, self.n_targets, int(c["hidden"]), int(c["layers"]), float(c["negative_slope"]), float(c["dropout"]))
         self.mean_net = self._net(args, bool(c["input_layer"]))
         self.quantile_net = self._net(args, bool(c["input_layer"]))

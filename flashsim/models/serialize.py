@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flashsim.errors import UnitError
 from flashsim.models.base import build_model
 
 __all__ = ["save_model", "load_model", "model_paths"]
@@ -55,16 +56,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         info = json.loads(meta.read_text())
         config, n_targets, n_context = info["config"], info["n_targets"], info["n_context"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"cannot read model config {meta}: {e}") from e
+        raise UnitError(f"cannot read model config {meta}: {e}") from e
     if info.get("format") != _FORMAT:
-        raise ValueError(f"{meta} is not a flashsim model config (format={info.get('format')!r})")
+        raise UnitError(f"{meta} is not a flashsim model config (format={info.get('format')!r})")
     try:
         state = load_file(str(weights), device=str(device))
     except Exception as e:  # safetensors raises SafetensorError / OSError on truncation
-        raise ValueError(f"cannot read model weights {weights} (corrupted or truncated?): {e}") from e
+        raise UnitError(f"cannot read model weights {weights} (corrupted or truncated?): {e}") from e
     model = build_model(config, n_targets, n_context)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"model weights {weights} do not match config {meta}: {e}") from e
+        raise UnitError(f"model weights {weights} do not match config {meta}: {e}") from e
     return model.to(device)
