@@ -17,21 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flashsim import features
-from flashsim.errors import InputError, UnitError
+from flashsim.errors import InputError
 from flashsim.events import from_branches
 from flashsim.io import EventSource, open_source, resolve_inputs
-from flashsim.unit import POSITION, PREVIOUS, Unit
+from flashsim.kinds import EVENT_ID
+from flashsim.unit import Unit
 
 __all__ = ["Dataset", "ExtractionReport", "extract", "extract_range", "load_dataset", "file_digest", "PLACEHOLDER_BELOW"]
 
 PLACEHOLDER_BELOW = -999.0  # NanoAOD marks values not computed with e.g. -1000 or -3000
-EVENT_ID = "event_id"
 
 
 @dataclass
@@ -109,10 +107,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
 
 def spec_digest(unit: Unit) -> str:
     """Digest of the parts of a unit spec that decide a training table's rows and columns."""
-    spec = unit.spec
-    relevant = [spec.type, spec.output, spec.source, spec.context, spec.targets, spec.gen_index, spec.multiplicity]
-    if spec.selection or spec.event_columns or spec.target_features or spec.training_selection:
-        relevant += [spec.selection, spec.event_columns, spec.target_features, spec.training_selection]
+    relevant = unit.spec.digest_fields()
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -123,100 +118,6 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _flat(values: ak.Array) -> np.ndarray:
-    return ak.to_numpy(ak.flatten(values, axis=None) if values.ndim > 1 else values)
-
-
-def _first_partner(source_counts: np.ndarray, reco_index: ak.Array) -> tuple[np.ndarray, int]:
-    """For every source object, the flat position of the first reco object pointing to it (-1 if none)."""
-    n_source = ak.to_numpy(source_counts)
-    offsets = np.r_[0, np.cumsum(n_source)]
-    index = ak.to_numpy(ak.flatten(reco_index)).astype(np.int64)
-    event = np.repeat(np.arange(len(n_source)), ak.to_numpy(ak.num(reco_index, axis=1)))
-    valid = (index >= 0) & (index < n_source[event])
-    dangling = int(np.sum(index >= n_source[event]))
-    partner = np.full(offsets[-1], -1, np.int64)
-    positions = np.flatnonzero(valid)[::-1]  # assign in reverse so the first (leading) reco object wins
-    partner[offsets[event[positions]] + index[positions]] = positions
-    return partner, dangling
-
-
-def _chunk_table(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: ExtractionReport) -> dict[str, np.ndarray]:
-    spec = unit.spec
-    if spec.output not in events.fields:
-        raise InputError(f"unit {unit.name!r}: reco collection {spec.output!r} not in the input (have {sorted(events.fields)})")
-    reco = events[spec.output]
-    missing = [c for c in spec.target_columns if c not in reco.fields] if not spec.target_features else []
-    if missing:
-        raise InputError(f"unit {unit.name!r}: target columns {missing} not in collection {spec.output!r} (has {reco.fields})")
-    rows = unit.rows(events)
-    if spec.type == "object":
-        assert rows is not None and spec.gen_index is not None
-        if spec.gen_index not in reco.fields:
-            raise InputError(f"unit {unit.name!r}: cross-reference {spec.output}_{spec.gen_index} not in the input")
-        source = events[spec.source["collection"]]
-        partner, dangling = _first_partner(ak.num(source, axis=1), reco[spec.gen_index])
-        report.dangling_index += dangling
-        offsets = np.r_[0, np.cumsum(ak.to_numpy(ak.num(source, axis=1)))]
-        row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
-        row_partner = partner[offsets[row_event] + _flat(rows["_index"]).astype(np.int64)]
-        table = {EVENT_ID: event_ids[row_event], "reconstructed": row_partner >= 0}
-        for name, values in unit.context_columns(events, rows).items():
-            table[f"ctx.{name}"] = _flat(values).astype(np.float64)
-        for name, values in unit.reference_columns(events, rows).items():
-            table[f"ref.{name}"] = _flat(values).astype(np.float64)
-        for col in spec.target_columns:
-            flat = _flat(reco[col])
-            values = np.zeros(len(row_partner), dtype=flat.dtype)
-            values[row_partner >= 0] = flat[row_partner[row_partner >= 0]]
-            table[f"tgt.{col}"] = values
-        return table
-    if spec.type == "event":
-        keep = unit.event_mask(events)  # the unit's event selection (analysis-specific units)
-        if keep is not None:
-            events, event_ids = events[keep], event_ids[keep]
-        context = unit.context_columns(events, None)
-        targets = {c: _flat(v) for c, v in unit.target_values(events).items()}
-        labelled = np.ones(len(events), bool)
-        if spec.target_features:  # derived targets are NaN where no reco object is matched
-            labelled &= np.logical_and.reduce([np.isfinite(np.asarray(v, np.float64)) for v in targets.values()])
-        cut = unit.training_mask(events, context, targets)
-        if cut is not None:
-            labelled &= cut
-        table = {EVENT_ID: event_ids, "reconstructed": labelled}
-        table |= {f"ctx.{k}": _flat(v).astype(np.float64) for k, v in context.items()}
-        table |= {f"ref.{k}": _flat(v).astype(np.float64) for k, v in unit.reference_columns(events, None, context).items()}
-        table |= {f"tgt.{c}": v for c, v in targets.items()}
-        return table
-    # multiplicity: one row per (event, position) up to min(n, N-1); objects at positions < n carry targets
-    assert spec.multiplicity is not None
-    n_max = int(spec.multiplicity["max_objects"])
-    cut = spec.multiplicity.get("selection")
-    objects = reco[features.select(cut, reco, f"unit {unit.name!r} multiplicity.selection")] if cut else reco
-    if spec.sort_by:
-        objects = objects[ak.argsort(objects[spec.sort_by], axis=1, ascending=False, stable=True)]
-    counts = ak.to_numpy(ak.num(objects, axis=1))
-    n_rows = np.minimum(counts + 1, n_max)
-    row_event = np.repeat(np.arange(len(events)), n_rows)
-    position = np.arange(int(n_rows.sum())) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)  # 0..n_rows-1 per event
-    has_object = position < counts[row_event]
-    context = {k: _flat(v).astype(np.float64) for k, v in unit.context_columns(events, None).items()}
-    table = {EVENT_ID: event_ids[row_event], "reconstructed": has_object, f"ctx.{POSITION}": position.astype(np.float64)}
-    table |= {f"ctx.{k}": v[row_event] for k, v in context.items()}
-    padded = ak.pad_none(objects, n_max, axis=1, clip=True)
-    for col in spec.target_columns:
-        dense = ak.to_numpy(ak.fill_none(padded[col], 0))
-        table[f"tgt.{col}"] = dense[row_event, np.minimum(position, n_max - 1)]
-        if col in spec.previous_columns:
-            table[f"ctx.{PREVIOUS}{col}"] = np.where(position > 0, dense[row_event, np.maximum(position - 1, 0)], 0).astype(np.float64)
-    for ref in unit.target_pipeline.references:  # targets relative to the previous object (phi_difference to prev_phi)
-        if f"ctx.{ref}" not in table:
-            raise UnitError(f"unit {unit.name!r}: target reference {ref!r} is not a context column of this multiplicity unit "
-                            f"(use one of {[PREVIOUS + c for c in spec.previous_columns]})")
-        table[f"ref.{ref}"] = table[f"ctx.{ref}"]
-    return table
 
 
 def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport, placeholders: bool = True) -> dict[str, np.ndarray]:
@@ -248,7 +149,7 @@ def extract_range(unit: Unit, source: EventSource, file_index: int, start: int, 
     events = from_branches(source.read(source.select(), start, stop))
     event_ids = (np.int64(file_index) << np.int64(40)) + start + np.arange(len(events), dtype=np.int64)
     # derived targets (px, pz...) may legitimately lie below the NanoAOD placeholder threshold
-    table = _drop_bad_rows(_chunk_table(unit, events, event_ids, report), report, placeholders=not unit.spec.target_features)
+    table = _drop_bad_rows(unit.kind.training_rows(unit, events, event_ids, report), report, placeholders=not unit.spec.target_features)
     report.events += len(events)
     report.rows += len(table[EVENT_ID])
     report.matched += int(table["reconstructed"].sum())
@@ -264,7 +165,7 @@ def extract(
 ) -> Dataset:
     """Build the unit's training table from NanoAOD files; raises if nothing usable is found."""
     if step_size <= 0:
-        raise ValueError(f"step_size must be positive, got {step_size}")
+        raise InputError(f"step_size must be positive, got {step_size}")
     report = ExtractionReport(spec_digest=spec_digest(unit))
     parts: list[dict[str, np.ndarray]] = []
     paths = resolve_inputs(inputs)

@@ -18,88 +18,41 @@ selection are dropped (e.g. gen jets that are the muon itself).
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import awkward as ak
 import numpy as np
 import vector
 
 from flashsim.errors import InputError, UnitError
+from flashsim.expressions import parse, select
+from flashsim.registry import Registry, suggest
 
 vector.register_awkward()
 
-__all__ = ["select", "compute", "collections_used", "feature_names", "KINEMATIC_FIELDS"]
+__all__ = ["Feature", "FEATURES", "feature", "compute", "collections_used", "feature_names", "KINEMATIC_FIELDS"]
 
 KINEMATIC_FIELDS = ("px", "py", "pz", "energy", "p", "mt")
 _FAR = 10.0  # ΔR given when there is no k-th nearest object
+_REQUIRED: Any = object()
+_CLEAN_KEYS = {"collection": _REQUIRED, "selection": None, "dr": 0.4}
+_TO_KEYS = {"collection": _REQUIRED, "selection": None, "clean": None}
 
 
-# ---- selections ------------------------------------------------------------------------------
-
-_ALLOWED_NODES = (
-    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Load, ast.Constant,
-    ast.Call, ast.And, ast.Or, ast.BitAnd, ast.BitOr, ast.Invert, ast.Not, ast.USub, ast.Add, ast.Sub,
-    ast.Mult, ast.Div, ast.Mod, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
-)
-_FUNCTIONS = {"abs": abs, "sqrt": np.sqrt, "hypot": np.hypot}
-
-
-def select(expression: str, objects: ak.Array, where: str = "selection") -> ak.Array:
-    """Evaluate a cut such as ``abs(pdgId) == 13 & status == 1`` on a collection (no Python eval of arbitrary code)."""
-    try:
-        tree = ast.parse(expression, mode="eval")
-    except SyntaxError as exc:
-        raise UnitError(f"{where}: cannot parse {expression!r}: {exc.msg}") from exc
-    for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED_NODES):
-            raise UnitError(f"{where}: {type(node).__name__} is not allowed in {expression!r}")
-        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS):
-            raise UnitError(f"{where}: only {sorted(_FUNCTIONS)} may be called in {expression!r}")
-    return _eval(tree.body, objects, expression, where)
-
-
-def _eval(node: ast.AST, objects: ak.Array, expression: str, where: str) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        if node.id in _FUNCTIONS:
-            return _FUNCTIONS[node.id]
-        if node.id not in objects.fields:
-            raise InputError(f"{where}: field {node.id!r} of {expression!r} not in collection (has {objects.fields})")
-        return objects[node.id]
-    if isinstance(node, ast.Call):
-        return _FUNCTIONS[node.func.id](*(_eval(a, objects, expression, where) for a in node.args))  # type: ignore[union-attr]
-    if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, objects, expression, where)
-        return {ast.USub: lambda v: -v, ast.Invert: lambda v: ~v, ast.Not: lambda v: ~v}[type(node.op)](value)
-    if isinstance(node, ast.BoolOp):
-        values = [_eval(v, objects, expression, where) for v in node.values]
-        out = values[0]
-        for v in values[1:]:
-            out = (out & v) if isinstance(node.op, ast.And) else (out | v)
-        return out
-    if isinstance(node, ast.BinOp):
-        a, b = _eval(node.left, objects, expression, where), _eval(node.right, objects, expression, where)
-        ops = {ast.BitAnd: np.logical_and, ast.BitOr: np.logical_or, ast.Add: np.add, ast.Sub: np.subtract,
-               ast.Mult: np.multiply, ast.Div: np.divide, ast.Mod: np.mod}
-        return ops[type(node.op)](a, b)
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, objects, expression, where)
-        out = None
-        for op, right_node in zip(node.ops, node.comparators):
-            right = _eval(right_node, objects, expression, where)
-            ops = {ast.Eq: np.equal, ast.NotEq: np.not_equal, ast.Lt: np.less, ast.LtE: np.less_equal,
-                   ast.Gt: np.greater, ast.GtE: np.greater_equal}
-            cmp = ops[type(op)](left, right)
-            out = cmp if out is None else np.logical_and(out, cmp)
-            left = right
-        return out
-    raise UnitError(f"{where}: unsupported expression {expression!r}")
-
-
-# ---- features --------------------------------------------------------------------------------
+def _check_table(table: Any, keys: Mapping[str, Any], where: str) -> None:
+    """Unknown keys (with the closest valid one) and missing required keys of a feature table."""
+    if not isinstance(table, Mapping):
+        raise UnitError(f"{where}: expected a table, got {table!r}")
+    for key in table:
+        if key not in keys:
+            raise UnitError(f"{where}: unknown key {key!r}{suggest(key, keys)} (valid: {sorted(keys)})")
+    missing = [k for k, v in keys.items() if v is _REQUIRED and k not in table]
+    if missing:
+        raise UnitError(f"{where}: missing key(s) {missing}")
+    for key in ("selection",):
+        if table.get(key) is not None:
+            parse(table[key], f"{where}.{key}")
 
 
 def _momentum(objects: ak.Array) -> ak.Array:
@@ -121,9 +74,6 @@ def _collection(events: ak.Array, name: str, selection: str | None, where: str,
     if selection:
         objects = objects[select(selection, objects, where)]
     if clean:
-        unknown = set(clean) - {"collection", "selection", "dr"}
-        if unknown or "collection" not in clean:
-            raise UnitError(f"{where}: clean needs {{collection, selection, dr}}, got {dict(clean)}")
         lead = _leading(_collection(events, clean["collection"], clean.get("selection"), where))
         far = ak.zip({"eta": ak.fill_none(lead.eta, 1e6), "phi": ak.fill_none(lead.phi, 0.0)})  # no leading object: keep all
         objects = objects[_delta_r(objects, far) >= float(clean.get("dr", 0.4))]  # broadcast: one leading object per event
@@ -169,121 +119,287 @@ def _event_field(events: ak.Array, dotted: str, where: str) -> ak.Array:
     return events[coll] if not field else _field(events[coll], field, where)
 
 
-def feature_names(spec: Mapping[str, Any]) -> list[str]:
+
+
+# ---- feature kinds ---------------------------------------------------------------------------
+
+FEATURES: Registry[type[Feature]] = Registry("feature kind")
+
+
+class Feature:
+    """One conditioning feature declared as a table in a unit file: its options (``keys``, with
+    defaults; ``_REQUIRED`` if mandatory), the columns it names and how it computes them."""
+
+    type: ClassVar[str] = ""
+    keys: ClassVar[dict[str, Any]] = {}
+    per_object: ClassVar[bool] = False  # needs the unit's rows (a source collection)
+    named: ClassVar[bool] = True  # takes a ``name`` for its column(s)
+
+    def __init__(self, spec: Mapping[str, Any], where: str) -> None:
+        common = {"feature": None, "steps": None} | ({"name": None} if self.named else {})
+        _check_table(spec, {**common, **self.keys}, where)
+        self.spec = dict(spec)
+        self.where = where
+        for name in ("clean",):
+            if spec.get(name) is not None:
+                _check_table(spec[name], _CLEAN_KEYS, f"{where}.{name}")
+
+    def get(self, key: str) -> Any:
+        """An option's value, or its default."""
+        value = self.spec.get(key, self.keys.get(key))
+        return None if value is _REQUIRED else value
+
+    @property
+    def prefix(self) -> str:
+        return self.spec.get("name") or f"{self.type}_{self.spec.get('collection', '')}"
+
+    def names(self) -> list[str]:
+        """Column names it produces."""
+        return [f"{self.prefix}_{f}" for f in self.get("fields")]
+
+    def collections(self) -> set[str]:
+        """Collections it reads besides the unit's source (for the chain's ordering)."""
+        used = {self.spec["collection"]} if "collection" in self.spec else set()
+        for nested in (self.spec.get("clean"), self.spec.get("to"), (self.spec.get("to") or {}).get("clean")):
+            if isinstance(nested, Mapping) and "collection" in nested:
+                used.add(nested["collection"])
+        return used
+
+    def compute(self, events: ak.Array, rows: ak.Array | None, where: str) -> dict[str, ak.Array]:
+        """Columns jagged like ``rows`` (selected source objects), or one per event if ``rows`` is None."""
+        if self.per_object and rows is None:
+            raise UnitError(f"{where}: feature {self.type!r} needs a source collection; use {{event = ...}} in event units")
+        out = self._compute(events, rows, where)
+        if rows is not None and not self.per_object:
+            out = {n: ak.broadcast_arrays(v, rows[rows.fields[0]])[0] for n, v in out.items()}
+        return out
+
+    def _compute(self, events: ak.Array, rows: ak.Array | None, where: str) -> dict[str, ak.Array]:
+        raise NotImplementedError
+
+    def _others(self, events: ak.Array, where: str) -> ak.Array:
+        return _collection(events, self.spec["collection"], self.spec.get("selection"), where, self.spec.get("clean"))
+
+
+_SELECTED = {"collection": _REQUIRED, "selection": None, "clean": None}
+
+
+@FEATURES.register
+class Field(Feature):
+    """``{field = "pt"}``: a field of the unit's source object (``abs = true`` for |eta|)."""
+
+    type = "field"
+    keys = {"field": _REQUIRED, "abs": False}
+    per_object = True
+
+    def names(self) -> list[str]:
+        return [self.spec.get("name") or self.spec["field"]]
+
+    def collections(self) -> set[str]:
+        return set()
+
+    def _compute(self, events, rows, where):
+        values = _field(rows, self.spec["field"], where)
+        return {self.names()[0]: abs(values) if self.get("abs") else values}
+
+
+@FEATURES.register
+class Event(Feature):
+    """``{event = "Pileup.nTrueInt"}``: a per-event column."""
+
+    type = "event"
+    keys = {"event": _REQUIRED}
+
+    def names(self) -> list[str]:
+        return [self.spec.get("name") or self.spec["event"]]
+
+    def collections(self) -> set[str]:
+        return {self.spec["event"].partition(".")[0]}
+
+    def _compute(self, events, rows, where):
+        return {self.names()[0]: _event_field(events, self.spec["event"], where)}
+
+
+@FEATURES.register
+class Bits(Feature):
+    """Bits of a flag word of the source object, one 0/1 column each."""
+
+    type = "bits"
+    keys = {"field": _REQUIRED, "bits": _REQUIRED}
+    per_object = True
+    named = False
+
+    def names(self) -> list[str]:
+        return [f"{self.spec['field']}_bit{b}" for b in self.spec["bits"]]
+
+    def collections(self) -> set[str]:
+        return set()
+
+    def _compute(self, events, rows, where):
+        flags = _field(rows, self.spec["field"], where)
+        return {n: (flags >> int(b)) & 1 for n, b in zip(self.names(), self.spec["bits"])}
+
+
+@FEATURES.register
+class OneHot(Feature):
+    """One 0/1 column per listed value of a discrete field (``abs = true`` compares |field|)."""
+
+    type = "one_hot"
+    keys = {"field": _REQUIRED, "values": _REQUIRED, "abs": False}
+    per_object = True
+    named = False
+
+    def __init__(self, spec: Mapping[str, Any], where: str) -> None:
+        super().__init__(spec, where)
+        values = spec["values"]
+        if not isinstance(values, (list, tuple)) or not values:
+            raise UnitError(f"{where}: feature 'one_hot' needs a non-empty list 'values', got {values!r}")
+
+    def names(self) -> list[str]:
+        return [f"{self.spec['field']}_is{v}" for v in self.spec["values"]]
+
+    def collections(self) -> set[str]:
+        return set()
+
+    def _compute(self, events, rows, where):
+        x = _field(rows, self.spec["field"], where)
+        if self.get("abs"):
+            x = abs(x)
+        return {n: ak.values_astype(x == v, np.int8) for n, v in zip(self.names(), self.spec["values"])}
+
+
+@FEATURES.register
+class Nearest(Feature):
+    """The k nearest objects of a collection in ΔR: their ΔR and fields (``exclude_self`` when the
+    collection is the unit's own source: the nearest *other* jet)."""
+
+    type = "nearest"
+    keys = {**_SELECTED, "k": 1, "fields": ["dr", "pt"], "exclude_self": False}
+    per_object = True
+
+    def names(self) -> list[str]:
+        return [f"{self.prefix}{i}_{f}" for i in range(1, int(self.get("k")) + 1) for f in self.get("fields")]
+
+    def _compute(self, events, rows, where):
+        return _nearest(rows, self._others(events, where), int(self.get("k")), self.get("fields"), self.names(), where,
+                        bool(self.get("exclude_self")))
+
+
+@FEATURES.register
+class Count(Feature):
+    """The number of selected objects of a collection per event."""
+
+    type = "count"
+    keys = dict(_SELECTED)
+
+    def names(self) -> list[str]:
+        return [self.prefix]
+
+    def _compute(self, events, rows, where):
+        return {self.prefix: ak.num(self._others(events, where), axis=1)}
+
+
+@FEATURES.register
+class Sum(Feature):
+    """Sums of fields over the selected objects of a collection per event."""
+
+    type = "sum"
+    keys = {**_SELECTED, "fields": ["px", "py"]}
+
+    def _compute(self, events, rows, where):
+        others = self._others(events, where)
+        return {n: ak.sum(_field(others, f, where), axis=1) for n, f in zip(self.names(), self.get("fields"))}
+
+
+@FEATURES.register
+class RecoMinusGen(Feature):
+    """Σ reco − Σ matched gen of fields over a reco collection (the mismeasurement a MET unit sees)."""
+
+    type = "reco_minus_gen"
+    keys = {**_SELECTED, "gen_collection": _REQUIRED, "index": "genJetIdx", "fields": ["px", "py"]}
+
+    def collections(self) -> set[str]:
+        return super().collections() | {self.spec["gen_collection"]}
+
+    def _compute(self, events, rows, where):
+        others = self._others(events, where)
+        gen = _collection(events, self.spec["gen_collection"], None, where)
+        index = self.get("index")
+        matched = others[(others[index] >= 0) & (others[index] < ak.num(gen, axis=1))]
+        partner = gen[matched[index]]
+        return {n: ak.sum(_field(matched, f, where), axis=1) - ak.sum(_field(partner, f, where), axis=1)
+                for n, f in zip(self.names(), self.get("fields"))}
+
+
+@FEATURES.register
+class Leading(Feature):
+    """Fields of the leading selected object per event; with ``reco``/``index``, of the first reco
+    object (reco collections are pt-ordered) whose ``index`` points to it. ``fill`` where none (NaN)."""
+
+    type = "leading"
+    keys = {**_SELECTED, "fields": ["px", "py"], "sort_by": "pt", "fill": float("nan"), "reco": None,
+            "reco_selection": None, "index": None}
+
+    def collections(self) -> set[str]:
+        return super().collections() | ({self.spec["reco"]} if self.spec.get("reco") else set())
+
+    def _compute(self, events, rows, where):
+        return _leading_values(self, events, self._others(events, where), where)
+
+
+@FEATURES.register
+class DeltaR(Feature):
+    """ΔR between the leading objects of two selections (``to = {collection, selection, clean}``)."""
+
+    type = "delta_r"
+    keys = {**_SELECTED, "to": _REQUIRED}
+
+    def __init__(self, spec: Mapping[str, Any], where: str) -> None:
+        super().__init__(spec, where)
+        _check_table(spec["to"], _TO_KEYS, f"{where}.to")
+        if spec["to"].get("clean") is not None:
+            _check_table(spec["to"]["clean"], _CLEAN_KEYS, f"{where}.to.clean")
+
+    def names(self) -> list[str]:
+        return [self.prefix]
+
+    def _compute(self, events, rows, where):
+        to = self.spec["to"]
+        other = _leading(_collection(events, to["collection"], to.get("selection"), where, to.get("clean")))
+        return {self.prefix: ak.fill_none(_delta_r(_leading(self._others(events, where)), other), _FAR)}
+
+
+def feature(spec: Mapping[str, Any], where: str = "feature") -> Feature:
+    """The feature a table declares (``feature = kind``, or ``field``/``event`` alone), its options checked."""
+    if not isinstance(spec, Mapping):
+        raise UnitError(f"{where}: expected a table, got {spec!r}")
+    kind = spec.get("feature") or ("field" if "field" in spec else "event" if "event" in spec else None)
+    if kind is None:
+        raise UnitError(f"{where}: a feature table needs 'field', 'event' or feature = one of {FEATURES.names()}, got {dict(spec)}")
+    return FEATURES.get(kind, where)(spec, where)
+
+
+def feature_names(spec: Mapping[str, Any], where: str = "feature") -> list[str]:
     """Column names a feature table produces."""
-    if "name" in spec and "fields" not in spec and spec.get("feature") not in ("nearest", "leading", "bits", "one_hot"):
-        return [spec["name"]]
-    kind = spec.get("feature")
-    if kind is None and "field" in spec:
-        return [spec["field"]]
-    if kind is None and "event" in spec:
-        return [spec["event"]]
-    if kind == "bits":
-        return [f"{spec['field']}_bit{b}" for b in spec["bits"]]
-    if kind == "one_hot":
-        return [f"{spec['field']}_is{v}" for v in spec["values"]]
-    prefix = spec.get("name", f"{kind}_{spec.get('collection', '')}")
-    if kind == "nearest":
-        fields = spec.get("fields", ["dr", "pt"])
-        return [f"{prefix}{i}_{f}" for i in range(1, int(spec.get("k", 1)) + 1) for f in fields]
-    if kind in ("sum", "reco_minus_gen", "leading"):
-        return [f"{prefix}_{f}" for f in spec.get("fields", ["px", "py"])]
-    if kind == "delta_r":
-        return [prefix]
-    if kind == "count":
-        return [prefix]
-    raise UnitError(f"unknown feature spec {dict(spec)}: expected 'field', 'event' or feature = nearest|count|sum|reco_minus_gen|bits|one_hot|leading|delta_r")
+    return feature(spec, where).names()
 
 
 def collections_used(spec: Mapping[str, Any]) -> set[str]:
     """Collections a feature table reads besides the unit's source (for the chain's ordering)."""
-    used = set()
-    if "event" in spec:
-        used.add(spec["event"].partition(".")[0])
-    if "collection" in spec:
-        used.add(spec["collection"])
-    if "gen_collection" in spec:
-        used.add(spec["gen_collection"])
-    if "reco" in spec:
-        used.add(spec["reco"])
-    for nested in (spec.get("clean"), spec.get("to"), (spec.get("to") or {}).get("clean")):
-        if isinstance(nested, Mapping) and "collection" in nested:
-            used.add(nested["collection"])
-    return used
+    return feature(spec).collections()
 
 
 def compute(spec: Mapping[str, Any], events: ak.Array, rows: ak.Array | None, where: str) -> dict[str, ak.Array]:
     """Columns of one feature: jagged like ``rows`` (selected source objects) or one per event if ``rows`` is None."""
-    names = feature_names(spec)
-    kind = spec.get("feature")
-    if kind is None and "field" in spec:
-        if rows is None:
-            raise UnitError(f"{where}: {{field = {spec['field']!r}}} needs a source collection; use {{event = ...}} in event units")
-        values = _field(rows, spec["field"], where)
-        return {names[0]: abs(values) if spec.get("abs", False) else values}
-    if kind is None and "event" in spec:
-        values = _event_field(events, spec["event"], where)
-        return {names[0]: values if rows is None else ak.broadcast_arrays(values, rows[rows.fields[0]])[0]}
-    if kind == "bits":
-        if rows is None:
-            raise UnitError(f"{where}: feature 'bits' needs a source collection")
-        flags = _field(rows, spec["field"], where)
-        return {n: (flags >> int(b)) & 1 for n, b in zip(names, spec["bits"])}
-    if kind == "one_hot":
-        return _one_hot(spec, rows, names, where)
-    others = _collection(events, spec["collection"], spec.get("selection"), where, spec.get("clean"))
-    if kind == "nearest":
-        return _nearest(rows, others, int(spec.get("k", 1)), spec.get("fields", ["dr", "pt"]), names, where,
-                        bool(spec.get("exclude_self", False)))
-    if kind == "count":
-        count = ak.num(others, axis=1)
-        return {names[0]: count if rows is None else ak.broadcast_arrays(count, rows[rows.fields[0]])[0]}
-    if kind == "sum":
-        out = {n: ak.sum(_field(others, f, where), axis=1) for n, f in zip(names, spec.get("fields", ["px", "py"]))}
-    elif kind == "leading":
-        out = _leading_values(spec, events, others, names, where)
-    elif kind == "delta_r":
-        to = spec.get("to")
-        if not isinstance(to, Mapping) or "collection" not in to:
-            raise UnitError(f"{where}: feature 'delta_r' needs to = {{collection, selection, clean}}")
-        other = _leading(_collection(events, to["collection"], to.get("selection"), where, to.get("clean")))
-        out = {names[0]: ak.fill_none(_delta_r(_leading(others), other), _FAR)}
-    elif kind == "reco_minus_gen":
-        gen = _collection(events, spec["gen_collection"], None, where)
-        index = others[spec.get("index", "genJetIdx")]
-        matched = others[(index >= 0) & (index < ak.num(gen, axis=1))]
-        midx = matched[spec.get("index", "genJetIdx")]
-        partner = gen[midx]
-        out = {
-            n: ak.sum(_field(matched, f, where), axis=1) - ak.sum(_field(partner, f, where), axis=1)
-            for n, f in zip(names, spec.get("fields", ["px", "py"]))
-        }
-    else:
-        raise UnitError(f"{where}: unknown feature {kind!r}")
-    if rows is not None:
-        out = {n: ak.broadcast_arrays(v, rows[rows.fields[0]])[0] for n, v in out.items()}
-    return out
+    return feature(spec, where).compute(events, rows, where)
 
 
-def _one_hot(spec: Mapping[str, Any], rows: ak.Array | None, names: list[str], where: str) -> dict[str, ak.Array]:
-    """One 0/1 column per listed value of a discrete field (``abs = true`` compares |field|)."""
-    if rows is None:
-        raise UnitError(f"{where}: feature 'one_hot' needs a source collection")
-    values = spec.get("values")
-    if not isinstance(values, (list, tuple)) or not values:
-        raise UnitError(f"{where}: feature 'one_hot' needs a non-empty list 'values', got {values!r}")
-    x = _field(rows, spec["field"], where)
-    if spec.get("abs", False):
-        x = abs(x)
-    return {n: ak.values_astype(x == v, np.int8) for n, v in zip(names, values)}
-
-
-def _leading_values(spec: Mapping[str, Any], events: ak.Array, objects: ak.Array, names: list[str], where: str) -> dict[str, ak.Array]:
-    """Fields of the leading selected object per event; with ``reco``/``index``, of the first reco
-    object (reco collections are pt-ordered) whose ``index`` points to it. ``fill`` where none (NaN)."""
-    lead = _leading(objects, spec.get("sort_by", "pt"))
-    fill = float(spec.get("fill", np.nan))
-    if "reco" in spec:
+def _leading_values(feat: Leading, events: ak.Array, objects: ak.Array, where: str) -> dict[str, ak.Array]:
+    """Fields of the leading object (or of the reco object matched to it), ``fill`` where there is none."""
+    spec = feat.spec
+    lead = _leading(objects, feat.get("sort_by"))
+    fill = float(feat.get("fill"))
+    if spec.get("reco"):
         reco = _collection(events, spec["reco"], spec.get("reco_selection"), where)
         index = spec.get("index")
         if not index or index not in reco.fields:
@@ -291,7 +407,7 @@ def _leading_values(spec: Mapping[str, Any], events: ak.Array, objects: ak.Array
         target = ak.fill_none(lead["_index"], -1)
         lead = ak.firsts(reco[reco[index] == target], axis=1)
     out = {}
-    for name, f in zip(names, spec.get("fields", ["px", "py"])):
+    for name, f in zip(feat.names(), feat.get("fields")):
         values = lead["_index"] if f == "index" else _field(lead, f, where)
         out[name] = ak.fill_none(values, -1 if f == "index" else fill)
     return out

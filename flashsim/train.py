@@ -429,10 +429,11 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     record: dict[str, Any] = {"model": {k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}}
 
     efficiency = multiplicity = None
-    classifier_config = spec.efficiency if spec.type == "object" else (spec.multiplicity or {}).get("model")
-    if spec.type == "multiplicity" or (spec.type == "object" and spec.efficiency is not None):
-        name = "multiplicity" if spec.type == "multiplicity" else "efficiency"
-        config = {"type": "efficiency", **(classifier_config or {}),
+    classifier_config = spec.kind.classifier_config(spec)
+    if classifier_config is not None:
+        name = spec.kind.classifier
+        assert name is not None
+        config = {"type": "efficiency", **classifier_config,
                   **{k: recipe.efficiency[k] for k in ("hidden", "layers") if k in recipe.efficiency}, "name": spec.name}
         torch.manual_seed(_seed(cfg.seed, "init", name))
         classifier = build_model(config, 1, context.shape[1])

@@ -16,7 +16,7 @@ from conftest import JET_UNIT, MET_UNIT, synthetic_events, write_unit
 from flashsim.chain import Chain
 from flashsim.errors import ChainError, InputError, UnitError
 from flashsim.io import read_events, write_events
-from flashsim import unit as unit_module
+from flashsim import kinds
 from flashsim.unit import load_unit
 
 
@@ -142,7 +142,7 @@ def test_unit_toml_edited_after_training_is_refused(trained_units, tmp_path: Pat
     with pytest.raises(UnitError, match=r"unit 'tinyjet'.*targets of unit.toml differ from the trained preprocessing.json.*'log1p'.*retrain"):
         load_unit(copy)
     spec.write_text(spec.read_text().replace('type = "log1p"', 'type = "lgo"', 1))
-    with pytest.raises(UnitError, match=r"unit 'tinyjet'.*unit.toml: .*'mass'.*unknown step type 'lgo'"):
+    with pytest.raises(UnitError, match=r"unit 'tinyjet'.*unit.toml\): targets: .*'mass'.*unknown step type 'lgo' \(did you mean 'log'\?\)"):
         load_unit(copy)
 
 
@@ -171,11 +171,11 @@ def test_multiplicity_unit_merges_fake_jets(trained_units, synthetic_file) -> No
 
 def test_multiplicity_unit_draws_objects_in_descending_pt(trained_units, synthetic_file, monkeypatch) -> None:
     events = read_events(synthetic_file)
-    capped, default = {}, unit_module.ORDER_REDRAWS
+    capped, default = {}, kinds.ORDER_REDRAWS
     for redraws in (default, 0):
-        monkeypatch.setattr(unit_module, "ORDER_REDRAWS", redraws)
+        monkeypatch.setattr(kinds, "ORDER_REDRAWS", redraws)
         unit = load_unit(trained_units["tinyfake"])
-        drawn = unit._run_multiplicity(events, torch.Generator().manual_seed(2), torch.device("cpu"), 10_000)
+        drawn = unit.kind.draw(unit, events, torch.Generator().manual_seed(2), torch.device("cpu"), 10_000)[1]["Jet"]
         assert ak.sum(ak.num(drawn) > 1) > 50
         assert ak.all(drawn.pt[:, :-1] >= drawn.pt[:, 1:]), "each fake jet lies below the previous one (redrawn, else capped)"
         capped[redraws] = float(ak.mean(ak.flatten(drawn.pt[:, :-1] == drawn.pt[:, 1:])))

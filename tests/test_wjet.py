@@ -343,7 +343,7 @@ def test_tiny_regressor_moves_towards_the_truth(trained_regressor: Path) -> None
     events = wjet_events(1500, seed=21)
     events = events[unit.event_mask(events)]
     raw = unit.context_columns(events, None)
-    context = torch.as_tensor(unit._context_array(raw))
+    context = torch.as_tensor(unit.context_array(raw))
     refs = {k: ak.to_numpy(v).astype(np.float64) for k, v in unit.reference_columns(events, None, raw).items()}
     gen = np.stack([ak.to_numpy(raw[c]).astype(np.float64) for c in ("met_px", "met_py")], 1)
 

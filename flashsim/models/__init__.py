@@ -3,7 +3,7 @@
 ``build_model({"type": "maf_rqs" | "coupling_rqs" | "mean_quantile" | "efficiency", ...}, n_targets, n_context)``
 """
 
-from flashsim.models.base import MODELS, ConditionalModel, SamplingError, build_model
+from flashsim.models.base import MODELS, ConditionalModel, SamplingError, build_model, check_model_config
 from flashsim.models.efficiency import EfficiencyModel
 from flashsim.models.flows import CouplingRQS, MafRQS
 from flashsim.models.mean_quantile import MeanQuantile
@@ -14,6 +14,7 @@ __all__ = [
     "ConditionalModel",
     "SamplingError",
     "build_model",
+    "check_model_config",
     "EfficiencyModel",
     "CouplingRQS",
     "MafRQS",

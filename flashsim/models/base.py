@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from flashsim.errors import FlashsimError, UnitError
 from flashsim.registry import Registry, suggest
 
-__all__ = ["ConditionalModel", "SamplingError", "MODELS", "build_model"]
+__all__ = ["ConditionalModel", "SamplingError", "MODELS", "build_model", "check_model_config"]
 
 
 class SamplingError(FlashsimError, RuntimeError):
@@ -36,6 +36,7 @@ class ConditionalModel(nn.Module, abc.ABC):
 
     type: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    common_keys: ClassVar[frozenset[str]] = frozenset({"type", "name", "max_redraws"})
     #: exceptions from the numerics of a draw that trigger a redraw (subclasses extend)
     numerical_errors: ClassVar[tuple[type[BaseException], ...]] = (AssertionError,)
 
@@ -45,11 +46,7 @@ class ConditionalModel(nn.Module, abc.ABC):
         cfg.setdefault("type", self.type)
         if cfg["type"] != self.type:
             raise UnitError(f"config type {cfg['type']!r} given to model class {self.type!r}")
-        common = {"type", "name", "max_redraws"}
-        unknown = set(cfg) - set(self.defaults) - common
-        if unknown:
-            hints = "".join(suggest(k, set(self.defaults) | common) for k in sorted(unknown))
-            raise UnitError(f"model {self.type!r}: unknown config keys {sorted(unknown)}{hints} (known: {sorted(set(self.defaults) | common)})")
+        check_model_config(cfg, f"model {self.type!r}")
         full = {"type": self.type, **copy.deepcopy(self.defaults), "max_redraws": 10}
         full.update(cfg)
         if int(n_targets) < 1 or int(n_context) < 0:
@@ -123,6 +120,18 @@ def build_model(config: Mapping[str, Any], n_targets: int, n_context: int) -> Co
     """A fresh model of type ``config["type"]`` for ``n_targets`` targets and ``n_context`` context features."""
     from flashsim import models as _models  # noqa: F401  (registers the built-in types)
 
-    if not isinstance(config, Mapping) or "type" not in config:
-        raise UnitError(f"model config needs a 'type' (one of {MODELS.names()}), got {config!r}")
+    check_model_config(config)
     return MODELS.get(config["type"], "model")(config, n_targets, n_context)
+
+
+def check_model_config(config: Mapping[str, Any], where: str = "model") -> None:
+    """Refuse a model table with no or an unknown ``type`` or with an option its type does not take."""
+    from flashsim import models as _models  # noqa: F401  (registers the built-in types)
+
+    if not isinstance(config, Mapping) or "type" not in config:
+        raise UnitError(f"{where}: needs a 'type' (one of {MODELS.names()}), got {config!r}")
+    cls = MODELS.get(config["type"], where)
+    known = set(cls.defaults) | set(cls.common_keys)
+    for key in config:
+        if key not in known:
+            raise UnitError(f"{where}: unknown option {key!r}{suggest(key, known)} for model type {cls.type!r} (valid: {sorted(known)})")

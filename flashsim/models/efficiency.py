@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from flashsim.errors import UnitError
-from flashsim.models.base import MODELS
+from flashsim.models.base import MODELS, check_model_config
 from flashsim.models.mean_quantile import mlp
 
 __all__ = ["EfficiencyModel"]
@@ -28,14 +28,13 @@ class EfficiencyModel(nn.Module):
 
     type = "efficiency"
     defaults: dict[str, Any] = {"hidden": 64, "layers": 3, "negative_slope": 0.05, "dropout": 0.0}
+    common_keys = frozenset({"type", "name"})
 
     def __init__(self, config: Mapping[str, Any], n_targets: int = 1, n_context: int = 1):
         super().__init__()
         cfg = dict(config)
         cfg.setdefault("type", self.type)
-        unknown = set(cfg) - set(self.defaults) - {"type", "name"}
-        if unknown:
-            raise UnitError(f"model 'efficiency': unknown config keys {sorted(unknown)}")
+        check_model_config(cfg, "model 'efficiency'")
         if int(n_targets) != 1:
             raise UnitError(f"model 'efficiency' has exactly one (boolean) target, got n_targets={n_targets}")
         if int(n_context) < 1:

@@ -1,0 +1,371 @@
+"""Unit kinds: how a unit's rows are defined, how it draws its objects and how it builds its training
+rows, kept together since the two must agree column for column.
+
+- ``object``: one reco object per selected source object (``Jet`` from ``GenJet``), with an optional
+  efficiency model deciding which are reconstructed; training pairs each source object with the reco
+  object pointing to it through ``gen_index``.
+- ``multiplicity``: a variable-length list per event (fake jets), drawn autoregressively up to
+  ``max_objects``, each object conditioned on the previous one; a classifier decides whether one more follows.
+- ``event``: one fixed vector per event (MET, the W+jet vector of Chen et al.), optionally for the events
+  passing a ``selection`` only (the others are dropped from the chain's output).
+
+The chain, dataset extraction and training see only :class:`UnitKind`; a new kind is one registered class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import awkward as ak
+import numpy as np
+import torch
+
+from flashsim import event_outputs
+from flashsim.errors import InputError, UnitError
+from flashsim.expressions import select
+from flashsim.models import check_model_config
+from flashsim.registry import Registry
+
+if TYPE_CHECKING:
+    from flashsim.datasets import ExtractionReport
+    from flashsim.spec import UnitSpec
+    from flashsim.unit import Unit
+
+__all__ = ["UnitKind", "ObjectKind", "MultiplicityKind", "EventKind", "KINDS", "POSITION", "PREVIOUS", "EVENT_ID", "flat"]
+
+POSITION = "position"  # context column of multiplicity units: index of the object being drawn
+PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previous object's values (0 for the first)
+ORDER_REDRAWS = 20  # multiplicity units: redraws of an object drawn out of sort_by order before it is capped
+EVENT_ID = "event_id"
+_EVENT_ONLY = ("selection", "event_columns", "target_features", "training_selection", "outputs")
+
+Outputs = dict[str, ak.Array]
+
+
+def flat(values: ak.Array) -> np.ndarray:
+    """A jagged or flat awkward column as a flat numpy array."""
+    return ak.to_numpy(ak.flatten(values, axis=None) if values.ndim > 1 else values)
+
+
+def _flat64(values: ak.Array) -> np.ndarray:
+    return flat(values).astype(np.float64)
+
+
+def _add_constants(columns: dict[str, np.ndarray], constants: Mapping[str, Any], n: int) -> None:
+    """Fixed-valued output fields (e.g. a fake jet's genJetIdx = -1, a muon's mass)."""
+    for name, value in constants.items():
+        columns[name] = np.full(n, value, dtype=np.int32 if isinstance(value, int) else np.float32)
+
+
+def _refuse(spec: UnitSpec, kind: str, keys: tuple[str, ...]) -> None:
+    given = [k for k in keys if k in spec.model_fields_set]
+    if given:
+        raise UnitError(f"{given} are not used by {kind} units")
+
+
+KINDS: Registry[type[UnitKind]] = Registry("unit kind")
+
+
+class UnitKind:
+    """What differs between unit kinds, behind one interface."""
+
+    type: ClassVar[str] = ""
+    classifier: ClassVar[str | None] = None  # name of the model deciding whether an object is drawn
+
+    def check(self, spec: UnitSpec) -> None:
+        """Refuse a spec this kind cannot run (a missing table, one it would ignore)."""
+        if self.type != "event":
+            _refuse(spec, self.type, _EVENT_ONLY)
+
+    def extra_context(self, spec: UnitSpec) -> list[str]:
+        """Context columns the kind adds to the declared ones."""
+        return []
+
+    def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
+        """The classifier's model table (None: the kind has none)."""
+        return None
+
+    def rows(self, unit: Unit, events: ak.Array) -> ak.Array | None:
+        """Selected source objects (jagged, with ``_index``), or None for per-event units."""
+        return None
+
+    def draw(self, unit: Unit, events: ak.Array, generator: torch.Generator, device: torch.device,
+             batch_size: int) -> tuple[ak.Array, Outputs]:
+        """The events (fewer if the unit selects) and the collections drawn for them."""
+        raise NotImplementedError
+
+    def training_rows(self, unit: Unit, events: ak.Array, event_ids: np.ndarray, report: ExtractionReport) -> dict[str, np.ndarray]:
+        """Training columns: ``event_id``, ``reconstructed`` and ``ctx.``/``ref.``/``tgt.`` columns."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _finish(unit: Unit, output: ak.Array) -> ak.Array:
+        """Apply the ``output_rules`` in order, then the ``output_selection``."""
+        spec = unit.spec
+        for rule in spec.output_rules:
+            mask = select(rule.where, output, f"unit {unit.name!r} output_rules")
+            for column in rule.columns:
+                dtype = flat(output[column]).dtype
+                output = ak.with_field(output, ak.values_astype(ak.where(mask, rule.value, output[column]), dtype), column)
+        if spec.output_selection:
+            output = output[select(spec.output_selection, output, f"unit {unit.name!r} output_selection")]
+        return output
+
+    @staticmethod
+    def _reco(unit: Unit, events: ak.Array) -> ak.Array:
+        """The unit's reco collection in a training input, with its target columns."""
+        spec = unit.spec
+        if spec.output not in events.fields:
+            raise InputError(f"unit {unit.name!r}: reco collection {spec.output!r} not in the input (have {sorted(events.fields)})")
+        reco = events[spec.output]
+        missing = [c for c in spec.target_columns if c not in reco.fields] if not spec.target_features else []
+        if missing:
+            raise InputError(f"unit {unit.name!r}: target columns {missing} not in collection {spec.output!r} (has {reco.fields})")
+        return reco
+
+
+@KINDS.register
+class ObjectKind(UnitKind):
+    """One reco object per selected source object, with an optional efficiency model."""
+
+    type = "object"
+    classifier = "efficiency"
+
+    def check(self, spec: UnitSpec) -> None:
+        super().check(spec)
+        if not spec.source.collection:
+            raise UnitError("object units need source.collection")
+        if not spec.gen_index:
+            raise UnitError("object units need gen_index (the reco collection's cross-reference to the source, e.g. genJetIdx)")
+        _refuse(spec, self.type, ("multiplicity",))
+        if spec.efficiency is not None:
+            check_model_config({"type": "efficiency", **spec.efficiency}, "efficiency")
+
+    def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
+        return spec.efficiency
+
+    def rows(self, unit: Unit, events: ak.Array) -> ak.Array:
+        coll = unit.spec.source.collection
+        assert coll is not None
+        if coll not in events.fields:
+            raise InputError(f"unit {unit.name!r}: source collection {coll!r} not in the events (have {sorted(events.fields)})")
+        objects = events[coll]
+        objects = ak.with_field(objects, ak.local_index(objects, axis=1), "_index")
+        cut = unit.spec.source.selection
+        return objects[select(cut, objects, f"unit {unit.name!r} selection")] if cut else objects
+
+    def draw(self, unit, events, generator, device, batch_size):
+        spec = unit.spec
+        rows = self.rows(unit, events)
+        context = unit.context_array(unit.context_columns(events, rows))
+        counts = ak.to_numpy(ak.num(rows, axis=1))
+        if unit.efficiency is not None:
+            keep = unit.decide(unit.efficiency, context, generator, device, batch_size)
+        else:
+            keep = np.ones(len(context), bool)
+        refs = {k: _flat64(v)[keep] for k, v in unit.reference_columns(events, rows).items()}
+        columns = unit.target_pipeline.inverse(unit.draw(unit.model, context[keep], generator, device, batch_size), refs)
+        kept_counts = ak.to_numpy(ak.sum(ak.unflatten(keep, counts), axis=1))
+        for out_name, src_name in spec.carry.items():
+            columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
+        assert spec.gen_index is not None
+        columns[spec.gen_index] = ak.to_numpy(ak.flatten(rows["_index"]))[keep].astype(np.int32)
+        _add_constants(columns, spec.constants, int(keep.sum()))
+        output = ak.zip({k: ak.unflatten(v, kept_counts) for k, v in columns.items()})
+        return events, {spec.output: self._finish(unit, output)}
+
+    def training_rows(self, unit, events, event_ids, report):
+        spec = unit.spec
+        reco = self._reco(unit, events)
+        rows = self.rows(unit, events)
+        assert spec.gen_index is not None and spec.source.collection is not None
+        if spec.gen_index not in reco.fields:
+            raise InputError(f"unit {unit.name!r}: cross-reference {spec.output}_{spec.gen_index} not in the input")
+        source = events[spec.source.collection]
+        partner, dangling = _first_partner(ak.num(source, axis=1), reco[spec.gen_index])
+        report.dangling_index += dangling
+        offsets = np.r_[0, np.cumsum(ak.to_numpy(ak.num(source, axis=1)))]
+        row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
+        row_partner = partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
+        table = {EVENT_ID: event_ids[row_event], "reconstructed": row_partner >= 0}
+        table |= {f"ctx.{k}": _flat64(v) for k, v in unit.context_columns(events, rows).items()}
+        table |= {f"ref.{k}": _flat64(v) for k, v in unit.reference_columns(events, rows).items()}
+        for col in spec.target_columns:
+            values_all = flat(reco[col])
+            values = np.zeros(len(row_partner), dtype=values_all.dtype)
+            values[row_partner >= 0] = values_all[row_partner[row_partner >= 0]]
+            table[f"tgt.{col}"] = values
+        return table
+
+
+@KINDS.register
+class MultiplicityKind(UnitKind):
+    """A variable-length list per event, drawn in descending ``sort_by`` order, each object
+    conditioned on the previous one; one drawn above the previous is redrawn (and capped)."""
+
+    type = "multiplicity"
+    classifier = "multiplicity"
+
+    def check(self, spec: UnitSpec) -> None:
+        super().check(spec)
+        if spec.multiplicity is None:
+            raise UnitError("multiplicity units need a multiplicity table with max_objects")
+        _refuse(spec, self.type, ("source", "gen_index", "carry", "efficiency"))
+        unknown = [c for c in spec.multiplicity.previous if c not in spec.target_columns]
+        if unknown:
+            raise UnitError(f"multiplicity.previous: {unknown} are not targets of the unit ({spec.target_columns})")
+        check_model_config({"type": "efficiency", **(spec.multiplicity.model or {})}, "multiplicity.model")
+
+    def extra_context(self, spec: UnitSpec) -> list[str]:
+        return [POSITION] + [PREVIOUS + c for c in spec.previous_columns]
+
+    def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
+        return dict(spec.multiplicity.model or {}) if spec.multiplicity else {}
+
+    def draw(self, unit, events, generator, device, batch_size):
+        spec = unit.spec
+        assert spec.multiplicity is not None and unit.multiplicity is not None
+        previous = spec.previous_columns
+        raw = {k: _flat64(v) for k, v in unit.context_columns(events, None).items()}
+        raw |= {PREVIOUS + c: np.zeros(len(events)) for c in previous}
+        alive = np.ones(len(events), bool)
+        counts = np.zeros(len(events), np.int64)
+        drawn: list[dict[str, np.ndarray]] = []  # per position: inverse-transformed objects of the events still alive
+        owners: list[np.ndarray] = []
+        for position in range(spec.multiplicity.max_objects):
+            idx = np.flatnonzero(alive)
+            if len(idx) == 0:
+                break
+            context = unit.context_pipeline.forward({**{k: v[idx] for k, v in raw.items()}, POSITION: np.full(len(idx), float(position))})
+            more = unit.decide(unit.multiplicity, context, generator, device, batch_size)
+            alive[idx[~more]] = False
+            idx, context = idx[more], context[more]
+            if len(idx) == 0:
+                break
+            refs = {r: raw[r][idx] for r in unit.target_pipeline.references}  # previous-object columns
+            objects = unit.target_pipeline.inverse(unit.draw(unit.model, context, generator, device, batch_size), refs)
+            if position > 0 and spec.sort_by in previous:
+                self._keep_order(unit, objects, raw[PREVIOUS + spec.sort_by][idx], context, refs, generator, device, batch_size)
+            for c in previous:
+                raw[PREVIOUS + c][idx] = objects[c]
+            drawn.append(objects)
+            owners.append(idx)
+            counts[idx] += 1
+        if drawn:
+            order = np.argsort(np.concatenate(owners), kind="stable")
+            columns = {c: np.concatenate([d[c] for d in drawn])[order] for c in drawn[0]}
+        else:
+            columns = unit.target_pipeline.inverse(np.zeros((0, unit.target_pipeline.n_features), np.float32), {})
+        _add_constants(columns, spec.constants, int(counts.sum()))
+        output = ak.zip({k: ak.unflatten(v, counts) for k, v in columns.items()})
+        return events, {spec.output: self._finish(unit, output)}
+
+    @staticmethod
+    def _keep_order(unit: Unit, objects: dict[str, np.ndarray], previous: np.ndarray, context: np.ndarray,
+                    refs: Mapping[str, np.ndarray], generator: torch.Generator, device: torch.device, batch_size: int) -> None:
+        """Redraw objects that would sort before the previous one (the flow's leak across the ordering edge),
+        up to ``ORDER_REDRAWS`` times, then cap the rest at it: the model's density truncated to descending order."""
+        key = unit.spec.sort_by
+        assert key is not None
+        for _ in range(ORDER_REDRAWS):
+            bad = np.flatnonzero(objects[key] > previous)
+            if len(bad) == 0:
+                return
+            redrawn = unit.target_pipeline.inverse(unit.draw(unit.model, context[bad], generator, device, batch_size),
+                                                   {r: v[bad] for r, v in refs.items()})
+            for column, values in redrawn.items():
+                objects[column][bad] = values
+        objects[key] = np.minimum(objects[key], previous).astype(objects[key].dtype)
+
+    def training_rows(self, unit, events, event_ids, report):
+        """One row per (event, position) up to min(n, N - 1); objects at positions < n carry targets."""
+        spec = unit.spec
+        assert spec.multiplicity is not None
+        reco = self._reco(unit, events)
+        n_max = spec.multiplicity.max_objects
+        cut = spec.multiplicity.selection
+        objects = reco[select(cut, reco, f"unit {unit.name!r} multiplicity.selection")] if cut else reco
+        if spec.sort_by:
+            objects = objects[ak.argsort(objects[spec.sort_by], axis=1, ascending=False, stable=True)]
+        counts = ak.to_numpy(ak.num(objects, axis=1))
+        n_rows = np.minimum(counts + 1, n_max)
+        row_event = np.repeat(np.arange(len(events)), n_rows)
+        position = np.arange(int(n_rows.sum())) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)  # 0..n_rows-1 per event
+        has_object = position < counts[row_event]
+        context = {k: _flat64(v) for k, v in unit.context_columns(events, None).items()}
+        table = {EVENT_ID: event_ids[row_event], "reconstructed": has_object, f"ctx.{POSITION}": position.astype(np.float64)}
+        table |= {f"ctx.{k}": v[row_event] for k, v in context.items()}
+        padded = ak.pad_none(objects, n_max, axis=1, clip=True)
+        for col in spec.target_columns:
+            dense = ak.to_numpy(ak.fill_none(padded[col], 0))
+            table[f"tgt.{col}"] = dense[row_event, np.minimum(position, n_max - 1)]
+            if col in spec.previous_columns:
+                table[f"ctx.{PREVIOUS}{col}"] = np.where(position > 0, dense[row_event, np.maximum(position - 1, 0)], 0).astype(np.float64)
+        for ref in unit.target_pipeline.references:  # targets relative to the previous object (phi_difference to prev_phi)
+            if f"ctx.{ref}" not in table:
+                raise UnitError(f"unit {unit.name!r}: target reference {ref!r} is not a context column of this multiplicity unit "
+                                f"(use one of {[PREVIOUS + c for c in spec.previous_columns]})")
+            table[f"ref.{ref}"] = table[f"ctx.{ref}"]
+        return table
+
+
+@KINDS.register
+class EventKind(UnitKind):
+    """One fixed vector per event, for the events passing the unit's ``selection``."""
+
+    type = "event"
+
+    def check(self, spec: UnitSpec) -> None:
+        super().check(spec)
+        _refuse(spec, self.type, ("source", "gen_index", "carry", "constants", "efficiency", "multiplicity",
+                                  "output_rules", "output_selection"))
+
+    def draw(self, unit, events, generator, device, batch_size):
+        spec = unit.spec
+        keep = unit.event_mask(events)
+        if keep is not None:
+            events = events[keep]
+        raw = unit.context_columns(events, None)
+        context = unit.context_array(raw)
+        refs = {k: _flat64(v) for k, v in unit.reference_columns(events, None, raw).items()}
+        columns = unit.target_pipeline.inverse(unit.draw(unit.model, context, generator, device, batch_size), refs)
+        if not spec.outputs:
+            return events, {spec.output: ak.zip(columns, depth_limit=1)}
+        available = {k: _flat64(v) for k, v in (raw | unit.event_columns(events)).items()} | columns
+        return events, event_outputs.build_collections(spec.outputs, available, len(events))
+
+    def training_rows(self, unit, events, event_ids, report):
+        spec = unit.spec
+        if not spec.target_features:
+            self._reco(unit, events)
+        keep = unit.event_mask(events)  # the unit's event selection (analysis-specific units)
+        if keep is not None:
+            events, event_ids = events[keep], event_ids[keep]
+        context = unit.context_columns(events, None)
+        targets = {c: flat(v) for c, v in unit.target_values(events).items()}
+        labelled = np.ones(len(events), bool)
+        if spec.target_features:  # derived targets are NaN where no reco object is matched
+            labelled &= np.logical_and.reduce([np.isfinite(np.asarray(v, np.float64)) for v in targets.values()])
+        cut = unit.training_mask(events, context, targets)
+        if cut is not None:
+            labelled &= cut
+        table = {EVENT_ID: event_ids, "reconstructed": labelled}
+        table |= {f"ctx.{k}": _flat64(v) for k, v in context.items()}
+        table |= {f"ref.{k}": _flat64(v) for k, v in unit.reference_columns(events, None, context).items()}
+        table |= {f"tgt.{c}": v for c, v in targets.items()}
+        return table
+
+
+def _first_partner(source_counts: ak.Array, reco_index: ak.Array) -> tuple[np.ndarray, int]:
+    """For every source object, the flat position of the first reco object pointing to it (-1 if none)."""
+    n_source = ak.to_numpy(source_counts)
+    offsets = np.r_[0, np.cumsum(n_source)]
+    index = ak.to_numpy(ak.flatten(reco_index)).astype(np.int64)
+    event = np.repeat(np.arange(len(n_source)), ak.to_numpy(ak.num(reco_index, axis=1)))
+    valid = (index >= 0) & (index < n_source[event])
+    dangling = int(np.sum(index >= n_source[event]))
+    partner = np.full(offsets[-1], -1, np.int64)
+    positions = np.flatnonzero(valid)[::-1]  # assign in reverse so the first (leading) reco object wins
+    partner[offsets[event[positions]] + index[positions]] = positions
+    return partner, dangling

@@ -1,0 +1,265 @@
+"""What a unit is, as its ``unit.toml`` declares it, parsed in one place into a typed, strict model.
+
+Every table at any depth refuses unknown keys, naming the file, the table path and the closest valid
+key (``context[4].abz: unknown key (did you mean 'abs'?)``); cuts are parsed, feature tables, target
+steps and model options are checked against their registries, and the unit kind checks what it needs.
+``flashsim units --schema`` prints the JSON Schema editors use to complete and check unit files.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flashsim import event_outputs, expressions, features
+from flashsim.errors import FlashsimError, UnitError
+from flashsim.kinds import KINDS, UnitKind
+from flashsim.models import check_model_config
+from flashsim.registry import suggest
+from flashsim.transforms import ContextPipeline, TargetPipeline
+
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Multiplicity", "OutputRule", "describe_errors"]
+
+FORMAT_VERSION = 1
+DEFAULT_CONTEXT_STEPS: list[dict[str, Any]] = [{"type": "standardize"}]
+
+
+class _Table(BaseModel):
+    """A table of a unit file: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Table):
+    """The GEN objects an object unit simulates one reco object for."""
+
+    collection: str | None = None
+    selection: str | None = None
+
+    @field_validator("selection")
+    @classmethod
+    def _cut(cls, value: str | None) -> str | None:
+        return value if value is None else expressions.parse(value, "source.selection").expression
+
+
+class Multiplicity(_Table):
+    """How a multiplicity unit draws its variable-length list."""
+
+    max_objects: int = Field(ge=1, le=1000)
+    selection: str | None = None  # which reco objects the unit stands for (training)
+    previous: list[str] = []  # target columns of the previous object that condition the next
+    model: dict[str, Any] | None = None  # the "one more object?" classifier
+
+    @field_validator("selection")
+    @classmethod
+    def _cut(cls, value: str | None) -> str | None:
+        return value if value is None else expressions.parse(value, "multiplicity.selection").expression
+
+
+class OutputRule(_Table):
+    """Set ``columns`` to ``value`` where the cut ``where`` on the drawn columns holds."""
+
+    where: str
+    columns: list[str] = Field(min_length=1)
+    value: float
+
+
+class UnitSpec(_Table):
+    """What a unit is: its rows, conditioning columns, targets and model, as read from unit.toml."""
+
+    name: str = Field(min_length=1)
+    format_version: int
+    type: str
+    description: str = ""
+    output: str = ""  # the collection written (event units with ``outputs``: the first of them)
+    source: Source = Source()
+    context: list[dict[str, Any]] = []
+    targets: list[dict[str, Any]] = Field(min_length=1)
+    carry: dict[str, str] = {}
+    constants: dict[str, int | float] = {}
+    output_selection: str | None = None  # reco-level cut applied after sampling (e.g. NanoAOD's jet pt > 15)
+    output_rules: list[OutputRule] = []
+    gen_index: str | None = None
+    efficiency: dict[str, Any] | None = None
+    model: dict[str, Any]
+    multiplicity: Multiplicity | None = None
+    merge: bool = False
+    sort_by: str | None = "pt"
+    # analysis-specific event units (Chen et al. 2021)
+    selection: str | None = None
+    event_columns: list[dict[str, Any]] = []
+    target_features: list[dict[str, Any]] = []
+    training_selection: str | None = None
+    outputs: list[dict[str, Any]] = []
+    path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("format_version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"format_version {value!r} is not supported by this flashsim (supports {FORMAT_VERSION})")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        KINDS.get(value, "type")
+        return value
+
+    @field_validator("output_selection", "selection", "training_selection")
+    @classmethod
+    def _cut(cls, value: str | None) -> str | None:
+        return value if value is None else expressions.parse(value).expression
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UnitSpec:
+        if self.outputs:
+            event_outputs.check_outputs(self.outputs, "outputs")
+            self.output = self.output or self.outputs[0]["collection"]
+        if not self.output:
+            raise ValueError("missing required key 'output' (or, for event units, 'outputs')")
+        for table in ("context", "event_columns", "target_features"):
+            for i, entry in enumerate(getattr(self, table)):
+                features.feature(entry, f"{table}[{i}]")
+        for i, rule in enumerate(self.output_rules):
+            expressions.parse(rule.where, f"output_rules[{i}].where")
+            unknown = [c for c in rule.columns if c not in self.target_columns]
+            if unknown:
+                raise ValueError(f"output_rules[{i}]: columns {unknown} are not targets of the unit ({self.target_columns})")
+        check_model_config(self.model, "model")
+        self.kind.check(self)
+        for table, build in (("targets", lambda: TargetPipeline(self.targets)), ("context", lambda: ContextPipeline(self.context_steps()))):
+            try:
+                build()
+            except FlashsimError as exc:
+                raise ValueError(f"{table}: {exc}") from None
+        if self.target_features:
+            derived = {n for entry in self.target_features for n in features.feature_names(entry)}
+            missing = [c for c in self.target_columns if c not in derived]
+            if missing:
+                raise ValueError(f"targets {missing} are not produced by target_features (which give {sorted(derived)})")
+        if self.outputs:
+            known = set(self.target_columns) | {n for e in self.context + self.event_columns for n in features.feature_names(e)}
+            unread = sorted(event_outputs.columns_read(self.outputs) - known)
+            if unread:
+                raise ValueError(f"outputs read {unread}, which are neither targets nor context/event columns")
+        return self
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> UnitSpec:
+        """Validate a parsed unit file; a :class:`UnitError` lists every problem with its table path."""
+        try:
+            return cls.model_validate({**data, "path": path})
+        except ValidationError as exc:
+            name = data.get("name", "?") if isinstance(data, Mapping) else "?"
+            raise UnitError(f"unit {name!r} ({path or 'unit spec'}): {describe_errors(exc, cls)}") from None
+
+    @classmethod
+    def load(cls, path: Path) -> UnitSpec:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UnitError(f"cannot read unit spec {path}: {exc}") from exc
+        return cls.from_dict(data, path)
+
+    # ---- derived -----------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> UnitKind:
+        """The unit kind (object, multiplicity, event) that draws and builds training rows."""
+        return KINDS.get(self.type)()
+
+    @property
+    def previous_columns(self) -> list[str]:
+        """Multiplicity units: target columns of the previous object that condition the next one."""
+        return list(self.multiplicity.previous) if self.multiplicity is not None else []
+
+    @property
+    def context_columns(self) -> list[str]:
+        return [n for entry in self.context for n in features.feature_names(entry)] + self.kind.extra_context(self)
+
+    @property
+    def target_columns(self) -> list[str]:
+        return [c for entry in self.targets for c in entry.get("columns", [entry.get("column")])]
+
+    @property
+    def produces(self) -> list[str]:
+        """Collections this unit writes (several for an event unit with ``outputs``)."""
+        return event_outputs.output_collections(self.outputs) if self.outputs else [self.output]
+
+    @property
+    def inputs(self) -> set[str]:
+        """Collections this unit reads."""
+        used = {self.source.collection} if self.source.collection else set()
+        for entry in self.context + self.event_columns:
+            used |= features.collections_used(entry)
+        if self.merge:
+            used.add(self.output)
+        return used
+
+    def context_steps(self) -> list[dict[str, Any]]:
+        """Preprocessing of every context column (default: standardise)."""
+        out = []
+        for entry in self.context:
+            steps = entry.get("steps", DEFAULT_CONTEXT_STEPS)
+            out.extend({"column": n, "steps": steps} for n in features.feature_names(entry))
+        out += [{"column": c, "steps": DEFAULT_CONTEXT_STEPS} for c in self.kind.extra_context(self)]
+        return out
+
+    def digest_fields(self) -> list[Any]:
+        """The parts that decide a training table's rows and columns, as JSON values."""
+        dump = self.model_dump(exclude_unset=True, exclude={"path"})
+        relevant = [self.type, self.output, dump.get("source", {}), self.context, self.targets, self.gen_index, dump.get("multiplicity")]
+        if self.selection or self.event_columns or self.target_features or self.training_selection:
+            relevant += [self.selection, self.event_columns, self.target_features, self.training_selection]
+        return relevant
+
+
+def _table_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model of the table at ``loc`` (to suggest its valid keys), if it is one."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", ()) + (annotation,):
+            inner = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__args__", None) else candidate
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                current = inner
+                break
+        else:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def describe_errors(exc: ValidationError, model: type[BaseModel]) -> str:
+    """Every error of a validation as ``table.path: message``, unknown keys with the closest valid one."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            valid = [k for k in (parent.model_fields if parent else {}) if k != "path"]
+            lines.append(f"{_table_path(loc)}: unknown key {str(loc[-1])!r}{suggest(str(loc[-1]), valid)}")
+        elif error["type"] == "value_error":
+            message = str(error.get("ctx", {}).get("error", error["msg"]))
+            lines.append(f"{_table_path(loc)}: {message}" if loc else message)
+        else:
+            lines.append(f"{_table_path(loc)}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(lines)
