@@ -31,7 +31,7 @@ test: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
 
-# Training and held-out samples for the zoo units (see training/*.toml); about 35 min on 2 cores.
+# Training and held-out samples for the zoo units (see flashsim/recipes/*.toml); about 35 min on 2 cores.
 REFSIM := $(VENV)/bin/flashsim refsim --pileup 35 --workers 2
 TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/refsim/train_dy.root \
 	data/refsim/train_wjets_b.root data/refsim/train_ttbar_b.root

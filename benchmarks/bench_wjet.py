@@ -12,7 +12,7 @@ relative residuals (x - x_gen) / x_gen of flash and reference (noise-floor ratio
 distributions and their 16-84 % half widths); the classifier two-sample AUC on the 9 reco
 features and on (gen, reco) beside the same test between the two reference halves; inference
 speed on CPU (one thread) beside the paper's 100 s per 100k events; the training wall time.
-With ensemble members (``units/<unit>/member_<k>``), their R spread and the bin-by-bin ensemble
+With ensemble members (``flashsim/zoo/<unit>/member_<k>``), their R spread and the bin-by-bin ensemble
 spread are shown too; ``--report`` writes flashsim's HTML validation with the ensemble band.
 """
 

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -19,7 +20,7 @@ console = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")
     return typer.Exit(code=1)
 
 
@@ -76,7 +77,7 @@ def _run_partitioned(run: Callable[..., Any], fileset: Optional[Path], input: li
 
 @app.command()
 def generate(
-    chain: str = typer.Option(..., "--chain", help="comma-separated units: zoo names (units/<name>) or directories"),
+    chain: str = typer.Option(..., "--chain", help="comma-separated units: names ($FLASHSIM_UNITS, then the zoo) or directories"),
     input: list[str] = typer.Option([], "--input", "-i", help="GEN NanoAOD file(s) or glob(s), ROOT or Parquet"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="output file (.root or .parquet)"),
     format: Optional[str] = typer.Option(None, "--format", help="root|parquet (default: from the suffix; root with --output-dir)"),
@@ -135,7 +136,7 @@ def generate(
 
 @app.command()
 def dataset(
-    unit: str = typer.Argument(..., help="unit name (units/<name>) or directory"),
+    unit: str = typer.Argument(..., help="unit name ($FLASHSIM_UNITS, then the zoo) or directory"),
     input: list[str] = typer.Option([], "--input", "-i", help="NanoAOD file(s) or glob(s) with GEN and RECO"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Parquet table to write"),
     max_events: Optional[int] = typer.Option(None, "--max-events"),
@@ -171,7 +172,7 @@ def dataset(
 
 @app.command()
 def train(
-    unit: str = typer.Argument(..., help="unit name: reads training/<unit>.toml unless --recipe is given"),
+    unit: str = typer.Argument(..., help="unit name: reads the packaged recipe <unit>.toml unless --recipe is given"),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="recipe TOML"),
     set_: list[str] = typer.Option([], "--set", help="override any recipe field: section.key=value (repeatable)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
@@ -210,14 +211,17 @@ def train(
 
 @app.command()
 def units() -> None:
-    """List the units of the zoo (units/) and whether they are trained."""
-    from flashsim.unit import UNITS_DIR, UnitSpec
+    """List the units found by name ($FLASHSIM_UNITS directories, then the packaged zoo) and whether they are trained."""
+    from flashsim.unit import UnitSpec
+    from flashsim.zoo import find_units, zoo_dir
 
-    table = Table("unit", "type", "output", "model", "trained", "description")
-    for directory in sorted(p for p in UNITS_DIR.glob("*") if (p / "unit.toml").is_file()):
+    zoo = zoo_dir().resolve()
+    table = Table("unit", "type", "output", "model", "trained", "from", "description")
+    for directory in find_units().values():
         spec = UnitSpec.load(directory / "unit.toml")
         trained = "yes" if (directory / "model.safetensors").is_file() else "no"
-        table.add_row(spec.name, spec.type, spec.output, spec.model.get("type", "?"), trained, spec.description)
+        origin = "zoo" if directory.resolve().parent == zoo else str(directory.parent)
+        table.add_row(spec.name, spec.type, spec.output, spec.model.get("type", "?"), trained, origin, spec.description)
     Console().print(table)
 
 

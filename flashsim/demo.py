@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flashsim.chain import DEFAULT_CHAIN, Chain
 from flashsim.io import NanoAODWriter, read_events
-from flashsim.unit import UNITS_DIR
+from flashsim.zoo import find_units, unit_search_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[1/3] reference simulation: {args.events} {args.process} events at pileup {args.pileup:g} "
           f"in {time.perf_counter() - start:.1f} s -> {reference}")
 
-    trained = [name for name in DEFAULT_CHAIN if (UNITS_DIR / name / "model.safetensors").is_file()]
+    units = find_units()
+    trained = [name for name in DEFAULT_CHAIN if name in units and (units[name] / "model.safetensors").is_file()]
     if not trained:
-        print(f"[2/3] no trained unit in {UNITS_DIR} yet: train one with `flashsim train <unit>`; stopping here")
+        print(f"[2/3] no trained unit in {', '.join(map(str, unit_search_path()))} yet: train one with `flashsim train <unit>`; stopping here")
         return 0
     chain = Chain(trained, device="auto")
     flash = args.out / f"flash_{args.process}.root"

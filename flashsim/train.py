@@ -1,4 +1,4 @@
-"""Per-unit training from a recipe (``training/<unit>.toml``): dataset, split by event, AdamW with
+"""Per-unit training from a recipe (``flashsim/recipes/<unit>.toml``): dataset, split by event, AdamW with
 warm-up + cosine schedule, early stopping, best checkpoint, resume, loss curve and a record.
 
 Recipes may instead ask for plain Adam (``[optimizer] type = "adam"``) and the epoch-wise
@@ -33,11 +33,10 @@ from flashsim.errors import InputError
 from flashsim.io import resolve_inputs
 from flashsim.models import build_model
 from flashsim.transforms import ContextPipeline, TargetPipeline
-from flashsim.unit import Unit, UnitSpec, _seed, resolve_unit_dir
+from flashsim.unit import Unit, UnitSpec, _seed
+from flashsim.zoo import resolve_recipe, resolve_unit_dir
 
-__all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig", "TRAINING_DIR"]
-
-TRAINING_DIR = Path(__file__).resolve().parent.parent / "training"
+__all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig"]
 
 _RECIPE_FIELDS: dict[str, set[str]] = {
     "": {"unit", "output", "ensemble"},
@@ -116,12 +115,8 @@ def _parse_value(text: str) -> Any:
 
 
 def load_recipe(path_or_unit: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
-    """Read ``training/<unit>.toml`` (or a path) and apply ``section.key=value`` overrides; unknown fields are errors."""
-    path = Path(path_or_unit)
-    if not path.is_file():
-        path = TRAINING_DIR / f"{path_or_unit}.toml"
-    if not path.is_file():
-        raise InputError(f"no training recipe {str(path_or_unit)!r} (looked for {path})")
+    """Read ``flashsim/recipes/<unit>.toml`` (or a path) and apply ``section.key=value`` overrides; unknown fields are errors."""
+    path = resolve_recipe(path_or_unit)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -350,7 +345,7 @@ def _plot_losses(histories: Mapping[str, Mapping[str, list[float]]], path: Path)
 
 def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] = print,
                progress: Callable[[dict[str, Any]], None] | None = None) -> Unit:
-    """Train every model of a unit as the recipe says and write the complete ``units/<name>/``.
+    """Train every model of a unit as the recipe says and write the complete unit directory.
 
     With ``ensemble = K`` the unit directory holds member 0 and ``member_<k>/`` (k = 1..K-1) the
     copies trained with seed ``training.seed + k`` on the same split; member 0 is returned.

@@ -1,4 +1,4 @@
-"""Functional units: a declarative spec (``units/<name>/unit.toml``) plus fitted transforms and
+"""Functional units: a declarative spec (``flashsim/zoo/<name>/unit.toml``) plus fitted transforms and
 weights, and the runtime that turns GEN events (and earlier units' reco output) into new columns.
 
 Unit types: ``object`` (one reco object per selected source object, with an optional
@@ -34,10 +34,10 @@ from flashsim.kinds import PREVIOUS, POSITION, flat
 from flashsim.models import load_model, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
 from flashsim.transforms import ContextPipeline, TargetPipeline
+from flashsim.zoo import resolve_unit_dir
 
-__all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "UNITS_DIR", "POSITION", "PREVIOUS", "attach"]
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "POSITION", "PREVIOUS", "attach"]
 
-UNITS_DIR = Path(__file__).resolve().parent.parent / "units"
 RECO_PREFIX = "reco_"  # targets in a training_selection expression
 
 
@@ -208,20 +208,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def resolve_unit_dir(name_or_path: str | Path) -> Path:
-    """A unit directory from a zoo name (``units/<name>``) or a path."""
-    path = Path(name_or_path)
-    if (path / "unit.toml").is_file():
-        return path
-    if path.name == "unit.toml" and path.is_file():
-        return path.parent
-    zoo = UNITS_DIR / str(name_or_path)
-    if (zoo / "unit.toml").is_file():
-        return zoo
-    known = sorted(p.name for p in UNITS_DIR.iterdir() if (p / "unit.toml").is_file()) if UNITS_DIR.is_dir() else []
-    raise UnitError(f"unit {str(name_or_path)!r} not found: neither a directory with unit.toml nor a zoo unit (zoo: {known})")
 
 
 def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", require_trained: bool = True) -> Unit:

@@ -21,7 +21,8 @@ from flashsim.event_outputs import build_collections
 from flashsim.io import read_events, write_events
 from flashsim.models import build_model
 from flashsim.train import FitConfig, fit_model, load_recipe, train_unit
-from flashsim.unit import UNITS_DIR, UnitSpec, load_unit
+from flashsim.unit import UnitSpec, load_unit
+from flashsim.zoo import zoo_dir
 
 MU_RES, JET_RES, MET_RES = 0.02, 0.10, 10.0  # the synthetic detector's resolutions
 
@@ -144,7 +145,7 @@ def trained_regressor(tmp_path_factory: pytest.TempPathFactory, wjet_file: Path)
     root = tmp_path_factory.mktemp("wjet_units")
     unit_dir = root / "wjet_regressor"
     unit_dir.mkdir()
-    shutil.copyfile(UNITS_DIR / "wjet_regressor" / "unit.toml", unit_dir / "unit.toml")
+    shutil.copyfile(zoo_dir() / "wjet_regressor" / "unit.toml", unit_dir / "unit.toml")
     recipe = root / "recipe.toml"
     recipe.write_text(f"""
 unit = "{unit_dir}"
@@ -216,7 +217,7 @@ def test_selection_and_feature_extraction(tmp_path: Path) -> None:
 
 
 def test_spec_errors_are_clear(tmp_path: Path) -> None:
-    text = (UNITS_DIR / "wjet_regressor" / "unit.toml").read_text()
+    text = (zoo_dir() / "wjet_regressor" / "unit.toml").read_text()
     with pytest.raises(UnitError, match=r"outputs read \['mu_pxx'\]"):
         UnitSpec.from_dict(tomllib.loads(text.replace('px = "mu_px"', 'px = "mu_pxx"')))
     with pytest.raises(UnitError, match=r"targets \['met_py'\] are not produced by target_features"):
@@ -232,7 +233,7 @@ def test_spec_errors_are_clear(tmp_path: Path) -> None:
 
 
 def test_output_mapping_builds_nanoaod_collections() -> None:
-    entries = UnitSpec.load(UNITS_DIR / "wjet_regressor" / "unit.toml").outputs
+    entries = UnitSpec.load(zoo_dir() / "wjet_regressor" / "unit.toml").outputs
     rng = np.random.default_rng(0)
     cols = {k: rng.normal(0, 40, 50) for k in ("mu_px", "mu_py", "mu_pz", "jet_px", "jet_py", "jet_pz", "met_px", "met_py")}
     cols |= {"jet_mass": rng.uniform(5, 20, 50), "mu_index": np.arange(50), "mu_pdgId": np.full(50, 13), "jet_index": np.zeros(50)}
@@ -328,7 +329,7 @@ def test_recipe_reads_paper_options() -> None:
 
 
 def test_paper_architecture() -> None:
-    spec = UnitSpec.load(UNITS_DIR / "wjet_regressor" / "unit.toml")
+    spec = UnitSpec.load(zoo_dir() / "wjet_regressor" / "unit.toml")
     model = build_model(spec.model, 9, 9)
     linears = [m for m in model.mean_net if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(9, 9), (9, 100), (100, 100), (100, 100), (100, 100), (100, 9)]

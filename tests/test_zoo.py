@@ -1,22 +1,99 @@
-"""The committed zoo units load with this code and the default chain runs on refsim GEN events."""
+"""The committed zoo units load with this code, are found by name (packaged zoo and ``FLASHSIM_UNITS``)
+and the default chain runs on refsim GEN events."""
 
 from __future__ import annotations
+
+import os
+import shutil
+from importlib.resources import files
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
 import pytest
 
+import flashsim
 from flashsim.chain import DEFAULT_CHAIN, Chain
-from flashsim.unit import UNITS_DIR, UnitSpec, load_unit
+from flashsim.errors import InputError, UnitError
+from flashsim.train import load_recipe
+from flashsim.unit import UnitSpec, load_unit
+from flashsim.zoo import (
+    UNITS_ENV, find_units, recipe_names, recipes_dir, resolve_recipe, resolve_unit_dir, unit_search_path, zoo_dir,
+    zoo_unit_names,
+)
 
-ZOO = sorted(p.name for p in UNITS_DIR.iterdir() if (p / "unit.toml").is_file())
-TRAINED = [name for name in ZOO if (UNITS_DIR / name / "model.safetensors").is_file()]
+ZOO = sorted(p.name for p in zoo_dir().iterdir() if (p / "unit.toml").is_file())
+TRAINED = [name for name in ZOO if (zoo_dir() / name / "model.safetensors").is_file()]
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_every_zoo_spec_is_valid(name: str) -> None:
-    spec = UnitSpec.load(UNITS_DIR / name / "unit.toml")
+    spec = UnitSpec.load(zoo_dir() / name / "unit.toml")
     assert spec.name == name
+
+
+def test_packaged_zoo_and_recipes_resolve_through_importlib_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(UNITS_ENV, raising=False)
+    package = Path(flashsim.__file__).parent
+    assert zoo_dir() == Path(str(files("flashsim") / "zoo")) == package / "zoo"
+    assert recipes_dir() == Path(str(files("flashsim") / "recipes")) == package / "recipes"
+    assert unit_search_path() == [zoo_dir()]
+    assert set(DEFAULT_CHAIN) <= set(ZOO) and zoo_unit_names() == ZOO
+    for name in DEFAULT_CHAIN:
+        assert resolve_unit_dir(name) == zoo_dir() / name
+        assert resolve_recipe(name) == recipes_dir() / f"{name}.toml"
+    assert resolve_unit_dir(zoo_dir() / "muon" / "unit.toml") == zoo_dir() / "muon"
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_packaged_recipe_trains_a_zoo_unit(name: str) -> None:
+    recipe = load_recipe(name)
+    assert recipe.path == recipes_dir() / f"{name}.toml"
+    assert recipe.unit in ZOO
+
+
+def test_user_units_dir_is_searched_before_the_zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = tmp_path / "my units"
+    (user / "met").mkdir(parents=True)  # a user's MET (here untrained) replaces the zoo's
+    shutil.copyfile(zoo_dir() / "met" / "unit.toml", user / "met" / "unit.toml")
+    shutil.copytree(zoo_dir() / "met_genonly", user / "mymet")
+    (user / "mymet" / "unit.toml").write_text((user / "mymet" / "unit.toml").read_text().replace('"met_genonly"', '"mymet"', 1))
+    (user / "not_a_unit").mkdir()
+    monkeypatch.setenv(UNITS_ENV, os.pathsep.join([str(tmp_path / "missing"), "", str(user)]))
+
+    assert unit_search_path() == [tmp_path / "missing", user, zoo_dir()]
+    assert resolve_unit_dir("met") == user / "met"
+    assert resolve_unit_dir("jet") == zoo_dir() / "jet"
+    assert find_units()["met"] == user / "met" and find_units()["mymet"] == user / "mymet"
+    assert zoo_unit_names() == sorted({*ZOO, "mymet"})
+    assert load_unit("mymet").spec.name == "mymet"
+    assert not load_unit("met", require_trained=False).trained  # the user's copy, not the zoo's trained MET
+    with pytest.raises(UnitError, match="no trained weights"):
+        load_unit("met")
+
+    from typer.testing import CliRunner
+
+    from flashsim.cli import app
+
+    listing = CliRunner().invoke(app, ["units"], env={UNITS_ENV: str(user), "COLUMNS": "300"})
+    assert listing.exit_code == 0, listing.output
+    rows = {line.split("│")[1].strip(): line for line in listing.output.splitlines() if line.count("│") > 2}
+    assert "mymet" in rows and "zoo" in rows["jet"] and str(user) in rows["met"]
+
+
+def test_unknown_unit_names_the_search_path_and_suggests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(UNITS_ENV, str(tmp_path))
+    with pytest.raises(UnitError) as info:
+        resolve_unit_dir("muonn")
+    message = str(info.value)
+    assert "'muonn' not found" in message and "did you mean 'muon'?" in message
+    assert str(tmp_path) in message and str(zoo_dir()) in message and UNITS_ENV in message
+    assert all(name in message for name in ZOO)
+    with pytest.raises(UnitError, match="not found") as info:
+        load_unit("xyzzy")
+    assert "did you mean" not in str(info.value)
+    with pytest.raises(InputError, match="did you mean 'jet'"):
+        load_recipe("jett")
 
 
 @pytest.mark.parametrize("name", TRAINED)

@@ -9,7 +9,7 @@ the reco features in the same (transformed) space.
 Architecture as the paper: "a six-layer dense neural network; the first and last layers have
 nine nodes each [the number of features], the intermediate layers 100 nodes; LeakyReLU
 (alpha = 0.05) on all layers but the last" -- i.e. n_in -> n_in -> 100 x 4 -> n_out, which is
-``input_layer = true`` with the default ``hidden = 100, layers = 4`` (units/wjet_regressor). The
+``input_layer = true`` with the default ``hidden = 100, layers = 4`` (flashsim/zoo/wjet_regressor). The
 extra input-wide layer is off by default: with few context features (e.g. one) it is a bottleneck.
 """
 

@@ -1,0 +1,125 @@
+"""Where units and training recipes are found.
+
+The unit zoo (``flashsim/zoo/<name>/unit.toml`` plus weights) and the training recipes
+(``flashsim/recipes/<name>.toml``) are package data: they ship in the wheel and are located with
+:mod:`importlib.resources`, so a plain ``pip install flashsim`` has the same zoo as a checkout.
+
+A unit given by name is looked up on the search path: the directories listed in the environment
+variable ``FLASHSIM_UNITS`` (separated by :data:`os.pathsep`), then the packaged zoo. A user unit
+named like a zoo unit therefore replaces it. A unit given as a directory (or its ``unit.toml``)
+is used as it is.
+"""
+
+from __future__ import annotations
+
+import atexit
+import difflib
+import os
+from contextlib import ExitStack
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flashsim.errors import InputError, UnitError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = [
+    "UNITS_ENV", "zoo_dir", "recipes_dir", "unit_search_path", "zoo_unit_names", "find_units",
+    "resolve_unit_dir", "recipe_names", "resolve_recipe",
+]
+
+UNITS_ENV = "FLASHSIM_UNITS"
+
+_extracted = ExitStack()  # package data that only exists inside an archive, extracted once per process
+atexit.register(_extracted.close)
+
+
+def _as_path(resource: Traversable) -> Path:
+    if isinstance(resource, Path):  # an ordinary installation (wheel or editable): the files are on disk
+        return resource
+    return _extracted.enter_context(as_file(resource))  # a zipped package: a temporary copy
+
+
+def zoo_dir() -> Path:
+    """The packaged unit zoo: one folder per unit."""
+    return _as_path(files("flashsim") / "zoo")
+
+
+def recipes_dir() -> Path:
+    """The packaged training recipes, ``<unit>.toml``."""
+    return _as_path(files("flashsim") / "recipes")
+
+
+def unit_search_path() -> list[Path]:
+    """Where unit names are looked up, in order: the ``FLASHSIM_UNITS`` directories, then the zoo."""
+    user = [Path(entry).expanduser() for entry in os.environ.get(UNITS_ENV, "").split(os.pathsep) if entry.strip()]
+    return [*user, zoo_dir()]
+
+
+def _units_in(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if (p / "unit.toml").is_file())
+
+
+def find_units() -> dict[str, Path]:
+    """Every unit on the search path by name, with the directory a name resolves to (the first one found)."""
+    found: dict[str, Path] = {}
+    for directory in unit_search_path():
+        for unit in _units_in(directory):
+            found.setdefault(unit.name, unit)
+    return dict(sorted(found.items()))
+
+
+def zoo_unit_names() -> list[str]:
+    """The names that resolve to a unit: the ``FLASHSIM_UNITS`` units and the packaged zoo's."""
+    return list(find_units())
+
+
+def _suggestion(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def resolve_unit_dir(name_or_path: str | os.PathLike[str]) -> Path:
+    """A unit directory from a directory (or its ``unit.toml``), else a name on :func:`unit_search_path`."""
+    path = Path(name_or_path)
+    if (path / "unit.toml").is_file():
+        return path
+    if path.name == "unit.toml" and path.is_file():
+        return path.parent
+    search = unit_search_path()
+    for directory in search:
+        candidate = directory / str(name_or_path)
+        if (candidate / "unit.toml").is_file():
+            return candidate
+    known = zoo_unit_names()
+    where = ", ".join(str(d) for d in search)
+    raise UnitError(
+        f"unit {str(name_or_path)!r} not found: not a directory with unit.toml, nor a unit on the search path "
+        f"({UNITS_ENV} directories, then the zoo): {where}; known units: {', '.join(known) or 'none'}"
+        f"{_suggestion(str(name_or_path), known)}"
+    )
+
+
+def recipe_names() -> list[str]:
+    """The packaged training recipes by unit name."""
+    directory = recipes_dir()
+    return sorted(p.stem for p in directory.glob("*.toml")) if directory.is_dir() else []
+
+
+def resolve_recipe(path_or_name: str | os.PathLike[str]) -> Path:
+    """A training recipe from a file path, else the packaged ``recipes/<name>.toml``."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    packaged = recipes_dir() / f"{path_or_name}.toml"
+    if packaged.is_file():
+        return packaged
+    known = recipe_names()
+    raise InputError(
+        f"no training recipe {str(path_or_name)!r}: not a file, nor a recipe in {recipes_dir()}; "
+        f"known recipes: {', '.join(known) or 'none'}{_suggestion(str(path_or_name), known)}"
+    )
