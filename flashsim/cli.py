@@ -213,7 +213,7 @@ def train(
 def units() -> None:
     """List the units found by name ($FLASHSIM_UNITS directories, then the packaged zoo) and whether they are trained."""
     from flashsim.unit import UnitSpec
-    from flashsim.zoo import find_units, zoo_dir
+    from flashsim.locations import find_units, zoo_dir
 
     zoo = zoo_dir().resolve()
     table = Table("unit", "type", "output", "model", "trained", "from", "description")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flashsim.chain import DEFAULT_CHAIN, Chain
 from flashsim.io import NanoAODWriter, read_events
-from flashsim.zoo import find_units, unit_search_path
+from flashsim.locations import find_units, unit_search_path
 
 
 def main(argv: list[str] | None = None) -> int:

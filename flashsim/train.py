@@ -34,7 +34,7 @@ from flashsim.io import resolve_inputs
 from flashsim.models import build_model
 from flashsim.transforms import ContextPipeline, TargetPipeline
 from flashsim.unit import Unit, UnitSpec, _seed
-from flashsim.zoo import resolve_recipe, resolve_unit_dir
+from flashsim.locations import resolve_recipe, resolve_unit_dir
 
 __all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig"]
 

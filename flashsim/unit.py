@@ -34,7 +34,7 @@ from flashsim.kinds import PREVIOUS, POSITION, flat
 from flashsim.models import load_model, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
 from flashsim.transforms import ContextPipeline, TargetPipeline
-from flashsim.zoo import resolve_unit_dir
+from flashsim.locations import resolve_unit_dir
 
 __all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "POSITION", "PREVIOUS", "attach"]
 

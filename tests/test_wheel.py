@@ -48,7 +48,7 @@ def test_wheel_in_a_fresh_venv_runs_the_default_chain(tmp_path: Path) -> None:
 
     work = tmp_path / "work"  # a cwd with no flashsim/ in it
     work.mkdir()
-    where = _run([python, "-c", "import flashsim, flashsim.zoo as z; print(flashsim.__file__); print(z.zoo_dir())"], 300, env=env, cwd=work)
+    where = _run([python, "-c", "import flashsim, flashsim.locations as z; print(flashsim.__file__); print(z.zoo_dir())"], 300, env=env, cwd=work)
     module_file, zoo = (Path(line) for line in where.stdout.split())
     assert module_file.is_relative_to(venv) and zoo.is_relative_to(venv), where.stdout
     assert not module_file.is_relative_to(REPO) and {p.name for p in zoo.iterdir()} >= set(DEFAULT_CHAIN)

@@ -22,7 +22,7 @@ from flashsim.io import read_events, write_events
 from flashsim.models import build_model
 from flashsim.train import FitConfig, fit_model, load_recipe, train_unit
 from flashsim.unit import UnitSpec, load_unit
-from flashsim.zoo import zoo_dir
+from flashsim.locations import zoo_dir
 
 MU_RES, JET_RES, MET_RES = 0.02, 0.10, 10.0  # the synthetic detector's resolutions
 

@@ -17,7 +17,7 @@ from flashsim.chain import DEFAULT_CHAIN, Chain
 from flashsim.errors import InputError, UnitError
 from flashsim.train import load_recipe
 from flashsim.unit import UnitSpec, load_unit
-from flashsim.zoo import (
+from flashsim.locations import (
     UNITS_ENV, find_units, recipe_names, recipes_dir, resolve_recipe, resolve_unit_dir, unit_search_path, zoo_dir,
     zoo_unit_names,
 )

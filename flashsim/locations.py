@@ -13,7 +13,6 @@ is used as it is.
 from __future__ import annotations
 
 import atexit
-import difflib
 import os
 from contextlib import ExitStack
 from importlib.resources import as_file, files
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flashsim.errors import InputError, UnitError
+from flashsim.registry import suggest
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -78,11 +78,6 @@ def zoo_unit_names() -> list[str]:
     return list(find_units())
 
 
-def _suggestion(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def resolve_unit_dir(name_or_path: str | os.PathLike[str]) -> Path:
     """A unit directory from a directory (or its ``unit.toml``), else a name on :func:`unit_search_path`."""
     path = Path(name_or_path)
@@ -100,7 +95,7 @@ def resolve_unit_dir(name_or_path: str | os.PathLike[str]) -> Path:
     raise UnitError(
         f"unit {str(name_or_path)!r} not found: not a directory with unit.toml, nor a unit on the search path "
         f"({UNITS_ENV} directories, then the zoo): {where}; known units: {', '.join(known) or 'none'}"
-        f"{_suggestion(str(name_or_path), known)}"
+        f"{suggest(str(name_or_path), known)}"
     )
 
 
@@ -121,5 +116,5 @@ def resolve_recipe(path_or_name: str | os.PathLike[str]) -> Path:
     known = recipe_names()
     raise InputError(
         f"no training recipe {str(path_or_name)!r}: not a file, nor a recipe in {recipes_dir()}; "
-        f"known recipes: {', '.join(known) or 'none'}{_suggestion(str(path_or_name), known)}"
+        f"known recipes: {', '.join(known) or 'none'}{suggest(str(path_or_name), known)}"
     )
