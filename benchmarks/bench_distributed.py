@@ -31,7 +31,8 @@ def tiny_setup(directory: Path, events: int, files: int) -> tuple[list[str], lis
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from conftest import FAKE_UNIT, JET_UNIT, MET_UNIT, synthetic_events, write_recipe, write_unit
 
-    from flashsim.train import load_recipe, train_unit
+    from flashsim.recipe import load_recipe
+    from flashsim.train import train_unit
 
     train = write_events(synthetic_events(3000, seed=11), directory / "train.root")
     units = []

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from flashsim.train import load_recipe, train_unit
+from flashsim.recipe import load_recipe
+from flashsim.train import train_unit
 
 
 def main() -> None:

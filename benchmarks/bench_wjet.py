@@ -31,7 +31,7 @@ from flashsim.datasets import extract, load_dataset, split_by_event
 from flashsim.event_outputs import build_collections
 from flashsim.io import open_source, read_events
 from flashsim.events import from_branches
-from flashsim.train import load_recipe
+from flashsim.recipe import load_recipe
 from flashsim.unit import Unit, load_unit, resolve_unit_dir
 from flashsim.validate import classifier_two_sample_test, noise_floor_ratio
 from flashsim.validate.metrics import ensemble_band, event_splits
@@ -81,13 +81,13 @@ def test_split_events(unit_name: str) -> ak.Array:
     """The recipe's held-out ``split.test`` events of its training files (the paper's 80/20 split)."""
     recipe = load_recipe(unit_name)
     unit = load_unit(resolve_unit_dir(recipe.unit), require_trained=False)
-    cache = Path(recipe.data["dataset"]) if recipe.data.get("dataset") else None
-    dataset = load_dataset(cache) if cache and cache.is_file() else extract(unit, recipe.data["inputs"], hash_sources=False)
-    validation, test = float(recipe.split.get("validation", 0.2)), float(recipe.split.get("test", 0.0))
+    cache = Path(recipe.data.dataset) if recipe.data.dataset else None
+    dataset = load_dataset(cache) if cache and cache.is_file() else extract(unit, recipe.data.inputs, hash_sources=False)
+    validation, test = recipe.split.validation, recipe.split.test
     if test <= 0:
         raise SystemExit(f"recipe {unit_name} has no [split] test fraction; give --test FILE")
     fractions = [(1 - test) * (1 - validation), (1 - test) * validation, test]
-    held = np.unique(dataset.columns["event_id"][split_by_event(dataset.columns["event_id"], fractions, int(recipe.split.get("seed", 1)))[2]])
+    held = np.unique(dataset.columns["event_id"][split_by_event(dataset.columns["event_id"], fractions, recipe.split.seed)[2]])
     paths = [Path(s["path"]) for s in dataset.report.sources]
     parts = []
     for file_index, path in enumerate(paths):

@@ -183,7 +183,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
 ) -> None:
     """Train a unit (flow, efficiency and multiplicity models) from its recipe."""
-    from flashsim.train import load_recipe, train_unit
+    from flashsim.recipe import load_recipe
+    from flashsim.train import train_unit
 
     overrides = list(set_)
     overrides += [f"training.epochs={epochs}"] if epochs is not None else []

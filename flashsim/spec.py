@@ -107,7 +107,7 @@ class UnitSpec(_Table):
     @field_validator("type")
     @classmethod
     def _kind(cls, value: str) -> str:
-        KINDS.get(value, "type")
+        KINDS.get(value)
         return value
 
     @field_validator("output_selection", "selection", "training_selection")
@@ -257,6 +257,8 @@ def describe_errors(exc: ValidationError, model: type[BaseModel]) -> str:
             parent = _model_at(model, loc[:-1])
             valid = [k for k in (parent.model_fields if parent else {}) if k != "path"]
             lines.append(f"{_table_path(loc)}: unknown key {str(loc[-1])!r}{suggest(str(loc[-1]), valid)}")
+        elif error["type"] == "missing":
+            lines.append(f"{_table_path(loc)}: missing required key")
         elif error["type"] == "value_error":
             message = str(error.get("ctx", {}).get("error", error["msg"]))
             lines.append(f"{_table_path(loc)}: {message}" if loc else message)

@@ -1,25 +1,20 @@
 """Per-unit training from a recipe (``flashsim/recipes/<unit>.toml``): dataset, split by event, AdamW with
 warm-up + cosine schedule, early stopping, best checkpoint, resume, loss curve and a record.
 
-Recipes may instead ask for plain Adam (``[optimizer] type = "adam"``) and the epoch-wise
-``lr / (1 + epoch)`` decay of Chen et al. (``[schedule] type = "inverse_epoch"``), hold out a test
-fraction of the events (``[split] test = 0.2``) and train an ensemble of K copies with seeds
-``seed + k`` (``ensemble = K``: member 0 in the unit directory, the others in ``member_<k>/``).
+An ensemble (``ensemble = K``) puts member 0 in the unit directory and the others in ``member_<k>/``.
+Recipes are read by :mod:`flashsim.recipe`; optimizers and schedules come from :mod:`flashsim.optim`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os
 import platform
 import shutil
 import time
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,122 +26,14 @@ from flashsim.chain import resolve_device
 from flashsim.datasets import Dataset, extract, load_dataset, spec_digest, split_by_event
 from flashsim.errors import InputError
 from flashsim.io import resolve_inputs
-from flashsim.models import build_model
+from flashsim.locations import resolve_unit_dir
+from flashsim.models import build_model, check_model_config
+from flashsim.optim import OPTIMIZERS, SCHEDULES
+from flashsim.recipe import FitConfig, Recipe
 from flashsim.transforms import ContextPipeline, TargetPipeline
 from flashsim.unit import Unit, UnitSpec, _seed
-from flashsim.locations import resolve_recipe, resolve_unit_dir
 
-__all__ = ["Recipe", "load_recipe", "train_unit", "fit_model", "FitConfig"]
-
-_RECIPE_FIELDS: dict[str, set[str]] = {
-    "": {"unit", "output", "ensemble"},
-    "data": {"inputs", "dataset", "max_events", "step_size"},
-    "split": {"validation", "test", "seed"},
-    "model": set(),  # passed to the model type, which checks its own keys
-    "optimizer": {"type", "lr", "weight_decay"},
-    "schedule": {"type", "warmup_epochs", "min_lr_factor"},
-    "training": {"epochs", "batch_size", "patience", "seed", "device", "amp", "max_rows", "num_threads"},
-    "efficiency": {"epochs", "batch_size", "lr", "patience", "hidden", "layers"},
-}
-
-
-@dataclass
-class FitConfig:
-    """Optimisation settings of one model fit."""
-
-    epochs: int = 50
-    batch_size: int = 4096
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_factor: float = 0.01
-    patience: int = 8
-    seed: int = 1
-    amp: bool = False
-    optimizer: str = "adamw"  # adamw | adam
-    schedule: str = "warmup_cosine"  # warmup_cosine | inverse_epoch (lr / (1 + epoch)) | constant
-
-
-OPTIMIZERS = ("adamw", "adam")
-SCHEDULES = ("warmup_cosine", "inverse_epoch", "constant")
-
-
-@dataclass
-class Recipe:
-    """A training recipe: which unit, which data, how to split and fit (every field overridable)."""
-
-    unit: str
-    data: dict[str, Any]
-    output: str | None = None
-    ensemble: int = 1
-    split: dict[str, Any] = field(default_factory=lambda: {"validation": 0.2, "seed": 1})
-    model: dict[str, Any] = field(default_factory=dict)
-    optimizer: dict[str, Any] = field(default_factory=dict)
-    schedule: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    efficiency: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    def fit_config(self, section: str = "training") -> FitConfig:
-        t = self.training
-        cfg = FitConfig(
-            epochs=int(t.get("epochs", 50)), batch_size=int(t.get("batch_size", 4096)),
-            lr=float(self.optimizer.get("lr", 1e-3)), weight_decay=float(self.optimizer.get("weight_decay", 1e-4)),
-            warmup_epochs=float(self.schedule.get("warmup_epochs", 1.0)),
-            min_lr_factor=float(self.schedule.get("min_lr_factor", 0.01)),
-            patience=int(t.get("patience", 8)), seed=int(t.get("seed", 1)), amp=bool(t.get("amp", False)),
-            optimizer=str(self.optimizer.get("type", "adamw")), schedule=str(self.schedule.get("type", "warmup_cosine")),
-        )
-        if section == "efficiency":
-            e = self.efficiency
-            cfg.epochs = int(e.get("epochs", max(5, cfg.epochs // 2)))
-            cfg.batch_size = int(e.get("batch_size", cfg.batch_size))
-            cfg.lr = float(e.get("lr", cfg.lr))
-            cfg.patience = int(e.get("patience", cfg.patience))
-            cfg.amp = False
-        return cfg
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def load_recipe(path_or_unit: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
-    """Read ``flashsim/recipes/<unit>.toml`` (or a path) and apply ``section.key=value`` overrides; unknown fields are errors."""
-    path = resolve_recipe(path_or_unit)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"recipe {path}: {exc}") from exc
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"override {item!r} must look like section.key=value")
-        section, _, name = key.rpartition(".")
-        target = data.setdefault(section, {}) if section else data
-        target[name] = _parse_value(value)
-    for section, content in data.items():
-        if isinstance(content, dict):
-            if section not in _RECIPE_FIELDS:
-                raise InputError(f"recipe {path}: unknown section [{section}] (known: {sorted(s for s in _RECIPE_FIELDS if s)})")
-            unknown = set(content) - _RECIPE_FIELDS[section] if _RECIPE_FIELDS[section] or section != "model" else set()
-            if unknown:
-                raise InputError(f"recipe {path}: unknown field(s) {sorted(unknown)} in [{section}] (known: {sorted(_RECIPE_FIELDS[section])})")
-        elif section not in _RECIPE_FIELDS[""]:
-            raise InputError(f"recipe {path}: unknown field {section!r} (known: {sorted(_RECIPE_FIELDS[''])} and sections)")
-    if "unit" not in data or "data" not in data:
-        raise InputError(f"recipe {path}: needs 'unit' and a [data] section")
-    if str(data.get("optimizer", {}).get("type", "adamw")) not in OPTIMIZERS:
-        raise InputError(f"recipe {path}: [optimizer] type must be one of {list(OPTIMIZERS)}")
-    if str(data.get("schedule", {}).get("type", "warmup_cosine")) not in SCHEDULES:
-        raise InputError(f"recipe {path}: [schedule] type must be one of {list(SCHEDULES)}")
-    if not (isinstance(data.get("ensemble", 1), int) and data.get("ensemble", 1) >= 1):
-        raise InputError(f"recipe {path}: ensemble must be a positive integer")
-    return Recipe(path=path, **data)
-
+__all__ = ["train_unit", "fit_model"]
 
 # ---- the generic fit loop ---------------------------------------------------------------------
 
@@ -174,19 +61,6 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def _lr_factor(step: int, total: int, warmup: int, floor: float, schedule: str = "warmup_cosine",
-               steps_per_epoch: int = 1) -> float:
-    """Learning-rate multiplier at a global step."""
-    if schedule == "inverse_epoch":
-        return 1.0 / (1 + step // max(1, steps_per_epoch))
-    if schedule == "constant":
-        return 1.0
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def fit_model(
     model: nn.Module,
     make_train: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
@@ -207,14 +81,8 @@ def fit_model(
     wrapped: nn.Module = _LossModule(model)
     if world > 1:
         wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (known: {list(OPTIMIZERS)})")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {cfg.schedule!r} (known: {list(SCHEDULES)})")
+    optimizer = OPTIMIZERS.get(cfg.optimizer, "optimizer").build(model.parameters(), cfg.lr, cfg.weight_decay)
+    schedule = SCHEDULES.get(cfg.schedule, "schedule")
     history: dict[str, list[float]] = {"train": [], "val": [], "lr": [], "samples_per_s": [], "data_wait_s": []}
     state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "best_state": copy.deepcopy(model.state_dict())}
     if resume and checkpoint is not None and checkpoint.is_file():
@@ -248,8 +116,8 @@ def fit_model(
             yb, xb = train_y[idx], train_x[idx]
             wait += time.perf_counter() - t0
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total, warmup, cfg.min_lr_factor,
-                                                  cfg.schedule, steps_per_epoch)
+                group["lr"] = cfg.lr * schedule.factor(epoch * steps_per_epoch + step, total, warmup, cfg.min_lr_factor,
+                                                       steps_per_epoch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = wrapped(yb, xb)
             if not torch.isfinite(loss):
@@ -294,18 +162,18 @@ def fit_model(
 def _dataset_for(recipe: Recipe, unit: Unit, log: Callable[[str], None]) -> Dataset:
     """The unit's training table: the cached Parquet when it was built from the same files, else extracted anew."""
     data = recipe.data
-    cache = Path(data["dataset"]) if data.get("dataset") else None
-    if not data.get("inputs"):
+    cache = Path(data.dataset) if data.dataset else None
+    if not data.inputs:
         if cache is not None and cache.is_file():
             return load_dataset(cache)
         raise InputError(f"recipe {recipe.path}: [data] needs 'inputs' (NanoAOD files/globs) or an existing 'dataset'")
     if cache is not None and cache.is_file():
         cached = load_dataset(cache)
-        wanted = [(str(p), p.stat().st_size) for p in resolve_inputs(data["inputs"])]
+        wanted = [(str(p), p.stat().st_size) for p in resolve_inputs(data.inputs)]
         if [(s["path"], s["bytes"]) for s in cached.report.sources] == wanted and cached.report.spec_digest == spec_digest(unit):
             log(f"dataset: cached {cache} ({cached.report.summary()})")
             return cached
-    dataset = extract(unit, data["inputs"], step_size=int(data.get("step_size", 100_000)), max_events=data.get("max_events"))
+    dataset = extract(unit, data.inputs, step_size=data.step_size, max_events=data.max_events)
     log(f"dataset: {dataset.report.summary()}")
     if cache is not None:
         dataset.save(cache)
@@ -352,12 +220,12 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     """
     if recipe.ensemble > 1:
         base = Path(recipe.output) if recipe.output else resolve_unit_dir(recipe.unit)
-        seed = int(recipe.training.get("seed", 1))
-        first = train_unit(dataclasses.replace(recipe, ensemble=1), resume, log, progress)
+        seed = recipe.training.seed
+        first = train_unit(recipe.model_copy(update={"ensemble": 1}), resume, log, progress)
         for k in range(1, recipe.ensemble):
             log(f"ensemble member {k}/{recipe.ensemble - 1}: seed {seed + k}")
-            member = dataclasses.replace(recipe, ensemble=1, output=str(base / f"member_{k}"),
-                                  training={**recipe.training, "seed": seed + k}, unit=str(base))
+            member = recipe.model_copy(update={"ensemble": 1, "output": str(base / f"member_{k}"), "unit": str(base),
+                                               "training": recipe.training.model_copy(update={"seed": seed + k})})
             train_unit(member, resume, log, progress)
         return first
     started = time.time()
@@ -370,23 +238,24 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     spec_unit = Unit(UnitSpec.load(out_dir / "unit.toml"))
     spec = spec_unit.spec
     model_config = {**spec.model, **recipe.model}
-    device = resolve_device(recipe.training.get("device", "auto"))
+    check_model_config(model_config, f"recipe {recipe.path}: [model] over unit {spec.name!r}'s model")
+    device = resolve_device(recipe.training.device)
     if device.type == "cuda" and _distributed()[1] > 1:  # torchrun: one GPU per process
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if recipe.training.get("num_threads"):
-        torch.set_num_threads(int(recipe.training["num_threads"]))
+    if recipe.training.num_threads:
+        torch.set_num_threads(recipe.training.num_threads)
     dataset = _dataset_for(recipe, spec_unit, log)
-    max_rows = recipe.training.get("max_rows")
-    if max_rows and len(dataset) > int(max_rows):  # a random subset of whole events, about max_rows rows
-        fraction = int(max_rows) / len(dataset)
-        dataset = dataset.subset(split_by_event(dataset.columns["event_id"], [fraction, 1 - fraction], int(recipe.split.get("seed", 1)) + 1)[0])
-    validation, test = float(recipe.split.get("validation", 0.2)), float(recipe.split.get("test", 0.0))
+    max_rows = recipe.training.max_rows
+    if max_rows and len(dataset) > max_rows:  # a random subset of whole events, about max_rows rows
+        fraction = max_rows / len(dataset)
+        dataset = dataset.subset(split_by_event(dataset.columns["event_id"], [fraction, 1 - fraction], recipe.split.seed + 1)[0])
+    validation, test = recipe.split.validation, recipe.split.test
     if test > 0:  # a held-out test fraction; validation is then a fraction of the rest (learning sample)
         fractions = [(1 - test) * (1 - validation), (1 - test) * validation, test]
     else:
         fractions = [1 - validation, validation]
-    train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, int(recipe.split.get("seed", 1)))[:2]
+    train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, recipe.split.seed)[:2]
     labelled = dataset.columns["reconstructed"].astype(bool)
     ctx, refs, tgts = dataset.group("ctx"), dataset.group("ref"), dataset.group("tgt")
     missing = [c for c in spec.context_columns if c not in ctx]
@@ -429,7 +298,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         name = spec.kind.classifier
         assert name is not None
         config = {"type": "efficiency", **classifier_config,
-                  **{k: recipe.efficiency[k] for k in ("hidden", "layers") if k in recipe.efficiency}, "name": spec.name}
+                  **recipe.efficiency.model_dump(include={"hidden", "layers"}, exclude_none=True), "name": spec.name}
         torch.manual_seed(_seed(cfg.seed, "init", name))
         classifier = build_model(config, 1, context.shape[1])
         label = torch.as_tensor(labelled.astype(np.float32))
@@ -448,7 +317,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     model.to("cpu")
     unit = Unit(spec, context_pipeline, target_pipeline, model, efficiency, multiplicity)
     record |= {
-        "unit": spec.name, "recipe": str(recipe.path), "recipe_content": {k: v for k, v in recipe.__dict__.items() if k != "path"},
+        "unit": spec.name, "recipe": str(recipe.path), "recipe_content": recipe.model_dump(mode="json"),
         "dataset": dataset.report.__dict__, "rows": {"train": int(train_mask.sum()), "validation": int(val_mask.sum())},
         "versions": _versions(), "device": str(device), "world_size": _distributed()[1], "wall_time_s": round(time.time() - started, 1),
     }

@@ -153,7 +153,8 @@ def synthetic_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_units(tmp_path_factory: pytest.TempPathFactory, synthetic_file: Path) -> dict[str, Path]:
     """A tiny jet unit and a MET unit conditioned on the jets' mismeasurement, trained for a few epochs."""
-    from flashsim.train import load_recipe, train_unit
+    from flashsim.recipe import load_recipe
+    from flashsim.train import train_unit
 
     root = tmp_path_factory.mktemp("units")
     out = {}

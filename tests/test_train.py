@@ -14,7 +14,8 @@ from conftest import JET_UNIT, synthetic_events, write_recipe, write_unit
 from flashsim.datasets import extract, load_dataset
 from flashsim.errors import InputError
 from flashsim.io.schema import nanoaod_types
-from flashsim.train import load_recipe, train_unit
+from flashsim.recipe import load_recipe
+from flashsim.train import train_unit
 from flashsim.unit import load_unit
 
 
@@ -140,10 +141,10 @@ def test_extraction_from_real_cms_schema(tmp_path: Path) -> None:
 def test_recipe_errors_before_training(tmp_path: Path, synthetic_file: Path) -> None:
     unit_dir = write_unit(tmp_path / "u", JET_UNIT)
     recipe = write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), extra="lrate = 3")
-    with pytest.raises(InputError, match=r"unknown field\(s\) \['lrate'\] in \[efficiency\]"):
+    with pytest.raises(InputError, match=r"efficiency\.lrate: unknown key 'lrate'"):
         load_recipe(recipe)
     good = write_recipe(tmp_path / "g.toml", unit_dir, str(synthetic_file))
-    with pytest.raises(InputError, match=r"unknown section \[optimiser\]"):
+    with pytest.raises(InputError, match=r"optimiser: unknown key 'optimiser' \(did you mean 'optimizer'\?\)"):
         load_recipe(good, ["optimiser.lr=0.1"])
     bad_unit = write_unit(tmp_path / "bad", JET_UNIT.replace('{ field = "eta" },', '{ field = "etaa" },'))
     with pytest.raises(InputError, match=r"unit 'tinyjet'.*field 'etaa' not in collection"):

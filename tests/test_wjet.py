@@ -20,7 +20,8 @@ from flashsim.errors import InputError, UnitError
 from flashsim.event_outputs import build_collections
 from flashsim.io import read_events, write_events
 from flashsim.models import build_model
-from flashsim.train import FitConfig, fit_model, load_recipe, train_unit
+from flashsim.recipe import FitConfig, load_recipe
+from flashsim.train import fit_model, train_unit
 from flashsim.unit import UnitSpec, load_unit
 from flashsim.locations import zoo_dir
 
@@ -321,10 +322,10 @@ def test_recipe_reads_paper_options() -> None:
     recipe = load_recipe("wjet_regressor")
     cfg = recipe.fit_config()
     assert (cfg.optimizer, cfg.schedule, cfg.batch_size, cfg.lr) == ("adam", "inverse_epoch", 128, 1e-3)
-    assert recipe.ensemble >= 1 and recipe.split["test"] == 0.2 and recipe.split["validation"] == 0.3
-    with pytest.raises(InputError, match=r"\[schedule\] type must be one of"):
+    assert recipe.ensemble >= 1 and recipe.split.test == 0.2 and recipe.split.validation == 0.3
+    with pytest.raises(InputError, match=r"schedule\.type: unknown schedule 'cosine'"):
         load_recipe("wjet_regressor", ["schedule.type='cosine'"])
-    with pytest.raises(InputError, match=r"\[optimizer\] type must be one of"):
+    with pytest.raises(InputError, match=r"optimizer\.type: unknown optimizer 'sgd'"):
         load_recipe("wjet_regressor", ["optimizer.type='sgd'"])
 
 

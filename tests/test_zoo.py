@@ -15,7 +15,7 @@ import pytest
 import flashsim
 from flashsim.chain import DEFAULT_CHAIN, Chain
 from flashsim.errors import InputError, UnitError
-from flashsim.train import load_recipe
+from flashsim.recipe import load_recipe
 from flashsim.unit import UnitSpec, load_unit
 from flashsim.locations import (
     UNITS_ENV, find_units, recipe_names, recipes_dir, resolve_recipe, resolve_unit_dir, unit_search_path, zoo_dir,
