@@ -28,6 +28,7 @@ import numpy as np
 import vector
 
 from flashsim.errors import UnitError
+from flashsim.registry import suggest
 
 __all__ = ["check_outputs", "output_collections", "columns_read", "build_collections"]
 
@@ -45,7 +46,8 @@ def check_outputs(entries: Sequence[Mapping[str, Any]], where: str) -> None:
             raise UnitError(f"{where}: every outputs entry needs a collection, got {entry!r}")
         unknown = set(entry) - _KEYS
         if unknown:
-            raise UnitError(f"{where}: outputs entry {entry['collection']!r}: unknown keys {sorted(unknown)} (known: {sorted(_KEYS)})")
+            key = sorted(unknown)[0]
+            raise UnitError(f"{where}: outputs entry {entry['collection']!r}: unknown key {key!r}{suggest(key, _KEYS)} (known: {sorted(_KEYS)})")
         if entry["collection"] in seen:
             raise UnitError(f"{where}: collection {entry['collection']!r} appears twice in outputs")
         seen.add(entry["collection"])

@@ -515,13 +515,13 @@ def test_domain_errors_name_column_and_value(cfg, data, refs, match):
         ([{"column": "pt", "steps": [{"type": "ratio"}]}], r"'pt'.*needs a 'reference'"),
         ([{"column": "pt", "steps": [{"type": "log", "reference": "pt"}]}], r"'pt'.*takes no 'reference'"),
         ([{"column": "pt"}, {"column": "pt"}], r"'pt' appears twice"),
-        ([{"column": "pt", "colums": 1}], r"unknown keys \['colums'\]"),
+        ([{"column": "pt", "colums": 1}], r"unknown key 'colums' \(did you mean 'columns'\?\)"),
         ([{"columns": ["a", "b"], "steps": [{"type": "log"}]}], r"must start with a multi-column step"),
         ([{"column": "a", "steps": [{"type": "stick_breaking"}]}], r"\['a'\].*'stick_breaking' must be the first step of a 'columns"),
         ([{"column": "j", "steps": [{"type": "categorical", "values": [1, 1]}]}], r"'j'.*duplicate"),
         ([{"column": "b", "steps": [{"type": "spike", "values": [0.0], "side": "left"}]}], r"'b'.*side"),
         ({"column": "pt"}, r"must be a list"),
-        ([{"columns": ["a", "b"], "steps": [{"type": "stick_breaking", "tol": 1}]}], r"unknown options \['tol'\]"),
+        ([{"columns": ["a", "b"], "steps": [{"type": "stick_breaking", "tol": 1}]}], r"unknown option 'tol' for step 'stick_breaking'"),
     ],
 )
 def test_config_errors(cfg, match):

@@ -46,16 +46,17 @@ class Transform:
     def __init__(self, column: str = "?", reference: str | None = None, **params: Any):
         self.column = column
         self.reference = reference
+        known = set(self.params) | ({"reference"} if self.uses_reference else set())
+        for key in params:
+            if key not in self.params:
+                raise TransformError(
+                    f"column {column!r}: unknown option {key!r}{suggest(key, known)} for step {self.type!r} "
+                    f"(known: {sorted(known)})"
+                )
         if self.uses_reference and reference is None:
             raise TransformError(f"column {column!r}: step {self.type!r} needs a 'reference' column")
         if not self.uses_reference and reference is not None:
             raise TransformError(f"column {column!r}: step {self.type!r} takes no 'reference'")
-        for key in params:
-            if key not in self.params:
-                raise TransformError(
-                    f"column {column!r}: unknown option {key!r}{suggest(key, self.params)} for step {self.type!r} "
-                    f"(known: {sorted(self.params)})"
-                )
         for key, default in self.params.items():
             if key not in params and default is _REQUIRED:
                 raise TransformError(f"column {column!r}: step {self.type!r} needs option {key!r}")
@@ -197,11 +198,14 @@ class MultiColumnTransform:
     """A step that maps k columns jointly to model features (first step of a ``columns`` group)."""
 
     type: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()  # the options its constructor takes
 
     def __init__(self, columns: Sequence[str], **params: Any):
         self.columns = list(columns)
         if params:
-            raise TransformError(f"columns {self.columns}: unknown options {sorted(params)} for step {self.type!r}")
+            key = sorted(params)[0]
+            raise TransformError(f"columns {self.columns}: unknown option {key!r}{suggest(key, self.options)} for step {self.type!r} "
+                                 f"(known: {sorted(self.options)})")
 
     @property
     def references(self) -> list[str]:

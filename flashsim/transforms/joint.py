@@ -25,6 +25,7 @@ class StickBreaking(MultiColumnTransform):
     """
 
     type = "stick_breaking"
+    options = ("tolerance",)
 
     def __init__(self, columns: Sequence[str], tolerance: float = 1e-3, **params: Any):
         super().__init__(columns, **params)
@@ -83,6 +84,7 @@ class PolarResidual(MultiColumnTransform):
     """
 
     type = "polar_residual"
+    options = ("reference",)
 
     def __init__(self, columns: Sequence[str], reference: Sequence[str] | None = None, **params: Any):
         super().__init__(columns, **params)
@@ -125,6 +127,7 @@ class FlavourScores(MultiColumnTransform):
     """
 
     type = "flavour_scores"
+    options = ("default", "tolerance")
 
     def __init__(self, columns: Sequence[str], default: float = -1.0, tolerance: float = 0.01, **params: Any):
         super().__init__(columns, **params)
@@ -177,6 +180,7 @@ class HypotRatio(MultiColumnTransform):
     """
 
     type = "hypot_ratio"
+    options = ("tolerance",)
 
     def __init__(self, columns: Sequence[str], tolerance: float = 1e-4, **params: Any):
         super().__init__(columns, **params)

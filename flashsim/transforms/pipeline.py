@@ -8,9 +8,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flashsim.errors import TransformError
+from flashsim.registry import suggest
 from flashsim.transforms.base import MULTI_TRANSFORMS, TRANSFORMS, MultiColumnTransform, Transform, _as_float, _first_bad, _jsonable, transform_from_config
 
 __all__ = ["TargetPipeline", "ContextPipeline"]
+
+_ENTRY_KEYS = {"column", "columns", "steps"}
 
 
 class _Group:
@@ -19,9 +22,10 @@ class _Group:
     def __init__(self, cfg: Mapping[str, Any], index: int):
         if not isinstance(cfg, Mapping):
             raise TransformError(f"pipeline entry {index}: expected a table/dict, got {cfg!r}")
-        unknown = set(cfg) - {"column", "columns", "steps"}
+        unknown = set(cfg) - _ENTRY_KEYS
         if unknown:
-            raise TransformError(f"pipeline entry {index}: unknown keys {sorted(unknown)} (use column/columns/steps)")
+            key = sorted(unknown)[0]
+            raise TransformError(f"entry [{index}]: unknown key {key!r}{suggest(key, _ENTRY_KEYS)} (valid: {sorted(_ENTRY_KEYS)})")
         if ("column" in cfg) == ("columns" in cfg):
             raise TransformError(f"pipeline entry {index}: give exactly one of 'column' or 'columns'")
         steps = list(cfg.get("steps", []))
