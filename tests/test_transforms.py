@@ -543,9 +543,34 @@ def test_pipeline_guards():
         q.inverse(np.array([[1000.0]]))
 
 
-def test_every_transform_is_tested_and_serialisable():
-    assert set(TRANSFORMS) == {"log", "log1p", "logit", "standardize", "ratio", "log_ratio", "difference",
-                               "phi_difference", "dequantize", "categorical", "spike", "clamp", "asinh", "score"}
+_RNG = np.random.default_rng(5)
+_POSITIVE = _RNG.uniform(0.5, 50.0, 200)
+_UNIT = _RNG.uniform(0.01, 0.99, 200)
+# one example per registered step: (options, column, reference, inverse tolerance); a new step needs one here
+EXAMPLES = {
+    "log": ({}, _POSITIVE, None, 1e-9),
+    "log1p": ({}, _POSITIVE - 0.4, None, 1e-9),
+    "asinh": ({"scale": 2.0, "offset": -1.0}, _POSITIVE - 25, None, 1e-9),
+    "logit": ({"lo": 0.0, "hi": 1.0}, _UNIT, None, 1e-9),
+    "standardize": ({}, _POSITIVE, None, 1e-9),
+    "clamp": ({}, _POSITIVE, None, 0.0),
+    "ratio": ({"reference": "g"}, _POSITIVE, _POSITIVE[::-1], 1e-9),
+    "log_ratio": ({"offset": -0.1, "reference": "g"}, _POSITIVE, _POSITIVE[::-1], 1e-9),
+    "difference": ({"reference": "g"}, _POSITIVE, _POSITIVE[::-1], 1e-9),
+    "phi_difference": ({"reference": "g"}, _UNIT * 6 - 3, _UNIT[::-1] * 6 - 3, 1e-9),
+    "dequantize": ({}, np.floor(_POSITIVE), None, 0.0),
+    "categorical": ({"values": [0, 2, 6]}, _RNG.choice([0.0, 2.0, 6.0], 200), None, 0.0),
+    "spike": ({"values": [0.0]}, np.where(_UNIT < 0.3, 0.0, _UNIT), None, 1e-9),
+    "score": ({"default": -1.0, "spikes": [0, 1], "quantile": 0.0}, np.where(_UNIT < 0.2, -1.0, _UNIT), None, 1e-9),
+}
+
+
+@pytest.mark.parametrize("name", TRANSFORMS.names())
+def test_every_registered_transform_roundtrips_and_serialises(name):
+    assert set(EXAMPLES) == set(TRANSFORMS.names()), "every registered step has an example here"
+    options, x, ref, tol = EXAMPLES[name]
+    roundtrip({"type": name, **options}, x, ref, atol=tol, rtol=tol)
+    assert TRANSFORMS.get(name).__doc__, "a registered step says what it does"
 
 
 @SETTINGS
