@@ -1,4 +1,9 @@
-"""Exceptions raised by flashsim; each message names the file, branch, unit or value at fault."""
+"""Exceptions raised by flashsim; each message names the file, branch, unit, key or value at fault.
+
+Every error a user can cause (a bad file, unit, setting or output path) derives from
+:class:`FlashsimError`: the ``flashsim`` command prints its message on one line and exits 1, and a
+distributed run fails the partition at once instead of retrying it. Anything else is a bug.
+"""
 
 
 class FlashsimError(Exception):
@@ -15,3 +20,11 @@ class UnitError(FlashsimError, ValueError):
 
 class ChainError(FlashsimError, ValueError):
     """A chain cannot be resolved (cycle, or a column nobody provides)."""
+
+
+class ConfigError(FlashsimError, ValueError):
+    """A setting or configuration file (option value, thresholds, detector card) is invalid."""
+
+
+class OutputError(FlashsimError, OSError):
+    """An output cannot be written: unwritable directory, a directory in the way, or the path of an input."""
