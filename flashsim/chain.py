@@ -11,8 +11,9 @@ import awkward as ak
 import numpy as np
 import torch
 
-from flashsim.errors import ChainError
-from flashsim.io import NanoAODWriter, iterate_events
+from flashsim.errors import ChainError, ConfigError, InputError, OutputError
+from flashsim.events import collection_of
+from flashsim.io import NanoAODWriter, iterate_events, open_source, resolve_inputs
 from flashsim.unit import Unit, _seed, load_unit
 
 __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
@@ -23,10 +24,18 @@ GEN_PREFIXES = ("Gen", "LHE", "Pileup", "genWeight", "PSWeight", "HTXS", "FlashS
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+    """``auto`` -> CUDA when available, else CPU; a device this machine lacks is a :class:`ConfigError`."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {str(device)!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: torch sees no CUDA GPU on this machine (use --device cpu or auto)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return resolved
 
 
 class Chain:
@@ -92,12 +101,30 @@ class Chain:
         """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written."""
         if oversample < 1:
             raise ChainError(f"oversample must be >= 1, got {oversample}")
+        files = resolve_inputs(inputs)
+        target = os.path.realpath(output)
+        for path in files:  # before writing anything: each input has what the chain needs, none is the output
+            if os.path.realpath(path) == target:
+                raise OutputError(f"{output}: the output is also an input; writing it would replace the input")
+            try:
+                self.check({collection_of(k) for k in open_source(path).keys})
+            except ChainError as exc:
+                raise InputError(f"{path}: {exc}") from exc
+        index = 0  # chunk number over all files: each chunk's seed
         with NanoAODWriter(output, format) as writer:
-            for index, chunk in enumerate(iterate_events(inputs, step_size=step_size)):
-                writer.write(self.process(chunk, seed=_seed(seed, "chunk", index), batch_size=batch_size,
-                                          keep_gen=keep_gen, oversample=oversample))
-                if progress is not None:
-                    progress(len(chunk))
+            for path in files:
+                start = 0
+                for chunk in iterate_events(path, step_size=step_size):
+                    try:
+                        result = self.process(chunk, seed=_seed(seed, "chunk", index), batch_size=batch_size,
+                                              keep_gen=keep_gen, oversample=oversample)
+                    except InputError as exc:  # a bad value or field: say in which file and events
+                        raise InputError(f"{path} (entries {start}-{start + len(chunk)}): {exc}") from exc
+                    writer.write(result)
+                    index += 1
+                    start += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
         return writer.num_events
 
     def process(self, chunk: ak.Array, seed: int, batch_size: int = 100_000, keep_gen: bool = False, oversample: int = 1) -> ak.Array:

@@ -1,27 +1,92 @@
-"""The ``flashsim`` command: refsim, dataset, train, generate, validate, units."""
+"""The ``flashsim`` command: refsim, dataset, train, generate, validate, units.
+
+Exit codes: 0 success, 1 an error the user can fix (a :class:`~flashsim.errors.FlashsimError` or an
+OS error such as a missing or unreadable file, printed as one ``error:`` line on stderr), 2 a usage
+error (unknown option, missing argument, value out of range). ``--debug`` (anywhere on the command
+line) or ``FLASHSIM_DEBUG=1`` shows the full traceback instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import errno
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from flashsim.errors import FlashsimError
 
-app = typer.Typer(help="flashsim: machine-learning fast simulation of LHC events (GEN -> NANOAOD-like RECO).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+DEBUG_ENV = "FLASHSIM_DEBUG"
 console = Console(stderr=True)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}")
-    return typer.Exit(code=1)
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error the user caused, or None for a bug (shown with its traceback)."""
+    if isinstance(exc, FlashsimError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno != errno.EPIPE:  # a missing, unreadable or unwritable path
+        if exc.filename is None:
+            return str(exc) or type(exc).__name__
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{where}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
+class _FlashsimGroup(TyperGroup):
+    """The ``flashsim`` command group: the one place where errors become a message and an exit code."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # --debug is a group option but accepted anywhere before "--" (e.g. appended to a failed command)
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = _user_error(exc)
+            if message is None or ctx.params.get("debug"):
+                raise
+            console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+
+app = typer.Typer(cls=_FlashsimGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="flashsim: machine-learning fast simulation of LHC events (GEN -> NANOAOD-like RECO).")
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", envvar=DEBUG_ENV,
+                               help=f"show the full traceback of an error (also {DEBUG_ENV}=1)"),
+) -> None:
+    """flashsim: machine-learning fast simulation of LHC events (GEN -> NANOAOD-like RECO)."""
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device(value: Optional[str]) -> Optional[str]:
+    """Check a --device value (whether this machine has it is checked when the device is used)."""
+    if value is not None and not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _unit_names(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one unit, e.g. --chain muon,jet,fakejet,met", param_hint="'--chain'")
+    return names
 
 
 def _progress() -> Progress:
@@ -30,7 +95,7 @@ def _progress() -> Progress:
 
 
 def _scale_out_options(output: Optional[Path], output_dir: Optional[Path], workers: Optional[int],
-                       scheduler: Optional[str], merge: bool, input: list[str], fileset: Optional[Path]) -> None:
+                       scheduler: Optional[str], merge: bool, input: Sequence[str], fileset: Optional[Path]) -> None:
     """Check the combination of single-file and partitioned (--output-dir) options."""
     if (output is None) == (output_dir is None):
         raise typer.BadParameter("give exactly one of --output (one file) or --output-dir (one file per partition)")
@@ -47,7 +112,7 @@ def _run_partitioned(run: Callable[..., Any], fileset: Optional[Path], input: li
     """Run ``run(inputs, client, progress)`` over partitions with one progress bar; list failures and exit 1."""
     import time
 
-    from flashsim.distributed import PartitionsFailed, cluster, load_fileset, merge_outputs
+    from flashsim.distributed import cluster, load_fileset, merge_outputs
 
     inputs = load_fileset(fileset) if fileset is not None else input
     start = time.perf_counter()
@@ -60,12 +125,7 @@ def _run_partitioned(run: Callable[..., Any], fileset: Optional[Path], input: li
             rate = (events - first[1]) / max(time.perf_counter() - first[0], 1e-9)
             bar.update(task, completed=events, total=total, rate=f"{done}/{partitions} partitions {rate:,.0f} ev/s")
 
-        try:
-            manifest = run(inputs, client, progress)
-        except PartitionsFailed as exc:
-            bar.stop()
-            console.print(f"[bold red]error:[/] {exc}\nmanifest (incomplete): {exc.manifest.path}")
-            raise typer.Exit(code=1) from exc
+        manifest = run(inputs, client, progress)  # PartitionsFailed lists the failures and the manifest
     elapsed = time.perf_counter() - start
     r = manifest.run
     console.print(f"{manifest.events:,} events in {r['partitions']} partitions ({r['ran']} run, {r['skipped']} already done) "
@@ -80,20 +140,21 @@ def generate(
     chain: str = typer.Option(..., "--chain", help="comma-separated units: names ($FLASHSIM_UNITS, then the zoo) or directories"),
     input: list[str] = typer.Option([], "--input", "-i", help="GEN NanoAOD file(s) or glob(s), ROOT or Parquet"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="output file (.root or .parquet)"),
-    format: Optional[str] = typer.Option(None, "--format", help="root|parquet (default: from the suffix; root with --output-dir)"),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
-    batch_size: int = typer.Option(100_000, "--batch-size", help="objects per model call"),
-    step_size: int = typer.Option(50_000, "--step-size", help="events per chunk read (bounds memory)"),
-    seed: int = typer.Option(0, "--seed"),
+    format: Optional[Literal["root", "parquet"]] = typer.Option(
+        None, "--format", help="root|parquet (default: from the suffix; root with --output-dir)"),
+    device: str = typer.Option("auto", "--device", callback=_device, help="auto|cpu|cuda|cuda:N"),
+    batch_size: int = typer.Option(100_000, "--batch-size", min=1, help="objects per model call"),
+    step_size: int = typer.Option(50_000, "--step-size", min=1, help="events per chunk read (bounds memory)"),
+    seed: int = typer.Option(0, "--seed", min=0),
     keep_gen: bool = typer.Option(False, "--keep-gen", help="copy the input GEN collections to the output"),
-    oversample: int = typer.Option(1, "--oversample", help="simulate each GEN event N times (weight 1/N)"),
+    oversample: int = typer.Option(1, "--oversample", min=1, help="simulate each GEN event N times (weight 1/N)"),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="one file per partition + manifest.json (rerun resumes)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="start a local dask cluster of N worker processes"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="start a local dask cluster of N worker processes"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="use an existing dask scheduler (tcp://host:8786)"),
-    partition_size: int = typer.Option(50_000, "--partition-size", help="events per partition (task) with --output-dir"),
+    partition_size: int = typer.Option(50_000, "--partition-size", min=1, help="events per partition (task) with --output-dir"),
     fileset: Optional[Path] = typer.Option(None, "--fileset", help='coffea-style fileset JSON {"dataset": {"files": {path: tree}}}'),
     merge: bool = typer.Option(False, "--merge", help="also write one file per dataset, partitions in order"),
-    threads: int = typer.Option(1, "--threads", help="torch threads per partition task (part of what fixes the numbers)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads per partition task (part of what fixes the numbers)"),
 ) -> None:
     """Run a chain of units on GEN events and write NANOAOD-like output."""
     import time
@@ -102,36 +163,33 @@ def generate(
     from flashsim.io import open_source, resolve_inputs
 
     _scale_out_options(output, output_dir, workers, scheduler, merge, input, fileset)
-    names = [name.strip() for name in chain.split(",") if name.strip()]
-    try:
-        if output_dir is not None:
-            from flashsim.distributed import generate_partitions
+    names = _unit_names(chain)
+    if output_dir is not None:
+        from flashsim.distributed import generate_partitions
 
-            _run_partitioned(lambda inputs, client, progress: generate_partitions(
-                names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
-                keep_gen=keep_gen, oversample=oversample, device=device, batch_size=batch_size, threads=threads,
-                progress=progress),
-                fileset, input, workers, scheduler, merge, "generate")
-            return
-        units = Chain(names, device=device)
-        files = resolve_inputs(input)
-        total = sum(open_source(f).num_entries for f in files)
-        console.print(f"chain {units} on {units.device}, {total:,} events from {len(files)} file(s)")
-        start = time.perf_counter()
-        with _progress() as bar:
-            task = bar.add_task("generate", total=total * oversample, rate="")
+        _run_partitioned(lambda inputs, client, progress: generate_partitions(
+            names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
+            keep_gen=keep_gen, oversample=oversample, device=device, batch_size=batch_size, threads=threads,
+            progress=progress),
+            fileset, input, workers, scheduler, merge, "generate")
+        return
+    files = resolve_inputs(input)  # bad inputs fail before the units load
+    total = sum(open_source(f).num_entries for f in files)
+    units = Chain(names, device=device)
+    console.print(f"chain {units} on {units.device}, {total:,} events from {len(files)} file(s)")
+    start = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("generate", total=total * oversample, rate="")
 
-            def advance(n: int) -> None:
-                bar.advance(task, n * oversample)
-                done = bar.tasks[task].completed
-                bar.update(task, rate=f"{done / (time.perf_counter() - start):,.0f} ev/s")
+        def advance(n: int) -> None:
+            bar.advance(task, n * oversample)
+            done = bar.tasks[task].completed
+            bar.update(task, rate=f"{done / (time.perf_counter() - start):,.0f} ev/s")
 
-            written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
-                                     keep_gen=keep_gen, oversample=oversample, progress=advance)
-        elapsed = time.perf_counter() - start
-        console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
-    except FlashsimError as exc:
-        raise _fail(exc) from exc
+        written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
+                                 keep_gen=keep_gen, oversample=oversample, progress=advance)
+    elapsed = time.perf_counter() - start
+    console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
 
 
 @app.command()
@@ -139,11 +197,11 @@ def dataset(
     unit: str = typer.Argument(..., help="unit name ($FLASHSIM_UNITS, then the zoo) or directory"),
     input: list[str] = typer.Option([], "--input", "-i", help="NanoAOD file(s) or glob(s) with GEN and RECO"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Parquet table to write"),
-    max_events: Optional[int] = typer.Option(None, "--max-events"),
+    max_events: Optional[int] = typer.Option(None, "--max-events", min=1),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="one table per partition + manifest.json (rerun resumes)"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="start a local dask cluster of N worker processes"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="start a local dask cluster of N worker processes"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="use an existing dask scheduler (tcp://host:8786)"),
-    partition_size: int = typer.Option(50_000, "--partition-size", help="events per partition (task) with --output-dir"),
+    partition_size: int = typer.Option(50_000, "--partition-size", min=1, help="events per partition (task) with --output-dir"),
     fileset: Optional[Path] = typer.Option(None, "--fileset", help='coffea-style fileset JSON {"dataset": {"files": {path: tree}}}'),
     merge: bool = typer.Option(False, "--merge", help="also write one table per dataset, partitions in order"),
 ) -> None:
@@ -154,20 +212,17 @@ def dataset(
     _scale_out_options(output, output_dir, workers, scheduler, merge, input, fileset)
     if output_dir is not None and max_events is not None:
         raise typer.BadParameter("--max-events applies to --output only")
-    try:
-        if output_dir is not None:
-            from flashsim.distributed import extract_partitions
+    if output_dir is not None:
+        from flashsim.distributed import extract_partitions
 
-            _run_partitioned(lambda inputs, client, progress: extract_partitions(
-                unit, inputs, output_dir, client=client, partition_size=partition_size, progress=progress),
-                fileset, input, workers, scheduler, merge, f"dataset {unit}")
-            return
-        with console.status(f"extracting {unit} rows"):
-            table = extract(load_unit(unit, require_trained=False), input, max_events=max_events)
-        table.save(output)
-        console.print(f"{table.report.summary()}\nwrote {output}")
-    except FlashsimError as exc:
-        raise _fail(exc) from exc
+        _run_partitioned(lambda inputs, client, progress: extract_partitions(
+            unit, inputs, output_dir, client=client, partition_size=partition_size, progress=progress),
+            fileset, input, workers, scheduler, merge, f"dataset {unit}")
+        return
+    with console.status(f"extracting {unit} rows"):
+        table = extract(load_unit(unit, require_trained=False), input, max_events=max_events)
+    table.save(output)
+    console.print(f"{table.report.summary()}\nwrote {output}")
 
 
 @app.command()
@@ -175,9 +230,9 @@ def train(
     unit: str = typer.Argument(..., help="unit name: reads the packaged recipe <unit>.toml unless --recipe is given"),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="recipe TOML"),
     set_: list[str] = typer.Option([], "--set", help="override any recipe field: section.key=value (repeatable)"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto|cpu|cuda"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1),
+    device: Optional[str] = typer.Option(None, "--device", callback=_device, help="auto|cpu|cuda|cuda:N"),
     input: list[str] = typer.Option([], "--input", "-i", help="override data.inputs"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="unit directory to write (default: the zoo unit)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint"),
@@ -193,21 +248,18 @@ def train(
     overrides += [f"output={str(output)!r}".replace("'", '"')] if output is not None else []
     if input:
         overrides.append("data.inputs=[" + ",".join(f'"{i}"' for i in input) + "]")
-    try:
-        r = load_recipe(recipe or unit, overrides)
-        with _progress() as bar:
-            tasks: dict[str, int] = {}
+    r = load_recipe(recipe or unit, overrides)
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
 
-            def progress(info: dict) -> None:
-                key = f"{info['epochs']}"
-                if key not in tasks:
-                    tasks[key] = bar.add_task(f"{r.unit}", total=info["epochs"], rate="")
-                bar.update(tasks[key], completed=info["epoch"],
-                           rate=f"train {info['train']:.4f} val {info['val']:.4f} {info['samples_per_s']:,.0f} samples/s")
+        def progress(info: dict) -> None:
+            key = f"{info['epochs']}"
+            if key not in tasks:
+                tasks[key] = bar.add_task(f"{r.unit}", total=info["epochs"], rate="")
+            bar.update(tasks[key], completed=info["epoch"],
+                       rate=f"train {info['train']:.4f} val {info['val']:.4f} {info['samples_per_s']:,.0f} samples/s")
 
-            train_unit(r, resume=resume, log=console.print, progress=progress)
-    except FlashsimError as exc:
-        raise _fail(exc) from exc
+        train_unit(r, resume=resume, log=console.print, progress=progress)
 
 
 @app.command()
@@ -235,3 +287,7 @@ def _register_optional() -> None:
 
 
 _register_optional()
+
+
+if __name__ == "__main__":  # python -m flashsim.cli
+    app(prog_name="flashsim")

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flashsim.errors import FlashsimError, InputError
+from flashsim.errors import ConfigError, FlashsimError, InputError
 
 if TYPE_CHECKING:  # dask is optional: a local run never imports it
     from distributed import Client
@@ -50,7 +50,7 @@ __all__ = [
 DEFAULT_PARTITION_SIZE = 50_000
 DEFAULT_DATASET = "default"  # dataset name of inputs given as paths or globs (not a fileset)
 MANIFEST = "manifest.json"
-RETRIES = 2  # resubmissions of a task that raised unexpectedly (a killed worker is retried by the scheduler)
+RETRIES = 2  # resubmissions of a task that raised unexpectedly; a FlashsimError is final (see _final_errors)
 
 PathLike = str | os.PathLike[str]
 Inputs = PathLike | Sequence[PathLike] | Mapping[str, Any]
@@ -67,7 +67,7 @@ class PartitionsFailed(FlashsimError):
         more = [f"  … and {len(failures) - 20} more (see {manifest.path})"] if len(failures) > 20 else []
         super().__init__(f"{len(failures)} partition(s) or input file(s) failed; rerun the same command to redo "
                          "only these:\n"
-                         + "\n".join(lines + more))
+                         + "\n".join(lines + more) + f"\nmanifest (incomplete): {manifest.path}")
 
 
 @dataclass(frozen=True)
@@ -308,21 +308,18 @@ def _finish(job: _Job, part: Partition, events: int, started: float, **extra: An
 
 
 def _generate_task(part: Partition, job: _Job) -> dict[str, Any]:
-    """Run the chain on one partition and write its file; input problems come back as a failure."""
+    """Run the chain on one partition and write its file (a FlashsimError fails the partition, see _map)."""
     from flashsim.io import NanoAODWriter
 
     started = time.perf_counter()
-    try:
-        with _torch_threads(job.threads):
-            record, device = _simulate(part, job)
-        if len(record) == 0:  # an event selection kept nothing: done, with no file
-            return {**_finish(job, part, 0, started, device=device), "warnings": []}
-        with warnings.catch_warnings(record=True) as caught, \
-                NanoAODWriter(Path(job.output_dir) / part.output, job.format) as writer:
-            warnings.simplefilter("always")
-            writer.write(record)
-    except FlashsimError as exc:  # deterministic: no point retrying
-        return {"status": "failed", "error": str(exc)}
+    with _torch_threads(job.threads):
+        record, device = _simulate(part, job)
+    if len(record) == 0:  # an event selection kept nothing: done, with no file
+        return {**_finish(job, part, 0, started, device=device), "warnings": []}
+    with warnings.catch_warnings(record=True) as caught, \
+            NanoAODWriter(Path(job.output_dir) / part.output, job.format) as writer:
+        warnings.simplefilter("always")
+        writer.write(record)
     # the writer names the partition file; the client shows each message once, without it
     notes = sorted({str(w.message).split(": ", 1)[-1] for w in caught})
     return {**_finish(job, part, writer.num_events, started, device=device), "warnings": notes}
@@ -363,22 +360,44 @@ def _extract_task(part: Partition, job: _Job) -> dict[str, Any]:
     from flashsim.unit import load_unit
 
     started = time.perf_counter()
-    try:
-        unit = _cached(("unit", job.units, job.fingerprint), lambda: load_unit(job.units[0], require_trained=False))
-        report = ExtractionReport()
-        table = extract_range(unit, open_source(part.path, part.tree), part.file_index, part.entry_start,
-                              part.entry_stop, report)
-        Dataset(table, report).save(Path(job.output_dir) / part.output)
-    except FlashsimError as exc:
-        return {"status": "failed", "error": str(exc)}
+    unit = _cached(("unit", job.units, job.fingerprint), lambda: load_unit(job.units[0], require_trained=False))
+    report = ExtractionReport()
+    table = extract_range(unit, open_source(part.path, part.tree), part.file_index, part.entry_start,
+                          part.entry_stop, report)
+    Dataset(table, report).save(Path(job.output_dir) / part.output)
     return _finish(job, part, report.events, started, report=asdict(report))
 
 
 # ---- execution ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Final:
+    """A FlashsimError raised by a task, returned as its result so that dask does not retry it."""
+
+    error: FlashsimError
+
+
+def _final_errors(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` in a dask task: a FlashsimError (bad input, unit or setting) is deterministic, so it
+    comes back as a result, failing the call at once; anything else raises and is retried."""
+    import pickle
+
+    try:
+        return fn(*args)
+    except FlashsimError as exc:
+        try:  # the driver gets the error itself, or its message if it does not pickle
+            return _Final(pickle.loads(pickle.dumps(exc)))
+        except Exception:  # noqa: BLE001
+            return _Final(FlashsimError(str(exc)))
+
+
 def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> Iterator[tuple[int, Any]]:
-    """(index, result or exception) as calls complete: in-process in order, or one dask task each."""
+    """(index, result or exception) as calls complete: in-process in order, or one dask task each.
+
+    On dask, a call that raises a FlashsimError is attempted once; other errors are resubmitted
+    ``RETRIES`` times, and the tasks of a killed worker rerun elsewhere (up to the scheduler's
+    ``allowed-failures``)."""
     if client is None:
         for index, args in enumerate(calls):
             try:
@@ -388,7 +407,7 @@ def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> I
         return
     from distributed import as_completed
 
-    futures = {client.submit(fn, *args, pure=False, retries=RETRIES): i for i, args in enumerate(calls)}
+    futures = {client.submit(_final_errors, fn, *args, pure=False, retries=RETRIES): i for i, args in enumerate(calls)}
     for future in as_completed(futures):
         index = futures.pop(future)
         try:
@@ -396,7 +415,7 @@ def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> I
         except Exception as exc:  # noqa: BLE001 - the task's error, KilledWorker, or a cancellation
             result = exc
         future.release()
-        yield index, result
+        yield index, result.error if isinstance(result, _Final) else result
 
 
 def _scan_inputs(inputs: Inputs, output_dir: Path, client: Client | None) -> list[dict[str, Any]]:
@@ -426,7 +445,7 @@ def _run(kind: str, task: Callable[[Partition, _Job], dict[str, Any]], inputs: I
     from flashsim import __version__
 
     if partition_size <= 0:
-        raise ValueError(f"partition_size must be positive, got {partition_size}")
+        raise ConfigError(f"partition_size must be positive, got {partition_size}")
     started = time.perf_counter()
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -449,7 +468,9 @@ def _run(kind: str, task: Callable[[Partition, _Job], dict[str, Any]], inputs: I
         progress(done, len(partitions), done_events, total_events)
     for index, result in _map(task, [(partitions[i], job) for i in todo], client):
         part = partitions[todo[index]]
-        if isinstance(result, BaseException):  # unexpected error, after retries (or a worker killed too often)
+        if isinstance(result, FlashsimError):  # bad input, unit or setting: attempted once, its message names it
+            result = {"status": "failed", "error": str(result)}
+        elif isinstance(result, BaseException):  # unexpected error, after retries (or a worker killed too often)
             result = {"status": "failed", "error": f"{part.path}: {type(result).__name__}: {result}"}
         results[todo[index]] = result
         done += 1

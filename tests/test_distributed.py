@@ -14,7 +14,7 @@ import pytest
 
 from conftest import synthetic_events
 from flashsim.datasets import extract, load_dataset
-from flashsim.distributed import Manifest, PartitionsFailed, extract_partitions, generate_partitions, merge_outputs
+from flashsim.distributed import RETRIES, Manifest, PartitionsFailed, extract_partitions, generate_partitions, merge_outputs
 from flashsim.events import to_branches
 from flashsim.io import read_events, write_events
 from flashsim.unit import load_unit
@@ -240,3 +240,58 @@ def test_cli_partitioned_generate_and_failure_exit(chain_units, gen_dir, tmp_pat
     result = runner.invoke(app, ["generate", "--chain", chain_units[0], "--input", str(bad), "--workers", "2",
                                  "--output", str(tmp_path / "x.root")])
     assert result.exit_code == 2 and "need --output-dir" in " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(("target", "error", "attempts"), [
+    ("_simulate", "InputError", 1),  # a deterministic error in a partition: failed at once
+    ("_scan", "InputError", 1),  # ... or in the scan of an input file
+    ("_simulate", "RuntimeError", 1 + RETRIES),  # anything else is retried (as is a killed worker's task)
+])
+def test_deterministic_errors_are_not_retried(target, error, attempts, chain_units, gen_dir, client,
+                                              tmp_path: Path) -> None:
+    from collections import Counter
+
+    from typer.testing import CliRunner
+
+    from flashsim.cli import app
+
+    log = tmp_path / "attempts.txt"
+
+    def inject(name: str, kind: str, log: str) -> None:  # runs on each worker: c.root fails in `name`
+        import flashsim.distributed as d
+        import flashsim.errors
+
+        original = getattr(d, name)
+        exc_type = getattr(flashsim.errors, kind, RuntimeError)
+
+        def failing(*args):
+            path = getattr(args[0], "path", args[0])
+            if not str(path).endswith("c.root"):
+                return original(*args)
+            with open(log, "a") as fh:
+                fh.write(f"{getattr(args[0], 'entry_start', 'scan')}\n")
+            raise exc_type(f"{path}: injected {kind}")
+
+        failing.original = original
+        setattr(d, name, failing)
+
+    def restore(name: str) -> None:
+        import flashsim.distributed as d
+
+        setattr(d, name, getattr(d, name).original)
+
+    client.run(inject, target, error, str(log))
+    try:
+        result = CliRunner().invoke(app, [
+            "generate", "--chain", ",".join(chain_units), "--input", str(gen_dir / "a.root"), "--input",
+            str(gen_dir / "c.root"), "--seed", "7", "--partition-size", str(PARTITION), "--device", "cpu",
+            "--scheduler", client.scheduler.address, "--output-dir", str(tmp_path / "out")])
+    finally:
+        client.run(restore, target)
+    expected = {"scan": attempts} if target == "_scan" else {"0": attempts, "400": attempts}  # c.root: 700 events
+    assert Counter(log.read_text().split()) == expected
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and f"injected {error}" in text and "manifest (incomplete)" in text
+    manifest = Manifest.load(tmp_path / "out")
+    assert manifest.events == SIZES["a"] and len(manifest.failures) == len(expected)  # the rest is written

@@ -13,6 +13,7 @@ ak = pytest.importorskip("awkward")
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
+from flashsim.errors import ConfigError  # noqa: E402
 from flashsim.refsim import DetectorParams, PileupPool, generate, simulate_detector  # noqa: E402
 from flashsim.refsim.gen import FROM_HARD_PROCESS, IS_HARD_PROCESS, IS_LAST_COPY, IS_PROMPT  # noqa: E402
 
@@ -143,8 +144,10 @@ def test_params_toml_roundtrip(tmp_path):
     card = DetectorParams(mu_eff_barrel=0.9).to_toml(tmp_path / "card.toml")
     assert DetectorParams.from_toml(card) == DetectorParams(mu_eff_barrel=0.9)
     path.write_text("no_such_field = 1\n")
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError, match=r"det\.toml: unknown DetectorParams field\(s\): 'no_such_field'"):
         DetectorParams.from_toml(path)
+    with pytest.raises(KeyError, match="trk_eff_plateu.*did you mean 'trk_eff_plateau'"):
+        DetectorParams().replace(trk_eff_plateu=1.0)
 
 
 def test_cli_writes_nanoaod(tmp_path, cache_dir):

@@ -364,7 +364,13 @@ def test_cli_writes_report_and_strict_exit(paired_samples, tmp_path):
     saved = json.loads((tmp_path / "rep" / "metrics.json").read_text())
     assert saved["config"]["paired"] is True and saved["collections"]["MET"]["response"]["definition"] == "reco-gen"
     assert CliRunner().invoke(app, args + ["--strict"]).exit_code == 1
-    assert CliRunner().invoke(app, [*args[:6], "Electron", *args[7:]]).exit_code == 2
+    # a bad input: one error line from the flashsim app, exit 1; a usage error: exit 2
+    from flashsim.cli import app as flashsim_app
+
+    res = CliRunner().invoke(flashsim_app, [*args[:6], "Electron", *args[7:]])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert res.output.startswith("error: ") and "'Electron'" in res.output
+    assert CliRunner().invoke(flashsim_app, args + ["--splits", "0"]).exit_code == 2
 
 
 def test_clear_errors(paired_samples, tmp_path):

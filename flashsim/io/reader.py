@@ -15,7 +15,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from flashsim.errors import InputError
+from flashsim.errors import ConfigError, InputError
 from flashsim.events import collection_of, from_branches
 from flashsim.io.schema import nanoaod_types
 
@@ -37,12 +37,19 @@ def resolve_inputs(inputs: PathLike | Iterable[PathLike]) -> list[Path]:
             paths.extend(Path(m) for m in matched)
         else:
             path = Path(text)
+            if path.is_dir():
+                raise InputError(f"input {text!r} is a directory, not a file (a glob such as '{text}/*.root' reads its files)")
             if not path.is_file():
                 raise InputError(f"input file {text!r} does not exist")
             paths.append(path)
     if not paths:
         raise InputError("no input files given")
     return paths
+
+
+def _oneline(exc: BaseException) -> str:
+    """``Type: message`` of a library's exception on one line (uproot's span several)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _is_parquet(path: Path) -> bool:
@@ -89,7 +96,7 @@ class EventSource:
         except InputError:
             raise
         except Exception as exc:  # uproot/pyarrow raise many types on damaged files
-            raise InputError(f"{self.path}: cannot read entries {start}-{stop} ({type(exc).__name__}: {exc})") from exc
+            raise InputError(f"{self.path}: cannot read entries {start}-{stop} ({_oneline(exc)})") from exc
         return {name: _cast(self.path, name, raw[name]) for name in names}
 
 
@@ -130,8 +137,19 @@ def _cast(path: Path, name: str, values: ak.Array) -> ak.Array:
 def open_source(path: PathLike, tree: str = "Events") -> EventSource:
     """Open one ROOT or Parquet file; errors name the file and what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"input {str(path)!r} is a directory, not a file")
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist")
+    kind, signature = ("Parquet", b"PAR1") if _is_parquet(path) else ("ROOT", b"root")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(signature))
+    except PermissionError as exc:
+        raise InputError(f"{path}: cannot read the file (permission denied)") from exc
+    if head != signature:
+        what = "an empty file" if not head else f"it does not start with {signature!r}"
+        raise InputError(f"{path}: unreadable or truncated file (not a {kind} file: {what})")
     try:
         if _is_parquet(path):
             import pyarrow.parquet as pq
@@ -151,8 +169,10 @@ def open_source(path: PathLike, tree: str = "Events") -> EventSource:
             num_entries = int(handle.num_entries)
     except InputError:
         raise
+    except PermissionError as exc:
+        raise InputError(f"{path}: cannot read the file (permission denied)") from exc
     except Exception as exc:
-        raise InputError(f"{path}: unreadable or truncated file ({type(exc).__name__}: {exc})") from exc
+        raise InputError(f"{path}: unreadable or truncated file ({_oneline(exc)})") from exc
     if num_entries == 0:
         raise InputError(f"{path}: tree {tree!r} has zero events")
     return EventSource(path, tree, keys, num_entries, handle)
@@ -167,7 +187,7 @@ def iterate_events(
 ) -> Iterator[ak.Array]:
     """Yield event records of at most ``step_size`` events, file after file (memory bounded by the chunk)."""
     if step_size <= 0:
-        raise ValueError(f"step_size must be positive, got {step_size}")
+        raise ConfigError(f"step_size must be positive, got {step_size}")
     for path in resolve_inputs(inputs):
         source = open_source(path, tree)
         names = source.select(collections, branches)

@@ -16,7 +16,7 @@ from typing import Literal
 import awkward as ak
 import numpy as np
 
-from flashsim.errors import InputError
+from flashsim.errors import ConfigError, InputError, OutputError
 from flashsim.events import to_branches
 from flashsim.io.schema import dtype_of
 
@@ -30,7 +30,7 @@ def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
     if fmt is None:
         fmt = "parquet" if Path(path).suffix.lower() in {".parquet", ".pq"} else "root"
     if fmt not in ("root", "parquet"):
-        raise ValueError(f"unknown output format {fmt!r} (expected 'root' or 'parquet')")
+        raise ConfigError(f"{os.fspath(path)}: unknown output format {fmt!r} (expected 'root' or 'parquet')")
     return fmt  # type: ignore[return-value]
 
 
@@ -43,6 +43,12 @@ def _typed_branches(events: ak.Array) -> dict[str, ak.Array]:
     return typed
 
 
+def _reason(exc: OSError) -> str:
+    """An OS error in words, with the path it names (e.g. the temporary file)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
 class NanoAODWriter:
     """Append event records to one NANOAOD-like file; use as a context manager."""
 
@@ -50,7 +56,12 @@ class NanoAODWriter:
         self.path = Path(path)
         self.format: Format = format_of(path, format)
         self.tree_name = tree
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise OutputError(f"{self.path}: is an existing directory; give a file name such as {self.path / 'out.root'}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot create its directory {self.path.parent} ({_reason(exc)})") from exc
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         self._file = None
         self._tree = None
@@ -60,10 +71,15 @@ class NanoAODWriter:
     def write(self, events: ak.Array) -> None:
         """Append one chunk of events; every chunk must have the same branches."""
         branches = _typed_branches(events)
-        if self.format == "root":
-            self._write_root(branches)
-        else:
-            self._write_parquet(branches)
+        try:
+            if self.format == "root":
+                self._write_root(branches)
+            else:
+                self._write_parquet(branches)
+        except OutputError:
+            raise
+        except OSError as exc:  # read-only directory, full disk, quota
+            raise OutputError(f"{self.path}: cannot write ({_reason(exc)})") from exc
         self.num_events += len(events)
 
     def _check_layout(self, branches: dict[str, ak.Array]) -> None:
@@ -117,9 +133,14 @@ class NanoAODWriter:
         """Finish the file and move it into place; returns the final path."""
         if self._file is None:
             raise InputError(f"{self.path}: no events were written; refusing to create an empty file")
-        self._file.close()
-        self._file = None
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._file = None
+            self._tmp.unlink(missing_ok=True)
+            raise OutputError(f"{self.path}: cannot write ({_reason(exc)})") from exc
         return self.path
 
     def abort(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -12,11 +12,11 @@ def refsim(
     process: str = typer.Option("wjets", "--process", "-p", help="wjets | ttbar | dy | minbias"),
     events: int = typer.Option(10000, "--events", "-n", min=1, help="Number of events to generate."),
     pileup: float = typer.Option(35.0, "--pileup", min=0.0, help="Mean number of pileup interactions (nTrueInt)."),
-    seed: int = typer.Option(1, "--seed", help="Random seed (same seed and workers -> identical file)."),
+    seed: int = typer.Option(1, "--seed", min=0, help="Random seed (same seed and workers -> identical file)."),
     sqrt_s: float = typer.Option(13600.0, "--sqrt-s", help="Centre-of-mass energy in GeV."),
     pthat_min: Optional[float] = typer.Option(None, "--pthat-min", help="Pythia PhaseSpace:pTHatMin (GeV)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.root or .parquet)."),
-    format: Optional[str] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)."),
+    format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel generator processes."),
     gen_only: bool = typer.Option(False, "--gen-only", help="Write GEN collections only (no detector)."),
     params: Optional[Path] = typer.Option(None, "--params", help="TOML file overriding DetectorParams."),

@@ -11,6 +11,8 @@ from typing import Iterator
 import awkward as ak
 import numpy as np
 
+from flashsim.errors import ConfigError, FlashsimError
+
 from .detector import simulate_detector
 from .gen import build_gen
 from .params import DetectorParams
@@ -82,6 +84,8 @@ def _worker_main(w, workers, args, tasks, q):
         for k, n, first in tasks:
             if k % workers == w:
                 q.put((k, state.chunk(n, first)))
+    except FlashsimError as exc:  # a bad setting: the parent raises it as it is
+        q.put((-2, exc))
     except BaseException:  # report, never hang the parent
         q.put((-1, traceback.format_exc()))
 
@@ -106,7 +110,7 @@ def generate(
     random streams, seeded from (seed, worker)).
     """
     if process not in PROCESSES:
-        raise ValueError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
+        raise ConfigError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
     if n_events <= 0:
         return
     params = params or DetectorParams()
@@ -143,6 +147,8 @@ def generate(
                 except queue.Empty:
                     if not procs[w].is_alive():
                         raise RuntimeError(f"refsim worker {w} died") from None
+            if kk == -2:
+                raise payload
             if kk < 0:
                 raise RuntimeError(f"refsim worker {w} failed:\n{payload}")
             yield payload

@@ -14,12 +14,15 @@ not silently fall back to defaults.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from flashsim.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -162,13 +165,20 @@ class DetectorParams:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> "DetectorParams":
-        """Read parameters from a TOML file (top level or ``[detector]`` table)."""
+        """Read parameters from a TOML file (top level or ``[detector]`` table); a bad file or an
+        unknown field is a :class:`~flashsim.errors.ConfigError` naming the file."""
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not a valid TOML detector card ({exc})") from exc
         if "detector" in data and isinstance(data["detector"], dict):
             data = data["detector"]
         data.update(overrides)
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except KeyError as exc:
+            raise ConfigError(f"{path}: {exc.args[0]}") from exc
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DetectorParams":
@@ -180,7 +190,8 @@ class DetectorParams:
         names = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise KeyError(f"unknown DetectorParams field(s): {', '.join(unknown)}")
+            hints = [f"{k!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(k, names, 1)) for k in unknown]
+            raise KeyError(f"unknown DetectorParams field(s): {', '.join(hints)}")
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
         return dataclasses.replace(self, **clean)
 

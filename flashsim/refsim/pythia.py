@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
+from flashsim.errors import ConfigError
+
 PROCESSES: dict[str, list[str]] = {
     # W(->mu nu) + jet, as in Chen et al. 2021 (they select a jet pT > 30 GeV)
     "wjets": [
@@ -113,7 +115,7 @@ class Generator:
 
     def __init__(self, process: str, sqrt_s: float = 13600.0, pthat_min: float | None = None, seed: int = 1):
         if process not in PROCESSES:
-            raise ValueError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
+            raise ConfigError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
         import pythia8mc
 
         self.process = process
@@ -128,7 +130,8 @@ class Generator:
                 if not self._py.readString(s):
                     raise RuntimeError(f"Pythia rejected setting {s!r}")
             if not self._py.init():
-                raise RuntimeError(f"Pythia initialisation failed for {process}")
+                raise ConfigError(f"Pythia initialisation failed for process {process!r} at sqrt(s) = {sqrt_s} GeV, "
+                                  f"pTHatMin = {pthat_min} GeV (check --sqrt-s and --pthat-min)")
 
     def charges(self, pid: np.ndarray) -> np.ndarray:
         """Electric charge for an array of PDG ids (cached lookups in Pythia's ParticleData)."""

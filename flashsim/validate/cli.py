@@ -3,6 +3,9 @@
 The integrator registers the plain function :func:`validate` on the ``flashsim`` typer app::
 
     app.command("validate")(flashsim.validate.cli.validate)
+
+Errors (a :class:`~flashsim.errors.FlashsimError` such as a missing collection, or a missing file)
+propagate: the ``flashsim`` app prints them on one line and exits 1.
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ __all__ = ["validate", "load_thresholds", "needed_collections"]
 def load_thresholds(path: Path | None) -> dict | None:
     """Thresholds from a TOML file: top-level ``ratio_max``/``ratio_median``/``auc_max`` and
     optional per-collection tables (``[Jet] ratio_max = 3``, ``[Jet.variables] jetId = 5``)."""
+    from flashsim.errors import ConfigError
+
     if path is None:
         return None
     with open(path, "rb") as fh:
-        return tomllib.load(fh)
+        try:
+            return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not a valid thresholds TOML file ({exc})") from exc
 
 
 def needed_collections(collections: list[str], available: set[str] | None = None) -> list[str]:
@@ -64,7 +72,7 @@ def validate(
     collections: str = typer.Option("Jet,Muon", "--collections", help="comma-separated collections to compare"),
     out: Path = typer.Option(..., "--out", help="output folder for report.html, metrics.json and plots/"),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="TOML file of pass/fail thresholds"),
-    splits: int = typer.Option(8, "--splits", help="random event splits summed in the noise-floor ratio"),
+    splits: int = typer.Option(8, "--splits", min=1, help="random event splits summed in the noise-floor ratio"),
     seed: int = typer.Option(0, "--seed", help="seed of the splits, bootstraps and classifier"),
     strict: bool = typer.Option(False, "--strict", help="exit with status 1 when a check fails"),
 ) -> None:
@@ -72,27 +80,21 @@ def validate(
     from rich.console import Console
     from rich.table import Table
 
-    from flashsim.validate.report import ValidationInputError
     from flashsim.validate.report import validate as run_validation
 
     console = Console()
     colls = [c.strip() for c in collections.split(",") if c.strip()]
-    try:
-        thr = load_thresholds(thresholds)
-        with console.status("reading flash sample") as status:
-            flash_events = _read(flash, colls)
-            status.update("reading reference sample")
-            ref_events = _read(reference, colls)
-            metrics = run_validation(
-                flash_events, ref_events, colls, out, thr, n_splits=splits, seed=seed,
-                progress=lambda msg: status.update(msg),
-            )
-    except (ValidationInputError, FileNotFoundError, tomllib.TOMLDecodeError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    except ValueError as exc:  # flashsim.errors.InputError and friends
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    if not colls:
+        raise typer.BadParameter("give at least one collection, e.g. --collections Jet,Muon", param_hint="'--collections'")
+    thr = load_thresholds(thresholds)
+    with console.status("reading flash sample") as status:
+        flash_events = _read(flash, colls)
+        status.update("reading reference sample")
+        ref_events = _read(reference, colls)
+        metrics = run_validation(
+            flash_events, ref_events, colls, out, thr, n_splits=splits, seed=seed,
+            progress=lambda msg: status.update(msg),
+        )
 
     table = Table(title=f"flashsim validate — {'PASS' if metrics['pass'] else 'FAIL'}")
     for col in ("collection", "check", "value", "threshold", "result", "detail"):

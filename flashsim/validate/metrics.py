@@ -22,6 +22,8 @@ import awkward as ak
 import numpy as np
 from scipy import stats
 
+from flashsim.errors import InputError
+
 __all__ = [
     "EventValues",
     "NoiseFloorResult",
@@ -134,9 +136,9 @@ def event_splits(
     splits = []
     if paired:
         if n_flash != n_ref:
-            raise ValueError(f"paired samples need the same number of events, got {n_flash} and {n_ref}")
+            raise InputError(f"paired samples need the same number of events, got {n_flash} (flash) and {n_ref} (reference)")
         if n_flash < 2:
-            raise ValueError("need at least 2 events to split")
+            raise InputError(f"need at least 2 events to split, the samples have {n_flash}")
         for _ in range(n_splits):
             perm = rng.permutation(n_flash)
             a = np.zeros(n_flash, bool)
@@ -145,7 +147,7 @@ def event_splits(
         return splits
     n = min(n_flash, n_ref // 2)
     if n < 1:
-        raise ValueError(f"independent noise floor needs >= 2 reference events, got {n_ref}")
+        raise InputError(f"independent noise floor needs >= 2 reference events and 1 flash event, got {n_ref} and {n_flash}")
     for _ in range(n_splits):
         perm = rng.permutation(n_ref)
         ra = np.zeros(n_ref, bool)
@@ -458,7 +460,7 @@ def gather_matched(reco_idx: ak.Array, gen: ak.Array) -> ak.Array:
     flat_gen = ak.flatten(gen, axis=1)
     taken = flat_gen[np.where(valid, glob, 0)] if len(flat_gen) else flat_gen[np.zeros(0, np.int64)]
     if len(flat_gen) == 0 and len(glob):
-        raise ValueError("reco objects point to a gen collection with no objects")
+        raise InputError("reco objects point to a gen collection with no objects")
     masked = ak.mask(taken, valid)
     return ak.unflatten(masked, ak.num(reco_idx, axis=1))
 

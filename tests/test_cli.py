@@ -1,0 +1,159 @@
+"""The ``flashsim`` command's error contract: an error the user can fix is one ``error:`` line and exit 1,
+a usage error exit 2, ``--debug`` (or FLASHSIM_DEBUG=1) the full traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import awkward as ak
+import pytest
+from typer.testing import CliRunner
+
+from conftest import synthetic_events
+from flashsim.cli import app
+from flashsim.errors import InputError, UnitError
+from flashsim.io import write_events
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, **kwargs) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+    return result.exit_code, result.output
+
+
+def assert_one_error_line(code: int, output: str, *names: str) -> None:
+    """Exit 1, the output ends in one ``error:`` line that names each of ``names``, no traceback
+    (lines before it are the command's progress)."""
+    assert code == 1, output
+    lines = output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:], output
+    assert "Traceback" not in output
+    for name in names:
+        assert name in errors[0], (name, output)
+
+
+@pytest.fixture(scope="module")
+def gen_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "gen.root"
+    write_events(synthetic_events(200, seed=5), path)
+    return path
+
+
+def test_missing_input_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.root"
+    assert_one_error_line(*run("generate", "--chain", "muon", "-i", missing, "-o", tmp_path / "out.root"), str(missing))
+    assert not (tmp_path / "out.root").exists()
+
+
+def test_input_that_is_not_root(tmp_path: Path) -> None:
+    bad = tmp_path / "text.root"
+    bad.write_text("this is not a ROOT file\n" * 3)
+    code, output = run("generate", "--chain", "muon", "-i", bad, "-o", tmp_path / "out.root")
+    assert_one_error_line(code, output, str(bad), "not a ROOT file")
+
+
+def test_input_that_is_a_directory(tmp_path: Path) -> None:
+    code, output = run("generate", "--chain", "muon", "-i", tmp_path, "-o", tmp_path / "out.root")
+    assert_one_error_line(code, output, str(tmp_path), "is a directory")
+
+
+def test_unknown_unit_is_named(gen_file: Path, tmp_path: Path) -> None:
+    code, output = run("generate", "--chain", "nosuchunit", "-i", gen_file, "-o", tmp_path / "out.root")
+    assert_one_error_line(code, output, "'nosuchunit'", "not found")
+
+
+def test_missing_collection_names_file_unit_and_collection(trained_units, tmp_path: Path) -> None:
+    events = synthetic_events(50)
+    path = write_events(events[[f for f in events.fields if f != "GenJet"]], tmp_path / "nogenjet.root")
+    code, output = run("generate", "--chain", trained_units["tinyjet"], "-i", path, "-o", tmp_path / "out.root")
+    assert_one_error_line(code, output, str(path), "'tinyjet'", "'GenJet'")
+    assert not (tmp_path / "out.root").exists()
+
+
+def test_missing_field_names_file(trained_units, tmp_path: Path) -> None:
+    events = synthetic_events(50)
+    events = ak.with_field(events, events.GenJet[["pt", "phi", "mass", "hadronFlavour"]], "GenJet")
+    path = write_events(events, tmp_path / "noeta.root")
+    code, output = run("generate", "--chain", trained_units["tinyjet"], "-i", path, "-o", tmp_path / "out.root")
+    assert_one_error_line(code, output, str(path), "'tinyjet'", "'eta'")
+
+
+def test_output_onto_a_directory_or_an_input(trained_units, gen_file: Path, tmp_path: Path) -> None:
+    unit = trained_units["tinyjet"]
+    (tmp_path / "taken").mkdir()
+    code, output = run("generate", "--chain", unit, "-i", gen_file, "-o", tmp_path / "taken")
+    assert_one_error_line(code, output, str(tmp_path / "taken"), "directory")
+    before = gen_file.read_bytes()
+    code, output = run("generate", "--chain", unit, "-i", gen_file, "-o", gen_file)
+    assert_one_error_line(code, output, str(gen_file), "also an input")
+    assert gen_file.read_bytes() == before
+    (tmp_path / "file").write_text("")
+    code, output = run("generate", "--chain", unit, "-i", gen_file, "-o", tmp_path / "file" / "out.root")
+    assert_one_error_line(code, output, str(tmp_path / "file"), "cannot create its directory")
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    out = ["-o", tmp_path / "out.root"]
+    for args in (["generate", "-i", "x.root", *out],  # missing --chain
+                 ["generate", "--chain", "muon", "-i", "x.root", "--no-such-option", *out],
+                 ["generate", "--chain", "muon", "-i", "x.root", "--batch-size", "0", *out],
+                 ["generate", "--chain", "muon", "-i", "x.root", "--seed", "-1", *out],
+                 ["generate", "--chain", "muon", "-i", "x.root", "--format", "xyz", *out],
+                 ["generate", "--chain", "muon", "-i", "x.root", "--device", "tpu", *out],
+                 ["generate", "--chain", " , ", "-i", "x.root", *out],
+                 ["train", "muon", "--epochs", "0"],
+                 ["no-such-command"]):
+        code, output = run(*args)
+        assert code == 2, (args, output)
+        assert "Traceback" not in output
+
+
+def test_debug_reraises(tmp_path: Path) -> None:
+    args = ["generate", "--chain", "muon", "-i", tmp_path / "nowhere.root", "-o", tmp_path / "out.root"]
+    for invocation in (["--debug", *args], [*args, "--debug"]):
+        result = CliRunner().invoke(app, [str(a) for a in invocation])
+        assert isinstance(result.exception, InputError) and "nowhere.root" in str(result.exception)
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"FLASHSIM_DEBUG": "1"})
+    assert isinstance(result.exception, InputError)
+    result = CliRunner().invoke(app, ["--debug", "generate", "--chain", "nosuchunit", "-i", __file__, "-o", "x.root"])
+    assert isinstance(result.exception, (InputError, UnitError))
+
+
+def test_real_process_prints_one_line_or_the_traceback(tmp_path: Path) -> None:
+    """The installed entry point's behaviour, in a real process (stderr, exit status)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("FLASHSIM_DEBUG", None)
+    args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", "muon", "-i", str(tmp_path / "nowhere.root"),
+            "-o", str(tmp_path / "out.root")]
+    plain = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert plain.returncode == 1 and plain.stdout == ""
+    assert plain.stderr.strip().splitlines() == [f"error: input file {str(tmp_path / 'nowhere.root')!r} does not exist"]
+    debug = subprocess.run(args + ["--debug"], capture_output=True, text=True, env=env, timeout=300)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "flashsim.errors.InputError" in debug.stderr
+
+
+def test_sub_commands_share_the_handler(tmp_path: Path) -> None:
+    """refsim and validate: a missing file (an OS error) and a bad config file are one line, exit 1."""
+    pytest.importorskip("fastjet")
+    missing = tmp_path / "nowhere.toml"
+    code, output = run("refsim", "--params", missing, "-n", "1", "-o", tmp_path / "ref.root")
+    assert_one_error_line(code, output, str(missing), "No such file or directory")
+    card = tmp_path / "det.toml"
+    card.write_text("trk_eff_plateu = 0.9\n")
+    code, output = run("refsim", "--params", card, "-n", "1", "-o", tmp_path / "ref.root")
+    assert_one_error_line(code, output, str(card), "'trk_eff_plateu'", "did you mean 'trk_eff_plateau'")
+    sample = write_events(synthetic_events(20), tmp_path / "sample.parquet")
+    thresholds = tmp_path / "thr.toml"
+    thresholds.write_text("ratio_max = \n")
+    code, output = run("validate", "--flash", sample, "--reference", sample, "--collections", "Jet", "--out",
+                       tmp_path / "rep", "--thresholds", thresholds)
+    assert_one_error_line(code, output, str(thresholds))
+    code, output = run("refsim", "--process", "nosuch", "-o", tmp_path / "ref.root")
+    assert code == 2 and "nosuch" in output
