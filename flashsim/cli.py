@@ -263,11 +263,26 @@ def train(
 
 
 @app.command()
-def units() -> None:
+def units(
+    list_kinds: bool = typer.Option(False, "--list-kinds", help="list what unit files and recipes may name: unit kinds, "
+                                    "model types, feature kinds, transforms, optimizers, schedules"),
+    schema: Optional[Literal["unit", "recipe"]] = typer.Option(None, "--schema", help="print the JSON Schema of unit.toml or of a recipe"),
+) -> None:
     """List the units found by name ($FLASHSIM_UNITS directories, then the packaged zoo) and whether they are trained."""
-    from flashsim.unit import UnitSpec
     from flashsim.locations import find_units, zoo_dir
+    from flashsim.unit import UnitSpec
 
+    if schema is not None:
+        import json
+
+        from flashsim.recipe import Recipe
+
+        model = UnitSpec if schema == "unit" else Recipe
+        typer.echo(json.dumps(model.model_json_schema(), indent=1))
+        return
+    if list_kinds:
+        _print_registries()
+        return
     zoo = zoo_dir().resolve()
     table = Table("unit", "type", "output", "model", "trained", "from", "description")
     for directory in find_units().values():
@@ -275,6 +290,22 @@ def units() -> None:
         trained = "yes" if (directory / "model.safetensors").is_file() else "no"
         origin = "zoo" if directory.resolve().parent == zoo else str(directory.parent)
         table.add_row(spec.name, spec.type, spec.output, spec.model.get("type", "?"), trained, origin, spec.description)
+    Console().print(table)
+
+
+def _print_registries() -> None:
+    """Every registry and its entries, with the first line of each entry's docstring."""
+    import flashsim.features
+    import flashsim.kinds
+    import flashsim.models
+    import flashsim.optim
+    import flashsim.transforms  # noqa: F401  (registering modules)
+    from flashsim.registry import REGISTRIES
+
+    table = Table("family", "name", "what it is")
+    for family, registry in REGISTRIES.items():
+        for name, entry in registry.items():
+            table.add_row(family, name, (entry.__doc__ or "").strip().splitlines()[0] if entry.__doc__ else "")
     Console().print(table)
 
 

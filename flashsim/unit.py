@@ -237,6 +237,10 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         raise UnitError(f"unit {spec.name!r} ({directory}): cannot load weights or preprocessing: {exc}") from exc
     if models["model"] is None:
         raise UnitError(f"unit {spec.name!r} ({directory}): model.safetensors is missing")
+    classifier = spec.kind.classifier
+    if classifier is not None and spec.kind.classifier_config(spec) is not None and models[classifier] is None:
+        raise UnitError(f"unit {spec.name!r} ({directory}): {classifier}.safetensors is missing, "
+                        f"but the unit declares a {classifier} model; retrain it (`flashsim train {spec.name}`)")
     declared_pipelines = (TargetPipeline(spec.targets), ContextPipeline(spec.context_steps()))
     for what, fitted, declared in zip(("targets", "context"), (targets, context), declared_pipelines):
         if fitted.config != declared.config:

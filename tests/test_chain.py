@@ -135,6 +135,13 @@ def test_corrupted_weight_file(trained_units, tmp_path: Path) -> None:
         load_unit(copy)
 
 
+def test_missing_classifier_weights_are_refused(trained_units, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "noeff"))
+    (copy / "efficiency.safetensors").unlink()
+    with pytest.raises(UnitError, match=r"unit 'tinyjet'.*efficiency.safetensors is missing"):
+        load_unit(copy)
+
+
 def test_unit_toml_edited_after_training_is_refused(trained_units, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "edited"))
     spec = copy / "unit.toml"

@@ -157,3 +157,25 @@ def test_sub_commands_share_the_handler(tmp_path: Path) -> None:
     assert_one_error_line(code, output, str(thresholds))
     code, output = run("refsim", "--process", "nosuch", "-o", tmp_path / "ref.root")
     assert code == 2 and "nosuch" in output
+
+
+def test_units_lists_every_registry_and_prints_the_schemas() -> None:
+    import json
+
+    import flashsim.features
+    import flashsim.kinds
+    import flashsim.models
+    import flashsim.optim
+    import flashsim.transforms  # noqa: F401
+    from flashsim.registry import REGISTRIES
+
+    listed = CliRunner().invoke(app, ["units", "--list-kinds"], terminal_width=300)
+    assert listed.exit_code == 0, listed.output
+    for family, registry in REGISTRIES.items():
+        assert family in listed.output
+        for name in registry.names():
+            assert name in listed.output, (family, name)
+    schema = json.loads(CliRunner().invoke(app, ["units", "--schema", "unit"]).output)
+    assert {"context", "targets", "model", "multiplicity"} <= set(schema["properties"]) and schema["additionalProperties"] is False
+    recipe = json.loads(CliRunner().invoke(app, ["units", "--schema", "recipe"]).output)
+    assert {"data", "training", "optimizer"} <= set(recipe["properties"])
