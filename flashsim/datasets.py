@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from flashsim.errors import InputError
 from flashsim.events import from_branches
+from flashsim.files import atomic_output
 from flashsim.io import EventSource, open_source, resolve_inputs
 from flashsim.kinds import EVENT_ID
 from flashsim.unit import Unit
@@ -88,9 +89,8 @@ class Dataset:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.table(self.columns).replace_schema_metadata({"flashsim": json.dumps(self.report.__dict__)})
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
         return path
 
 

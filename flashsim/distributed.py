@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flashsim.errors import ConfigError, FlashsimError, InputError
+from flashsim.files import atomic_write_text
 
 if TYPE_CHECKING:  # dask is optional: a local run never imports it
     from distributed import Client
@@ -522,9 +523,7 @@ def _remove_stale_temporaries(output: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 # ---- public API -----------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 import awkward as ak
 import numpy as np
 
-__all__ = ["from_branches", "to_branches", "collection_of", "is_collection"]
+__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter"]
 
 
 def collection_of(branch: str) -> str:
     """Name of the collection a branch belongs to (``Jet_pt`` -> ``Jet``, ``run`` -> ``run``)."""
-    if _is_counter(branch):
+    if is_counter(branch):
         return branch[1:]
     return branch.split("_", 1)[0]
 
@@ -31,7 +31,7 @@ def from_branches(branches: Mapping[str, ak.Array | np.ndarray]) -> ak.Array:
         if "_" in name:
             coll, field = name.split("_", 1)
             grouped[coll][field] = values
-        elif not (_is_counter(name) and name[1:] in prefixes):
+        elif not (is_counter(name) and name[1:] in prefixes):
             scalars[name] = values
     fields: dict[str, ak.Array] = {}
     for coll, cols in grouped.items():
@@ -47,8 +47,9 @@ def from_branches(branches: Mapping[str, ak.Array | np.ndarray]) -> ak.Array:
     return ak.zip(fields, depth_limit=1)
 
 
-def _is_counter(name: str) -> bool:
-    return name.startswith("n") and name[1:2].isupper() and "_" not in name
+def is_counter(name: str) -> bool:
+    """A NanoAOD counter branch such as ``nJet`` or ``nboostedTau`` (n + a collection name, no underscore)."""
+    return name.startswith("n") and len(name) > 1 and "_" not in name
 
 
 def is_collection(values: ak.Array) -> bool:

@@ -27,6 +27,7 @@ import vector
 
 from flashsim.errors import InputError, UnitError
 from flashsim.expressions import parse, select
+from flashsim.kinematics import delta_phi
 from flashsim.registry import Registry, suggest
 
 vector.register_awkward()
@@ -87,9 +88,7 @@ def _leading(objects: ak.Array, sort_by: str = "pt") -> ak.Array:
 
 
 def _delta_r(a: ak.Array, b: ak.Array) -> ak.Array:
-    deta = a.eta - b.eta
-    dphi = (a.phi - b.phi + np.pi) % (2 * np.pi) - np.pi
-    return np.sqrt(deta**2 + dphi**2)
+    return np.sqrt((a.eta - b.eta) ** 2 + delta_phi(a.phi, b.phi) ** 2)
 
 
 def _field(objects: ak.Array, name: str, where: str) -> ak.Array:

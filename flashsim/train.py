@@ -23,8 +23,15 @@ import torch
 from torch import nn
 
 from flashsim.chain import resolve_device
-from flashsim.datasets import Dataset, extract, load_dataset, spec_digest, split_by_event
+from flashsim.datasets import (
+    Dataset,
+    extract,
+    load_dataset,
+    spec_digest,
+    split_by_event,
+)
 from flashsim.errors import InputError
+from flashsim.files import atomic_output
 from flashsim.io import resolve_inputs
 from flashsim.locations import resolve_unit_dir
 from flashsim.models import build_model, check_model_config
@@ -144,11 +151,10 @@ def fit_model(
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if checkpoint is not None and rank == 0:
-            tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
-                        "best": state["best"], "bad_epochs": state["bad_epochs"], "best_state": state["best_state"],
-                        "history": json.dumps(history)}, tmp)
-            tmp.replace(checkpoint)
+            with atomic_output(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
+                            "best": state["best"], "bad_epochs": state["bad_epochs"], "best_state": state["best_state"],
+                            "history": json.dumps(history)}, tmp)
         if progress is not None:
             progress({"epoch": epoch + 1, "epochs": cfg.epochs, "train": train_loss, "val": val_loss,
                       "samples_per_s": history["samples_per_s"][-1]})

@@ -30,11 +30,12 @@ import torch
 from flashsim import features
 from flashsim.errors import UnitError
 from flashsim.expressions import parse
-from flashsim.kinds import PREVIOUS, POSITION, flat
+from flashsim.files import atomic_write_text
+from flashsim.kinds import POSITION, PREVIOUS, flat
+from flashsim.locations import resolve_unit_dir
 from flashsim.models import load_model, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
 from flashsim.transforms import ContextPipeline, TargetPipeline
-from flashsim.locations import resolve_unit_dir
 
 __all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "POSITION", "PREVIOUS", "attach"]
 
@@ -198,16 +199,10 @@ class Unit:
             "context": self.context_pipeline.to_dict(),
             "targets": self.target_pipeline.to_dict(),
         }
-        _atomic_write(directory / "preprocessing.json", json.dumps(state, indent=1))
+        atomic_write_text(directory / "preprocessing.json", json.dumps(state, indent=1))
         if record is not None:
-            _atomic_write(directory / "training.json", json.dumps(record, indent=1, default=str))
+            atomic_write_text(directory / "training.json", json.dumps(record, indent=1, default=str))
         return directory
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", require_trained: bool = True) -> Unit:

@@ -8,6 +8,8 @@ from importlib.resources import files
 
 import numpy as np
 
+from flashsim.events import is_counter
+
 _C_TYPES = {
     "bool": np.bool_,
     "uint8_t": np.uint8,
@@ -46,7 +48,7 @@ def nanoaod_types() -> dict[str, BranchType]:
 def dtype_of(branch: str, default: np.dtype | None = None) -> np.dtype | None:
     """NanoAOD dtype of ``branch``; counters ``nX`` are int32 as uproot writes them (NanoAOD v12+)."""
     known = nanoaod_types().get(branch)
-    if known is not None and not (branch.startswith("n") and branch[1:2].isupper()):
+    if known is not None and not is_counter(branch):
         return known.dtype
     if known is not None:
         return np.dtype(np.int32)

@@ -7,7 +7,6 @@ leaves a file that looks complete.
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +16,8 @@ import awkward as ak
 import numpy as np
 
 from flashsim.errors import ConfigError, InputError, OutputError
-from flashsim.events import to_branches
+from flashsim.events import is_counter, to_branches
+from flashsim.files import temporary_sibling
 from flashsim.io.schema import dtype_of
 
 __all__ = ["NanoAODWriter", "write_events", "format_of"]
@@ -62,7 +62,7 @@ class NanoAODWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create its directory {self.path.parent} ({_reason(exc)})") from exc
-        self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self._tmp = temporary_sibling(self.path)
         self._file = None
         self._tree = None
         self._layout: dict[str, object] | None = None
@@ -111,7 +111,7 @@ class NanoAODWriter:
         grouped: dict[str, ak.Array | np.ndarray] = {
             name: ak.to_numpy(values)
             for name, values in branches.items()
-            if values.ndim == 1 and not (name.startswith("n") and name[1:] in collections)
+            if values.ndim == 1 and not (is_counter(name) and name[1:] in collections)
         }
         grouped.update({coll: ak.zip(fields) for coll, fields in collections.items()})
         if self._tree is None:

@@ -19,10 +19,6 @@ def mass(px, py, pz, e):
     return np.sqrt(np.maximum(m2, 0.0))
 
 
-def dphi(a, b):
-    return (a - b + np.pi) % (2 * np.pi) - np.pi
-
-
 def starts_of(counts):
     counts = np.asarray(counts, dtype=np.int64)
     return np.cumsum(counts) - counts

@@ -27,7 +27,14 @@ def refsim(
     ),
 ) -> None:
     """Generate events with Pythia8, run the parametric detector, write NanoAOD branches."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from flashsim.io import NanoAODWriter
 

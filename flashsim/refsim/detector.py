@@ -22,6 +22,8 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from flashsim.kinematics import delta_phi
+
 from . import _kin
 from ._jets import cluster
 from .params import DetectorParams
@@ -306,7 +308,7 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
         pairs = ak.combinations(jl, 2)
         i0 = ak.to_numpy(ak.flatten(pairs["0"]))
         i1 = ak.to_numpy(ak.flatten(pairs["1"]))
-        d = np.hypot(jeta[i0] - jeta[i1], _kin.dphi(jphi[i0], jphi[i1]))
+        d = np.hypot(jeta[i0] - jeta[i1], delta_phi(jphi[i0], jphi[i1]))
         np.subtract.at(area, i1, _lens(d, R))
         area = np.maximum(area, 0.05) * (1 + p.jet_area_jitter * rng.standard_normal(nj))
         # acceptance edge at |eta| = 5
@@ -337,7 +339,7 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
 
     # --- q/g likelihood from multiplicity, width and pT dispersion
     cpt_c = qpt[ci]
-    dr2 = (qeta[ci] - jeta[jc]) ** 2 + _kin.dphi(qphi[ci], jphi[jc]) ** 2
+    dr2 = (qeta[ci] - jeta[jc]) ** 2 + delta_phi(qphi[ci], jphi[jc]) ** 2
     spt = np.maximum(_kin.group_sum(jc, cpt_c, nj), 1e-9)
     width = _kin.group_sum(jc, cpt_c * np.sqrt(dr2), nj) / spt
     ptd = np.sqrt(_kin.group_sum(jc, cpt_c**2, nj)) / spt
@@ -450,7 +452,7 @@ def _match_genjets(eta, phi, counts, genjets, max_dr):
     npair = gcounts[jev]
     ji = np.repeat(np.arange(n), npair)
     gi = np.repeat(gstart[jev], npair) + _kin.ragged_arange(npair)
-    dr = np.hypot(eta[ji] - geta[gi], _kin.dphi(phi[ji], gphi[gi]))
+    dr = np.hypot(eta[ji] - geta[gi], delta_phi(phi[ji], gphi[gi]))
     best = np.full(n, -1, np.int64)
     if len(dr):
         o = np.lexsort((dr, ji))
@@ -492,7 +494,7 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     npair = pf_counts[m_evt]
     mj = np.repeat(np.arange(n_mu), npair)
     cj = np.repeat(pstart[m_evt], npair) + _kin.ragged_arange(npair)
-    dr = np.hypot(m_eta[mj] - qeta[cj], _kin.dphi(m_phi[mj], qphi[cj]))
+    dr = np.hypot(m_eta[mj] - qeta[cj], delta_phi(m_phi[mj], qphi[cj]))
     not_self = cj != self_pf[mj]
     chg = np.isin(qcat[cj], (CH_HAD, CH_EM, MUON))
     neu = ~chg & (qpt[cj] > 0.5)
@@ -505,7 +507,7 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     nrp = r_counts[m_evt]
     rj = np.repeat(np.arange(n_mu), nrp)
     rk = order_r[np.repeat(r_start[m_evt], nrp) + _kin.ragged_arange(nrp)]
-    rdr = np.hypot(m_eta[rj] - eta[rk], _kin.dphi(m_phi[rj], phi[rk]))
+    rdr = np.hypot(m_eta[rj] - eta[rk], delta_phi(m_phi[rj], phi[rk]))
     iso = {}
     for tag, cone in (("03", 0.3), ("04", 0.4)):
         inc = (dr < cone) & not_self

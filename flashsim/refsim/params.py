@@ -17,10 +17,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from flashsim.errors import ConfigError
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flashsim.files import atomic_output
+
 from . import _kin
 
 POOL_VERSION = 1
@@ -89,9 +91,8 @@ class PileupPool:
         pool = cls.generate(n, sqrt_s=sqrt_s, seed=seed)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-            np.savez(tmp, counts=pool.counts, sqrt_s=np.float64(sqrt_s), **pool.columns)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, counts=pool.counts, sqrt_s=np.float64(sqrt_s), **pool.columns)
         except OSError:
             pass  # read-only cache: keep going without it
         return pool

@@ -25,10 +25,21 @@ and serialises to JSON-able dicts (no pickle). :class:`ContextPipeline` is the s
 for conditioning columns, with deterministic (noise-free) forward.
 """
 
-from flashsim.transforms.base import MULTI_TRANSFORMS, TRANSFORMS, MultiColumnTransform, Transform, transform_from_config
+from flashsim.transforms.base import (
+    MULTI_TRANSFORMS,
+    TRANSFORMS,
+    MultiColumnTransform,
+    Transform,
+    transform_from_config,
+)
 from flashsim.transforms.continuous import Asinh, Clamp, Log, Log1p, Logit, Standardize
 from flashsim.transforms.discrete import Categorical, Dequantize, Score, Spike
-from flashsim.transforms.joint import FlavourScores, HypotRatio, PolarResidual, StickBreaking
+from flashsim.transforms.joint import (
+    FlavourScores,
+    HypotRatio,
+    PolarResidual,
+    StickBreaking,
+)
 from flashsim.transforms.pipeline import ContextPipeline, TargetPipeline
 from flashsim.transforms.relative import Difference, LogRatio, PhiDifference, Ratio
 

@@ -186,6 +186,8 @@ def _jsonable(v: Any) -> Any:
         return bool(v)
     if isinstance(v, (list, tuple)):
         return [_jsonable(u) for u in v]
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(u) for k, u in v.items()}
     return v
 
 

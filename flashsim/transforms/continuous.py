@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from flashsim.transforms.base import _EXP_MAX, _REQUIRED, TRANSFORMS, Transform, _first_bad, _logit, _sigmoid
+from flashsim.transforms.base import (
+    _EXP_MAX,
+    _REQUIRED,
+    TRANSFORMS,
+    Transform,
+    _first_bad,
+    _logit,
+    _sigmoid,
+)
 
 __all__ = ["Log", "Log1p", "Asinh", "Logit", "Standardize", "Clamp"]
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from flashsim.transforms.base import _REQUIRED, TRANSFORMS, Transform, _first_bad, _logit, _sigmoid
+from flashsim.transforms.base import (
+    _REQUIRED,
+    TRANSFORMS,
+    Transform,
+    _first_bad,
+    _logit,
+    _sigmoid,
+)
 
 __all__ = ["Dequantize", "Categorical", "Spike", "Score"]
 

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from flashsim.errors import TransformError
-from flashsim.transforms.base import _EXP_MAX, MULTI_TRANSFORMS, MultiColumnTransform, _as_float, _first_bad
+from flashsim.transforms.base import (
+    _EXP_MAX,
+    MULTI_TRANSFORMS,
+    MultiColumnTransform,
+    _as_float,
+    _first_bad,
+)
 
 __all__ = ["StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio"]
 

@@ -9,7 +9,16 @@ import numpy as np
 
 from flashsim.errors import TransformError
 from flashsim.registry import suggest
-from flashsim.transforms.base import MULTI_TRANSFORMS, TRANSFORMS, MultiColumnTransform, Transform, _as_float, _first_bad, _jsonable, transform_from_config
+from flashsim.transforms.base import (
+    MULTI_TRANSFORMS,
+    TRANSFORMS,
+    MultiColumnTransform,
+    Transform,
+    _as_float,
+    _first_bad,
+    _jsonable,
+    transform_from_config,
+)
 
 __all__ = ["TargetPipeline", "ContextPipeline"]
 
@@ -137,7 +146,7 @@ class _Group:
         if self.multi is not None:
             d["multi"] = self.multi.to_dict()
         d["chains"] = [[t.to_dict() for t in chain] for chain in self.chains]
-        d["config"] = _jsonable_config(self.config)
+        d["config"] = _jsonable(self.config)
         return d
 
     @classmethod
@@ -150,14 +159,6 @@ class _Group:
             [TRANSFORMS.get(s["type"]).from_dict(s, column=c) for s in chain] for c, chain in zip(g.outputs, d["chains"])
         ]
         return g
-
-
-def _jsonable_config(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable_config(u) for k, u in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable_config(u) for u in v]
-    return _jsonable(v)
 
 
 def _restore_dtype(column: str, x: np.ndarray, dtype: str | None) -> np.ndarray:
@@ -209,7 +210,7 @@ class TargetPipeline:
     @property
     def config(self) -> list[dict[str, Any]]:
         """The entries it was built from, as JSON values (to compare a fitted pipeline with a spec)."""
-        return [_jsonable_config(g.config) for g in self.groups]
+        return [_jsonable(g.config) for g in self.groups]
 
     @property
     def references(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from flashsim.kinematics import wrap_phi
 from flashsim.transforms.base import _EXP_MAX, TRANSFORMS, Transform, _first_bad
 
 __all__ = ["Ratio", "LogRatio", "Difference", "PhiDifference"]
@@ -69,12 +70,6 @@ class Difference(Transform):
         return y + ref
 
 
-def _wrap(a: np.ndarray) -> np.ndarray:
-    """Wrap angles to [-pi, pi)."""
-    w = np.mod(a + np.pi, 2 * np.pi) - np.pi
-    return np.where(w >= np.pi, w - 2 * np.pi, w)
-
-
 @TRANSFORMS.register
 class PhiDifference(Transform):
     """y = wrap(x - ref) in [-pi, pi); inverse wrap(y + ref) in [-pi, pi)."""
@@ -83,9 +78,9 @@ class PhiDifference(Transform):
     uses_reference = True
 
     def _forward(self, x, ref, rng):
-        return _wrap(x - ref)
+        return wrap_phi(x - ref)
 
     def _inverse(self, y, ref):
-        return _wrap(y + ref)
+        return wrap_phi(y + ref)
 
 
