@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import awkward as ak
 import numpy as np
 import vector
+from typing_extensions import override
 
 from flashsim.errors import InputError, UnitError
 from flashsim.expressions import parse, select
@@ -197,6 +198,7 @@ class Field(Feature):
     def collections(self) -> set[str]:
         return set()
 
+    @override
     def _compute(self, events, rows, where):
         values = _field(rows, self.spec["field"], where)
         return {self.names()[0]: abs(values) if self.get("abs") else values}
@@ -215,6 +217,7 @@ class Event(Feature):
     def collections(self) -> set[str]:
         return {self.spec["event"].partition(".")[0]}
 
+    @override
     def _compute(self, events, rows, where):
         return {self.names()[0]: _event_field(events, self.spec["event"], where)}
 
@@ -234,6 +237,7 @@ class Bits(Feature):
     def collections(self) -> set[str]:
         return set()
 
+    @override
     def _compute(self, events, rows, where):
         flags = _field(rows, self.spec["field"], where)
         return {n: (flags >> int(b)) & 1 for n, b in zip(self.names(), self.spec["bits"])}
@@ -260,6 +264,7 @@ class OneHot(Feature):
     def collections(self) -> set[str]:
         return set()
 
+    @override
     def _compute(self, events, rows, where):
         x = _field(rows, self.spec["field"], where)
         if self.get("abs"):
@@ -294,6 +299,7 @@ class Count(Feature):
     def names(self) -> list[str]:
         return [self.prefix]
 
+    @override
     def _compute(self, events, rows, where):
         return {self.prefix: ak.num(self._others(events, where), axis=1)}
 
@@ -305,6 +311,7 @@ class Sum(Feature):
     type = "sum"
     keys = {**_SELECTED, "fields": ["px", "py"]}
 
+    @override
     def _compute(self, events, rows, where):
         others = self._others(events, where)
         return {n: ak.sum(_field(others, f, where), axis=1) for n, f in zip(self.names(), self.get("fields"))}
@@ -320,6 +327,7 @@ class RecoMinusGen(Feature):
     def collections(self) -> set[str]:
         return super().collections() | {self.spec["gen_collection"]}
 
+    @override
     def _compute(self, events, rows, where):
         others = self._others(events, where)
         gen = _collection(events, self.spec["gen_collection"], None, where)
@@ -342,6 +350,7 @@ class Leading(Feature):
     def collections(self) -> set[str]:
         return super().collections() | ({self.spec["reco"]} if self.spec.get("reco") else set())
 
+    @override
     def _compute(self, events, rows, where):
         return _leading_values(self, events, self._others(events, where), where)
 
@@ -362,6 +371,7 @@ class DeltaR(Feature):
     def names(self) -> list[str]:
         return [self.prefix]
 
+    @override
     def _compute(self, events, rows, where):
         to = self.spec["to"]
         other = _leading(_collection(events, to["collection"], to.get("selection"), where, to.get("clean")))

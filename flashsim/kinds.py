@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import awkward as ak
 import numpy as np
 import torch
+from typing_extensions import override
 
 from flashsim import event_outputs
 from flashsim.errors import InputError, UnitError
@@ -78,14 +79,17 @@ class UnitKind:
         if self.type != "event":
             _refuse(spec, self.type, _EVENT_ONLY)
 
+    @override
     def extra_context(self, spec: UnitSpec) -> list[str]:
         """Context columns the kind adds to the declared ones."""
         return []
 
+    @override
     def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
         """The classifier's model table (None: the kind has none)."""
         return None
 
+    @override
     def rows(self, unit: Unit, events: ak.Array) -> ak.Array | None:
         """Selected source objects (jagged, with ``_index``), or None for per-event units."""
         return None
@@ -278,6 +282,7 @@ class MultiplicityKind(UnitKind):
                 objects[column][bad] = values
         objects[key] = np.minimum(objects[key], previous).astype(objects[key].dtype)
 
+    @override
     def training_rows(self, unit, events, event_ids, report):
         """One row per (event, position) up to min(n, N - 1); objects at positions < n carry targets."""
         spec = unit.spec
@@ -335,6 +340,7 @@ class EventKind(UnitKind):
         available = {k: _flat64(v) for k, v in (raw | unit.event_columns(events)).items()} | columns
         return events, event_outputs.build_collections(spec.outputs, available, len(events))
 
+    @override
     def training_rows(self, unit, events, event_ids, report):
         spec = unit.spec
         if not spec.target_features:

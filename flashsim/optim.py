@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from flashsim.registry import Registry
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "Optimizer", "Schedule"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "Optimizer", "Schedule", "Step"]
 
 
 class Optimizer:
@@ -23,13 +24,25 @@ class Optimizer:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Step:
+    """Where training stands: the global step, the steps in all and per epoch, the warm-up steps and
+    the floor of the learning-rate factor."""
+
+    step: int
+    total: int
+    steps_per_epoch: int
+    warmup: int
+    floor: float
+
+
 class Schedule:
-    """The learning-rate multiplier at a global step."""
+    """The learning-rate multiplier at a training step."""
 
     type: ClassVar[str] = ""
 
     @staticmethod
-    def factor(step: int, total: int, warmup: int, floor: float, steps_per_epoch: int) -> float:
+    def factor(at: Step) -> float:
         raise NotImplementedError
 
 
@@ -66,11 +79,11 @@ class WarmupCosine(Schedule):
     type = "warmup_cosine"
 
     @staticmethod
-    def factor(step, total, warmup, floor, steps_per_epoch):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    def factor(at):
+        if at.step < at.warmup:
+            return (at.step + 1) / at.warmup
+        progress = (at.step - at.warmup) / max(1, at.total - at.warmup)
+        return at.floor + (1 - at.floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @SCHEDULES.register
@@ -80,8 +93,8 @@ class InverseEpoch(Schedule):
     type = "inverse_epoch"
 
     @staticmethod
-    def factor(step, total, warmup, floor, steps_per_epoch):
-        return 1.0 / (1 + step // max(1, steps_per_epoch))
+    def factor(at):
+        return 1.0 / (1 + at.step // max(1, at.steps_per_epoch))
 
 
 @SCHEDULES.register
@@ -91,5 +104,5 @@ class Constant(Schedule):
     type = "constant"
 
     @staticmethod
-    def factor(step, total, warmup, floor, steps_per_epoch):
+    def factor(at):  # noqa: ARG004  (constant: whatever the step)
         return 1.0

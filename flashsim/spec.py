@@ -132,11 +132,20 @@ class UnitSpec(_Table):
                 raise ValueError(f"output_rules[{i}]: columns {unknown} are not targets of the unit ({self.target_columns})")
         check_model_config(self.model, "model")
         self.kind.check(self)
+        self._check_pipelines()
+        self._check_derived_columns()
+        return self
+
+    def _check_pipelines(self) -> None:
+        """The target and context steps build (their types and options are known)."""
         for table, build in (("targets", lambda: TargetPipeline(self.targets)), ("context", lambda: ContextPipeline(self.context_steps()))):
             try:
                 build()
             except FlashsimError as exc:
                 raise ValueError(f"{table}: {exc}") from None
+
+    def _check_derived_columns(self) -> None:
+        """Derived targets are produced by ``target_features``; ``outputs`` read only known columns."""
         if self.target_features:
             derived = {n for entry in self.target_features for n in features.feature_names(entry)}
             missing = [c for c in self.target_columns if c not in derived]
@@ -147,7 +156,6 @@ class UnitSpec(_Table):
             unread = sorted(event_outputs.columns_read(self.outputs) - known)
             if unread:
                 raise ValueError(f"outputs read {unread}, which are neither targets nor context/event columns")
-        return self
 
     # ---- reading -----------------------------------------------------------------------------
 

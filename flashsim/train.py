@@ -35,7 +35,7 @@ from flashsim.files import atomic_output
 from flashsim.io import resolve_inputs
 from flashsim.locations import resolve_unit_dir
 from flashsim.models import build_model, check_model_config
-from flashsim.optim import OPTIMIZERS, SCHEDULES
+from flashsim.optim import OPTIMIZERS, SCHEDULES, Step
 from flashsim.recipe import FitConfig, Recipe
 from flashsim.transforms import ContextPipeline, TargetPipeline
 from flashsim.unit import Unit, UnitSpec, _seed
@@ -123,8 +123,8 @@ def fit_model(
             yb, xb = train_y[idx], train_x[idx]
             wait += time.perf_counter() - t0
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * schedule.factor(epoch * steps_per_epoch + step, total, warmup, cfg.min_lr_factor,
-                                                       steps_per_epoch)
+                group["lr"] = cfg.lr * schedule.factor(Step(epoch * steps_per_epoch + step, total, steps_per_epoch, warmup,
+                                                            cfg.min_lr_factor))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = wrapped(yb, xb)
             if not torch.isfinite(loss):
@@ -225,15 +225,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     copies trained with seed ``training.seed + k`` on the same split; member 0 is returned.
     """
     if recipe.ensemble > 1:
-        base = Path(recipe.output) if recipe.output else resolve_unit_dir(recipe.unit)
-        seed = recipe.training.seed
-        first = train_unit(recipe.model_copy(update={"ensemble": 1}), resume, log, progress)
-        for k in range(1, recipe.ensemble):
-            log(f"ensemble member {k}/{recipe.ensemble - 1}: seed {seed + k}")
-            member = recipe.model_copy(update={"ensemble": 1, "output": str(base / f"member_{k}"), "unit": str(base),
-                                               "training": recipe.training.model_copy(update={"seed": seed + k})})
-            train_unit(member, resume, log, progress)
-        return first
+        return _train_ensemble(recipe, resume, log, progress)
     started = time.time()
     source_dir = resolve_unit_dir(recipe.unit)
     out_dir = Path(recipe.output) if recipe.output else source_dir
@@ -245,23 +237,8 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     spec = spec_unit.spec
     model_config = {**spec.model, **recipe.model}
     check_model_config(model_config, f"recipe {recipe.path}: [model] over unit {spec.name!r}'s model")
-    device = resolve_device(recipe.training.device)
-    if device.type == "cuda" and _distributed()[1] > 1:  # torchrun: one GPU per process
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if recipe.training.num_threads:
-        torch.set_num_threads(recipe.training.num_threads)
-    dataset = _dataset_for(recipe, spec_unit, log)
-    max_rows = recipe.training.max_rows
-    if max_rows and len(dataset) > max_rows:  # a random subset of whole events, about max_rows rows
-        fraction = max_rows / len(dataset)
-        dataset = dataset.subset(split_by_event(dataset.columns["event_id"], [fraction, 1 - fraction], recipe.split.seed + 1)[0])
-    validation, test = recipe.split.validation, recipe.split.test
-    if test > 0:  # a held-out test fraction; validation is then a fraction of the rest (learning sample)
-        fractions = [(1 - test) * (1 - validation), (1 - test) * validation, test]
-    else:
-        fractions = [1 - validation, validation]
-    train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, recipe.split.seed)[:2]
+    device = _training_device(recipe)
+    dataset, train_mask, val_mask = _split(recipe, _dataset_for(recipe, spec_unit, log))
     labelled = dataset.columns["reconstructed"].astype(bool)
     ctx, refs, tgts = dataset.group("ctx"), dataset.group("ref"), dataset.group("tgt")
     missing = [c for c in spec.context_columns if c not in ctx]
@@ -298,30 +275,17 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     histories = {"model": result["history"]}
     record: dict[str, Any] = {"model": {k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}}
 
-    efficiency = multiplicity = None
-    classifier_config = spec.kind.classifier_config(spec)
-    if classifier_config is not None:
-        name = spec.kind.classifier
-        assert name is not None
-        config = {"type": "efficiency", **classifier_config,
-                  **recipe.efficiency.model_dump(include={"hidden", "layers"}, exclude_none=True), "name": spec.name}
-        torch.manual_seed(_seed(cfg.seed, "init", name))
-        classifier = build_model(config, 1, context.shape[1])
+    classifiers: dict[str, Any] = {}
+    name = spec.kind.classifier
+    if name is not None and spec.kind.classifier_config(spec) is not None:
         label = torch.as_tensor(labelled.astype(np.float32))
-        tm, vm = torch.as_tensor(train_mask), torch.as_tensor(val_mask)
-        res = fit_model(classifier, lambda epoch: (label[tm], context[tm]), (label[vm], context[vm]),
-                        recipe.fit_config("efficiency"), device, out_dir / f"checkpoint_{name}.pt", resume, progress)
-        classifier.to("cpu")
-        a, b = classifier.calibrate(context[vm], label[vm])
-        histories[name] = res["history"]
-        record[name] = {"best_val": res["best_val"], "epochs_run": res["epochs_run"], "platt": [a, b], "history": res["history"]}
-        if name == "efficiency":
-            efficiency = classifier
-        else:
-            multiplicity = classifier
+        classifiers[name], record[name] = _fit_classifier(
+            spec, recipe, context, label, (torch.as_tensor(train_mask), torch.as_tensor(val_mask)), device,
+            out_dir / f"checkpoint_{name}.pt", resume, progress)
+        histories[name] = record[name]["history"]
 
     model.to("cpu")
-    unit = Unit(spec, context_pipeline, target_pipeline, model, efficiency, multiplicity)
+    unit = Unit(spec, context_pipeline, target_pipeline, model, classifiers.get("efficiency"), classifiers.get("multiplicity"))
     record |= {
         "unit": spec.name, "recipe": str(recipe.path), "recipe_content": recipe.model_dump(mode="json"),
         "dataset": dataset.report.__dict__, "rows": {"train": int(train_mask.sum()), "validation": int(val_mask.sum())},
@@ -336,3 +300,60 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     log(f"unit {spec.name}: best validation loss {result['best_val']:.4f} after {result['epochs_run']} epochs; wrote {out_dir}")
     return unit
 
+
+def _train_ensemble(recipe: Recipe, resume: bool, log: Callable[[str], None],
+                    progress: Callable[[dict[str, Any]], None] | None) -> Unit:
+    """Member 0 in the unit directory, members k = 1..K-1 in ``member_<k>/`` with seed ``training.seed + k``."""
+    base = Path(recipe.output) if recipe.output else resolve_unit_dir(recipe.unit)
+    seed = recipe.training.seed
+    first = train_unit(recipe.model_copy(update={"ensemble": 1}), resume, log, progress)
+    for k in range(1, recipe.ensemble):
+        log(f"ensemble member {k}/{recipe.ensemble - 1}: seed {seed + k}")
+        member = recipe.model_copy(update={"ensemble": 1, "output": str(base / f"member_{k}"), "unit": str(base),
+                                           "training": recipe.training.model_copy(update={"seed": seed + k})})
+        train_unit(member, resume, log, progress)
+    return first
+
+
+def _training_device(recipe: Recipe) -> torch.device:
+    """The recipe's device (one GPU per process under torchrun) and thread count."""
+    device = resolve_device(recipe.training.device)
+    if device.type == "cuda" and _distributed()[1] > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if recipe.training.num_threads:
+        torch.set_num_threads(recipe.training.num_threads)
+    return device
+
+
+def _split(recipe: Recipe, dataset: Dataset) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The rows used (``max_rows`` of whole events) and their training and validation masks (whole events)."""
+    max_rows = recipe.training.max_rows
+    if max_rows and len(dataset) > max_rows:
+        fraction = max_rows / len(dataset)
+        dataset = dataset.subset(split_by_event(dataset.columns["event_id"], [fraction, 1 - fraction], recipe.split.seed + 1)[0])
+    validation, test = recipe.split.validation, recipe.split.test
+    if test > 0:  # a held-out test fraction; validation is then a fraction of the rest (learning sample)
+        fractions = [(1 - test) * (1 - validation), (1 - test) * validation, test]
+    else:
+        fractions = [1 - validation, validation]
+    train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, recipe.split.seed)[:2]
+    return dataset, train_mask, val_mask
+
+
+def _fit_classifier(spec: UnitSpec, recipe: Recipe, context: torch.Tensor, label: torch.Tensor,
+                    masks: tuple[torch.Tensor, torch.Tensor], device: torch.device, checkpoint: Path, resume: bool,
+                    progress: Callable[[dict[str, Any]], None] | None) -> tuple[Any, dict[str, Any]]:
+    """The unit kind's classifier (efficiency, or one-more-object), fitted, Platt-calibrated, and its record."""
+    name = spec.kind.classifier
+    assert name is not None
+    config = {"type": "efficiency", **(spec.kind.classifier_config(spec) or {}),
+              **recipe.efficiency.model_dump(include={"hidden", "layers"}, exclude_none=True), "name": spec.name}
+    torch.manual_seed(_seed(recipe.fit_config().seed, "init", name))
+    classifier = build_model(config, 1, context.shape[1])
+    tm, vm = masks
+    res = fit_model(classifier, lambda _epoch: (label[tm], context[tm]), (label[vm], context[vm]),
+                    recipe.fit_config("efficiency"), device, checkpoint, resume, progress)
+    classifier.to("cpu")
+    a, b = classifier.calibrate(context[vm], label[vm])
+    return classifier, {"best_val": res["best_val"], "epochs_run": res["epochs_run"], "platt": [a, b], "history": res["history"]}

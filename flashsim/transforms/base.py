@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from typing_extensions import override
 
 from flashsim.errors import TransformError
 from flashsim.registry import Registry, suggest
@@ -219,6 +220,7 @@ class MultiColumnTransform:
         """Names of the features it gives: one per column unless some columns follow from the others."""
         return list(self.columns)
 
+    @override
     def fit(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> "MultiColumnTransform":
         return self
 

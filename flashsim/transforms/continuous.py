@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from flashsim.transforms.base import (
     _EXP_MAX,
@@ -25,14 +26,17 @@ class Log(Transform):
     type = "log"
     params = {"offset": 0.0}
 
+    @override
     def _check_domain(self, x, ref):
         bad = ~(x + self.offset > 0)
         if bad.any():
             raise self._err(f"log needs x + offset > 0 (offset={self.offset}), got {_first_bad(x, bad)}")
 
+    @override
     def _forward(self, x, ref, rng):
         return np.log(x + self.offset)
 
+    @override
     def _inverse(self, y, ref):
         return np.exp(np.minimum(y, _EXP_MAX)) - self.offset
 
@@ -43,14 +47,17 @@ class Log1p(Transform):
 
     type = "log1p"
 
+    @override
     def _check_domain(self, x, ref):
         bad = ~(x > -1)
         if bad.any():
             raise self._err(f"log1p needs x > -1, got {_first_bad(x, bad)}")
 
+    @override
     def _forward(self, x, ref, rng):
         return np.log1p(x)
 
+    @override
     def _inverse(self, y, ref):
         return np.expm1(np.minimum(y, _EXP_MAX))
 
@@ -68,9 +75,11 @@ class Asinh(Transform):
         if not self.scale > 0:
             raise self._err(f"asinh needs scale > 0, got {self.scale}")
 
+    @override
     def _forward(self, x, ref, rng):
         return np.arcsinh((x + self.offset) / self.scale)
 
+    @override
     def _inverse(self, y, ref):
         return np.sinh(np.clip(y, -_EXP_MAX, _EXP_MAX)) * self.scale - self.offset
 
@@ -93,14 +102,17 @@ class Logit(Transform):
         if not 0 < self.eps < 0.5:
             raise self._err(f"needs 0 < eps < 0.5, got {self.eps}")
 
+    @override
     def _check_domain(self, x, ref):
         bad = (x < self.lo) | (x > self.hi)
         if bad.any():
             raise self._err(f"value outside the declared range [{self.lo}, {self.hi}]: {_first_bad(x, bad)}")
 
+    @override
     def _forward(self, x, ref, rng):
         return _logit(np.clip((x - self.lo) / (self.hi - self.lo), self.eps, 1 - self.eps))
 
+    @override
     def _inverse(self, y, ref):
         u = _sigmoid(y)
         x = self.lo + (self.hi - self.lo) * u
@@ -116,14 +128,17 @@ class Standardize(Transform):
     type = "standardize"
     fitted = ("mean", "std")
 
+    @override
     def _fit(self, x, ref):
         self.mean = float(np.mean(x))
         std = float(np.std(x))
         self.std = std if std > 0 and np.isfinite(std) else 1.0
 
+    @override
     def _forward(self, x, ref, rng):
         return (x - self.mean) / self.std
 
+    @override
     def _inverse(self, y, ref):
         return y * self.std + self.mean
 
@@ -143,14 +158,17 @@ class Clamp(Transform):
     params = {"lo": None, "hi": None, "margin": 0.0}
     fitted = ("min", "max")
 
+    @override
     def _fit(self, x, ref):
         lo, hi = float(x.min()), float(x.max())
         pad = float(self.margin) * (hi - lo)
         self.min = float(self.lo) if self.lo is not None else lo - pad
         self.max = float(self.hi) if self.hi is not None else hi + pad
 
+    @override
     def _forward(self, x, ref, rng):
         return x.copy()
 
+    @override
     def _inverse(self, y, ref):
         return np.clip(np.nan_to_num(y, nan=self.min), self.min, self.max)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from flashsim.transforms.base import (
     _REQUIRED,
@@ -33,18 +34,22 @@ class Dequantize(Transform):
         if not 0 <= float(self.gap) < 0.5:
             raise self._err(f"needs 0 <= gap < 0.5, got {self.gap}")
 
+    @override
     def _check_domain(self, x, ref):
         bad = x != np.round(x)
         if bad.any():
             raise self._err(f"dequantize needs integer values, got {_first_bad(x, bad)}")
 
+    @override
     def _fit(self, x, ref):
         self.min, self.max = float(x.min()), float(x.max())
 
+    @override
     def _forward(self, x, ref, rng):
         u = rng.uniform(self.gap, 1.0 - self.gap, size=x.shape) if rng is not None else 0.5
         return x + u
 
+    @override
     def _inverse(self, y, ref):
         x = np.floor(y)
         if self.clip:
@@ -78,6 +83,7 @@ class Categorical(Transform):
             self.classes = sorted(vals)
             self.is_fitted = True
 
+    @override
     def _fit(self, x, ref):
         if self.values is None:
             u = np.unique(x)
@@ -93,16 +99,19 @@ class Categorical(Transform):
             raise self._err(f"value not among the allowed classes {self.classes}: {_first_bad(x, bad)}")
         return idx
 
+    @override
     def _check_domain(self, x, ref):
         if self.is_fitted:
             self._index(x)
 
+    @override
     def _forward(self, x, ref, rng):
         idx = self._index(x).astype(np.float64)
         if rng is None:
             return idx + 0.5
         return idx + rng.uniform(self.gap, 1.0 - self.gap, size=x.shape)
 
+    @override
     def _inverse(self, y, ref):
         idx = np.clip(np.floor(y), 0, len(self.classes) - 1).astype(np.int64)
         return np.asarray(self.classes, dtype=np.float64)[idx]
@@ -145,6 +154,7 @@ class Spike(Transform):
         if any(b - a <= 2 * self.width for a, b in zip(vs, vs[1:])):
             raise self._err(f"spike values {self.values} closer than 2 * width = {2 * self.width}")
 
+    @override
     def _fit(self, x, ref):
         if self.side == "auto":
             sides = []
@@ -163,6 +173,7 @@ class Spike(Transform):
         w = self.width
         return {"below": (v - w, v), "above": (v, v + w), "both": (v - w / 2, v + w / 2)}[side]
 
+    @override
     def _forward(self, x, ref, rng):
         y = x.copy()
         for v, side in zip(self.values, self.sides):
@@ -179,6 +190,7 @@ class Spike(Transform):
                     y[at] = lo + (hi - lo) * u if side != "above" else hi - (hi - lo) * u
         return y
 
+    @override
     def _inverse(self, y, ref):
         x = y.copy()
         for v, side in zip(self.values, self.sides):
@@ -244,6 +256,7 @@ class Score(Transform):
             return x >= 1.0 - self.tolerance
         return x == v
 
+    @override
     def _check_domain(self, x, ref):
         bad = ((x < 0) | (x > 1)) & (x != self.default if self.default is not None else True)
         if bad.any():
@@ -253,6 +266,7 @@ class Score(Transform):
     def _logit(self, x: np.ndarray) -> np.ndarray:
         return _logit(np.clip(x, self.eps, 1 - self.eps))
 
+    @override
     def _fit(self, x, ref):
         interior = np.ones(x.shape, bool)
         for v, _ in self._bands():
@@ -267,6 +281,7 @@ class Score(Transform):
         start = self.low if direction < 0 else self.high
         return start + direction * self.scale * (self.gap + k * (self.gap + self.band))
 
+    @override
     def _forward(self, x, ref, rng):
         y = np.clip(self._logit(x), self.low, self.high)
         count = {-1.0: 0, 1.0: 0}
@@ -279,6 +294,7 @@ class Score(Transform):
             count[direction] += 1
         return y
 
+    @override
     def _inverse(self, y, ref):
         x = _sigmoid(y)
         count = {-1.0: 0, 1.0: 0}

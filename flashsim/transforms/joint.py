@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from flashsim.errors import TransformError
 from flashsim.transforms.base import (
@@ -56,6 +57,7 @@ class StickBreaking(MultiColumnTransform):
             )
         return f
 
+    @override
     def forward(self, xs, refs):
         f = self._check(xs)
         remaining = np.ones(f.shape[0])
@@ -68,6 +70,7 @@ class StickBreaking(MultiColumnTransform):
             remaining = np.maximum(remaining - f[:, j], 0.0)
         return out
 
+    @override
     def inverse(self, ys, refs):
         remaining = np.ones(len(ys[0]))
         out = []
@@ -152,6 +155,7 @@ class FlavourScores(MultiColumnTransform):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.nan_to_num((1 - cvb) * cvl / (cvb + cvl - cvb * cvl), nan=0.5)
 
+    @override
     def forward(self, xs, refs):
         b, cvb, cvl = (_as_float(x) for x in xs)
         scored = b != self.default
@@ -167,6 +171,7 @@ class FlavourScores(MultiColumnTransform):
                              f"{_first_bad(b, bad)}")
         return [cvb, cvl]
 
+    @override
     def inverse(self, ys, refs):
         cvb, cvl = (_as_float(y) for y in ys)
         none = (cvb == self.default) | (cvl == self.default)
@@ -196,6 +201,7 @@ class HypotRatio(MultiColumnTransform):
         if not 0 <= self.tolerance < 0.1:
             raise TransformError(f"columns {self.columns}: hypot_ratio tolerance must be in [0, 0.1), got {tolerance}")
 
+    @override
     def forward(self, xs, refs):
         x, y, r = (_as_float(v) for v in xs)
         h = np.hypot(x, y)
@@ -206,6 +212,7 @@ class HypotRatio(MultiColumnTransform):
         ratio = np.log(r / h)
         return [x, y, np.where(np.abs(ratio) <= self.tolerance, 0.0, ratio)]
 
+    @override
     def inverse(self, ys, refs):
         x, y, ratio = (_as_float(v) for v in ys)
         return [x, y, np.hypot(x, y) * np.exp(np.clip(ratio, -_EXP_MAX, _EXP_MAX))]

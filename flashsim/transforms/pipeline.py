@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from typing_extensions import override
 
 from flashsim.errors import TransformError
 from flashsim.registry import suggest
@@ -87,7 +88,7 @@ class _Group:
             raise TransformError(f"columns {self.columns}, step {self.multi.type!r}: reference column {missing[0]!r} not given")
         return [np.asarray(refs[r]) for r in self.multi.references]
 
-    def _ref(self, t: Transform, refs: Mapping[str, Any], n: int) -> np.ndarray | None:
+    def _ref(self, t: Transform, refs: Mapping[str, Any]) -> np.ndarray | None:
         if t.reference is None:
             return None
         if refs is None or t.reference not in refs:
@@ -115,7 +116,7 @@ class _Group:
             xs = self.multi.forward(xs, mrefs)
         for x, chain in zip(xs, self.chains):
             for t in chain:
-                ref = self._ref(t, refs, len(x))
+                ref = self._ref(t, refs)
                 t.fit(x, ref)
                 x = t.forward(x, ref, rng)
 
@@ -126,7 +127,7 @@ class _Group:
         out = []
         for x, chain in zip(xs, self.chains):
             for t in chain:
-                x = t.forward(x, self._ref(t, refs, len(x)), rng)
+                x = t.forward(x, self._ref(t, refs), rng)
             out.append(x)
         return out
 
@@ -135,7 +136,7 @@ class _Group:
         for y, chain in zip(ys, self.chains):
             x = _as_float(y)
             for t in reversed(chain):
-                x = t.inverse(x, self._ref(t, refs, len(x)))
+                x = t.inverse(x, self._ref(t, refs))
             xs.append(x)
         if self.multi is not None:
             xs = self.multi.inverse(xs, self._multi_refs(refs))
@@ -282,6 +283,7 @@ class ContextPipeline(TargetPipeline):
 
     _deterministic = True
 
+    @override
     def forward(self, targets, refs=None, rng=None) -> np.ndarray:  # type: ignore[override]
         return super().forward(targets, refs, None)
 

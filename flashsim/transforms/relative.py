@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import override
 
 from flashsim.kinematics import wrap_phi
 from flashsim.transforms.base import _EXP_MAX, TRANSFORMS, Transform, _first_bad
@@ -17,11 +18,13 @@ class Ratio(Transform):
     type = "ratio"
     uses_reference = True
 
+    @override
     def _check_domain(self, x, ref):
         bad = ref == 0
         if bad.any():
             raise self._err(f"ratio needs a non-zero reference {self.reference!r}, got {_first_bad(ref, bad)}")
 
+    @override
     def _forward(self, x, ref, rng):
         return x / ref
 
@@ -49,6 +52,7 @@ class LogRatio(Transform):
         if bad.any():
             raise self._err(f"log_ratio needs reference {self.reference!r} > 0, got {_first_bad(ref, bad)}")
 
+    @override
     def _forward(self, x, ref, rng):
         return np.log(x + self.offset) - np.log(ref)
 
@@ -63,6 +67,7 @@ class Difference(Transform):
     type = "difference"
     uses_reference = True
 
+    @override
     def _forward(self, x, ref, rng):
         return x - ref
 
@@ -77,6 +82,7 @@ class PhiDifference(Transform):
     type = "phi_difference"
     uses_reference = True
 
+    @override
     def _forward(self, x, ref, rng):
         return wrap_phi(x - ref)
 
