@@ -8,7 +8,7 @@ PINS := torch==2.13.0 pythia8mc==8.317.2
 DEMO_DIR ?= demo
 DEMO_EVENTS ?= 2000
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: $(VENV)/.installed-refsim
 # Slow tests are skipped locally and run in CI (CI=true), or with `make test SLOW=1`.
 PYTEST_MARKERS := $(if $(or $(CI),$(SLOW)),,-m "not slow")
 
-test: $(VENV)/.installed-test
+test: lint $(VENV)/.installed-test
 	$(PY) -m pytest -q $(PYTEST_MARKERS) tests
+
+# ruff (complexity, blind excepts, unused arguments) and mypy on the library, as configured in pyproject.toml
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check flashsim
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -79,7 +79,8 @@ def test_met_conditions_on_upstream_reco_jets(trained_units, synthetic_file) -> 
 def test_oversample_repeats_events_with_weights(trained_units, synthetic_file, tmp_path: Path) -> None:
     out = tmp_path / "over.parquet"
     chain = Chain([trained_units["tinyjet"]])
-    written = chain.generate(synthetic_file, out, oversample=3, step_size=1000)
+    with pytest.warns(UserWarning, match="Jet_genJetIdx written without a GenPart collection"):
+        written = chain.generate(synthetic_file, out, oversample=3, step_size=1000)
     flash = read_events(out)
     assert written == 9000 and len(flash) == 9000
     assert ak.to_list(flash.FlashSim.oversampleIndex[:6]) == [0, 1, 2, 0, 1, 2]
