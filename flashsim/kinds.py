@@ -79,18 +79,15 @@ class UnitKind:
         if self.type != "event":
             _refuse(spec, self.type, _EVENT_ONLY)
 
-    @override
-    def extra_context(self, spec: UnitSpec) -> list[str]:
+    def extra_context(self, spec: UnitSpec) -> list[str]:  # noqa: ARG002  (the default of the interface)
         """Context columns the kind adds to the declared ones."""
         return []
 
-    @override
-    def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
+    def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:  # noqa: ARG002  (the default of the interface)
         """The classifier's model table (None: the kind has none)."""
         return None
 
-    @override
-    def rows(self, unit: Unit, events: ak.Array) -> ak.Array | None:
+    def rows(self, unit: Unit, events: ak.Array) -> ak.Array | None:  # noqa: ARG002  (the default of the interface)
         """Selected source objects (jagged, with ``_index``), or None for per-event units."""
         return None
 
@@ -169,7 +166,7 @@ class ObjectKind(UnitKind):
         else:
             keep = np.ones(len(context), bool)
         refs = {k: _flat64(v)[keep] for k, v in unit.reference_columns(events, rows).items()}
-        columns = unit.target_pipeline.inverse(unit.draw(unit.model, context[keep], generator, device, batch_size), refs)
+        columns = unit.target_pipeline.inverse(unit.draw(context[keep], generator, device, batch_size), refs)
         kept_counts = ak.to_numpy(ak.sum(ak.unflatten(keep, counts), axis=1))
         for out_name, src_name in spec.carry.items():
             columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
@@ -248,7 +245,7 @@ class MultiplicityKind(UnitKind):
             if len(idx) == 0:
                 break
             refs = {r: raw[r][idx] for r in unit.target_pipeline.references}  # previous-object columns
-            objects = unit.target_pipeline.inverse(unit.draw(unit.model, context, generator, device, batch_size), refs)
+            objects = unit.target_pipeline.inverse(unit.draw(context, generator, device, batch_size), refs)
             if position > 0 and spec.sort_by in previous:
                 self._keep_order(unit, objects, raw[PREVIOUS + spec.sort_by][idx], context, refs, generator, device, batch_size)
             for c in previous:
@@ -276,7 +273,7 @@ class MultiplicityKind(UnitKind):
             bad = np.flatnonzero(objects[key] > previous)
             if len(bad) == 0:
                 return
-            redrawn = unit.target_pipeline.inverse(unit.draw(unit.model, context[bad], generator, device, batch_size),
+            redrawn = unit.target_pipeline.inverse(unit.draw(context[bad], generator, device, batch_size),
                                                    {r: v[bad] for r, v in refs.items()})
             for column, values in redrawn.items():
                 objects[column][bad] = values
@@ -334,7 +331,7 @@ class EventKind(UnitKind):
         raw = unit.context_columns(events, None)
         context = unit.context_array(raw)
         refs = {k: _flat64(v) for k, v in unit.reference_columns(events, None, raw).items()}
-        columns = unit.target_pipeline.inverse(unit.draw(unit.model, context, generator, device, batch_size), refs)
+        columns = unit.target_pipeline.inverse(unit.draw(context, generator, device, batch_size), refs)
         if not spec.outputs:
             return events, {spec.output: ak.zip(columns, depth_limit=1)}
         available = {k: _flat64(v) for k, v in (raw | unit.event_columns(events)).items()} | columns

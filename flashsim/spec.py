@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -213,7 +213,7 @@ class UnitSpec(_Table):
 
     def context_steps(self) -> list[dict[str, Any]]:
         """Preprocessing of every context column (default: standardise)."""
-        out = []
+        out: list[dict[str, Any]] = []
         for entry in self.context:
             steps = entry.get("steps", DEFAULT_CONTEXT_STEPS)
             out.extend({"column": n, "steps": steps} for n in features.feature_names(entry))
@@ -245,14 +245,13 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
         field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
         if field is None:
             return None
-        annotation = field.annotation
-        for candidate in getattr(annotation, "__args__", ()) + (annotation,):
-            inner = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__args__", None) else candidate
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                current = inner
-                break
-        else:
+        # the table's model: the annotation itself, a member of an Optional, or the item type of a list
+        candidates = [field.annotation, *get_args(field.annotation)]
+        candidates += [arg for c in candidates for arg in get_args(c)]
+        tables = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not tables:
             return None
+        current = tables[0]
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from flashsim.errors import InputError
 from flashsim.files import atomic_output
 from flashsim.io import resolve_inputs
 from flashsim.locations import resolve_unit_dir
-from flashsim.models import build_model, check_model_config
+from flashsim.models import ConditionalModel, EfficiencyModel, build_model, check_model_config
 from flashsim.optim import OPTIMIZERS, SCHEDULES, Step
 from flashsim.recipe import FitConfig, Recipe
 from flashsim.transforms import ContextPipeline, TargetPipeline
@@ -48,7 +48,7 @@ __all__ = ["train_unit", "fit_model"]
 class _LossModule(nn.Module):
     """Makes ``model.loss`` the forward pass, so DistributedDataParallel syncs its gradients."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: ConditionalModel | EfficiencyModel) -> None:
         super().__init__()
         self.model = model
 
@@ -69,7 +69,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def fit_model(
-    model: nn.Module,
+    model: ConditionalModel | EfficiencyModel,
     make_train: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
     val: tuple[torch.Tensor, torch.Tensor],
     cfg: FitConfig,
@@ -91,7 +91,7 @@ def fit_model(
     optimizer = OPTIMIZERS.get(cfg.optimizer, "optimizer").build(model.parameters(), cfg.lr, cfg.weight_decay)
     schedule = SCHEDULES.get(cfg.schedule, "schedule")
     history: dict[str, list[float]] = {"train": [], "val": [], "lr": [], "samples_per_s": [], "data_wait_s": []}
-    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "best_state": copy.deepcopy(model.state_dict())}
+    state: dict[str, Any] = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "best_state": copy.deepcopy(model.state_dict())}
     if resume and checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -276,13 +276,13 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     record: dict[str, Any] = {"model": {k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}}
 
     classifiers: dict[str, Any] = {}
-    name = spec.kind.classifier
-    if name is not None and spec.kind.classifier_config(spec) is not None:
+    kind = spec.kind.classifier
+    if kind is not None and spec.kind.classifier_config(spec) is not None:
         label = torch.as_tensor(labelled.astype(np.float32))
-        classifiers[name], record[name] = _fit_classifier(
+        classifiers[kind], record[kind] = _fit_classifier(
             spec, recipe, context, label, (torch.as_tensor(train_mask), torch.as_tensor(val_mask)), device,
-            out_dir / f"checkpoint_{name}.pt", resume, progress)
-        histories[name] = record[name]["history"]
+            out_dir / f"checkpoint_{kind}.pt", resume, progress)
+        histories[kind] = record[kind]["history"]
 
     model.to("cpu")
     unit = Unit(spec, context_pipeline, target_pipeline, model, classifiers.get("efficiency"), classifiers.get("multiplicity"))
@@ -350,7 +350,7 @@ def _fit_classifier(spec: UnitSpec, recipe: Recipe, context: torch.Tensor, label
     config = {"type": "efficiency", **(spec.kind.classifier_config(spec) or {}),
               **recipe.efficiency.model_dump(include={"hidden", "layers"}, exclude_none=True), "name": spec.name}
     torch.manual_seed(_seed(recipe.fit_config().seed, "init", name))
-    classifier = build_model(config, 1, context.shape[1])
+    classifier = cast(EfficiencyModel, build_model(config, 1, context.shape[1]))
     tm, vm = masks
     res = fit_model(classifier, lambda _epoch: (label[tm], context[tm]), (label[vm], context[vm]),
                     recipe.fit_config("efficiency"), device, checkpoint, resume, progress)

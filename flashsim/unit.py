@@ -21,7 +21,7 @@ import json
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import awkward as ak
 import numpy as np
@@ -33,7 +33,7 @@ from flashsim.expressions import parse
 from flashsim.files import atomic_write_text
 from flashsim.kinds import POSITION, PREVIOUS, flat
 from flashsim.locations import resolve_unit_dir
-from flashsim.models import load_model, save_model
+from flashsim.models import ConditionalModel, EfficiencyModel, load_model, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
@@ -55,9 +55,9 @@ def _flat(values: ak.Array) -> np.ndarray:
 class Unit:
     """A unit ready to run: spec + fitted preprocessing + models (untrained units cannot run)."""
 
-    def __init__(self, spec: UnitSpec, context: ContextPipeline | None = None, targets: TargetPipeline | None = None,
-                 model: torch.nn.Module | None = None, efficiency: torch.nn.Module | None = None,
-                 multiplicity: torch.nn.Module | None = None) -> None:
+    def __init__(self, spec: UnitSpec, context: TargetPipeline | None = None, targets: TargetPipeline | None = None,
+                 model: ConditionalModel | None = None, efficiency: EfficiencyModel | None = None,
+                 multiplicity: EfficiencyModel | None = None) -> None:
         self.spec = spec
         self.kind = spec.kind
         self.context_pipeline = context or ContextPipeline(spec.context_steps())
@@ -145,14 +145,16 @@ class Unit:
 
     # ---- generation ---------------------------------------------------------------------------
 
-    def _require_trained(self) -> None:
+    def trained_model(self) -> ConditionalModel:
+        """The unit's model; a :class:`UnitError` if the unit has no trained weights."""
         if self.model is None:
             where = self.spec.path.parent if self.spec.path else self.name
             raise UnitError(f"unit {self.name!r} ({where}) has no trained weights; run `flashsim train {self.name}`")
+        return self.model
 
-    def draw(self, model: torch.nn.Module, context: np.ndarray, generator: torch.Generator, device: torch.device,
-             batch_size: int) -> np.ndarray:
+    def draw(self, context: np.ndarray, generator: torch.Generator, device: torch.device, batch_size: int) -> np.ndarray:
         """Model-space samples for every context row, in batches on ``device``."""
+        model = self.trained_model()
         out = []
         for start in range(0, len(context), batch_size):
             ctx = torch.as_tensor(context[start : start + batch_size], device=device)
@@ -161,7 +163,7 @@ class Unit:
             return np.zeros((0, self.target_pipeline.n_features), np.float32)
         return np.concatenate(out)
 
-    def decide(self, model: torch.nn.Module, context: np.ndarray, generator: torch.Generator, device: torch.device,
+    def decide(self, model: EfficiencyModel, context: np.ndarray, generator: torch.Generator, device: torch.device,
                batch_size: int) -> np.ndarray:
         """A classifier's yes/no draw for every context row (reconstructed? one more object?)."""
         out = [model.sample(torch.as_tensor(context[s : s + batch_size], device=device), generator).cpu().numpy()
@@ -174,7 +176,7 @@ class Unit:
 
     def run(self, events: ak.Array, seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 100_000) -> ak.Array:
         """Return ``events`` (fewer if the unit selects events) with this unit's output collections attached (or merged)."""
-        self._require_trained()
+        self.trained_model()
         device = torch.device(device)
         generator = torch.Generator(device=device).manual_seed(_seed(seed, self.name))
         events, outputs = self.kind.draw(self, events, generator, device, batch_size)
@@ -187,8 +189,7 @@ class Unit:
     def save(self, directory: Path, record: Mapping[str, Any] | None = None) -> Path:
         """Write fitted preprocessing, weights and training record beside the spec (no pickle)."""
         directory.mkdir(parents=True, exist_ok=True)
-        self._require_trained()
-        save_model(self.model, directory / "model")
+        save_model(self.trained_model(), directory / "model")
         for name in ("efficiency", "multiplicity"):
             classifier = getattr(self, name)
             if classifier is not None:
@@ -226,8 +227,8 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
     try:
         context = ContextPipeline.from_dict(state["context"])
         targets = TargetPipeline.from_dict(state["targets"])
-        models = {name: load_model(directory / name, device) if (directory / f"{name}.safetensors").exists() else None
-                  for name in ("model", "efficiency", "multiplicity")}
+        models: dict[str, Any] = {name: load_model(directory / name, device) if (directory / f"{name}.safetensors").exists() else None
+                                  for name in ("model", "efficiency", "multiplicity")}
     except Exception as exc:  # safetensors / json / shape errors on damaged files
         raise UnitError(f"unit {spec.name!r} ({directory}): cannot load weights or preprocessing: {exc}") from exc
     if models["model"] is None:
@@ -246,7 +247,8 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         if model is not None:
             model.name = spec.name
             model.to(device)
-    return Unit(spec, context, targets, models["model"], models["efficiency"], models["multiplicity"])
+    return Unit(spec, context, targets, cast(ConditionalModel, models["model"]), cast(EfficiencyModel | None, models["efficiency"]),
+                cast(EfficiencyModel | None, models["multiplicity"]))
 
 
 def attach(events: ak.Array, name: str, output: ak.Array, merge: bool = False, sort_by: str | None = "pt") -> ak.Array:

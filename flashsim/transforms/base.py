@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from typing_extensions import override
 
 from flashsim.errors import TransformError
 from flashsim.registry import Registry, suggest
@@ -220,8 +219,7 @@ class MultiColumnTransform:
         """Names of the features it gives: one per column unless some columns follow from the others."""
         return list(self.columns)
 
-    @override
-    def fit(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> "MultiColumnTransform":
+    def fit(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> "MultiColumnTransform":  # noqa: ARG002  (a joint step with nothing to fit)
         return self
 
     def forward(self, xs: list[np.ndarray], refs: list[np.ndarray]) -> list[np.ndarray]:

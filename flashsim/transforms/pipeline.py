@@ -69,7 +69,7 @@ class _Group:
         self.chains: list[list[Transform]] = [
             [transform_from_config(s, column=c) for s in steps] for c in self.outputs
         ]
-        self.dtypes: list[str] | None = None
+        self.dtypes: list[str | None] | None = None
 
     @property
     def outputs(self) -> list[str]:
@@ -284,7 +284,7 @@ class ContextPipeline(TargetPipeline):
     _deterministic = True
 
     @override
-    def forward(self, targets, refs=None, rng=None) -> np.ndarray:  # type: ignore[override]
+    def forward(self, targets, refs=None, rng=None) -> np.ndarray:
         return super().forward(targets, refs, None)
 
     @classmethod
