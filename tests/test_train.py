@@ -92,10 +92,11 @@ def _cms_schema_file(path: Path, n: int = 400) -> Path:
             data[name] = ak.unflatten(flat, k)
         else:
             data[name] = (rng.uniform(1, 50, n) if btype.dtype.kind == "f" else rng.integers(0, 50, n)).astype(btype.dtype)
-    # cross-references: some unmatched (-1), some past the end of the pruned GenJet collection
+    # cross-references: valid ones spread over every gen jet of the event, some unmatched (-1), some past
+    # the end of the pruned GenJet collection (99)
     local = ak.local_index(data["Jet_pt"])
-    gen_idx = ak.where(local % 3 == 2, -1, ak.where(local % 3 == 1, 99, local % counts["GenJet"][:, None] if False else 0))
-    data["Jet_genJetIdx"] = ak.values_astype(ak.where((local % 3 == 0), ak.values_astype(local % 1, np.int32), gen_idx), np.int32)
+    valid = (local * 2 + 1) % ak.Array(counts["GenJet"])
+    data["Jet_genJetIdx"] = ak.values_astype(ak.where(local % 3 == 2, -1, ak.where(local % 3 == 1, 99, valid)), np.int32)
     btag = ak.to_numpy(ak.flatten(data["Jet_btagDeepFlavB"])).copy()
     btag[::7] = -3000.0  # tagger not computed
     data["Jet_btagDeepFlavB"] = ak.unflatten(btag, counts["Jet"])
@@ -133,6 +134,20 @@ def test_extraction_from_real_cms_schema(tmp_path: Path) -> None:
     tgt = table.columns["tgt.btagDeepFlavB"][table.columns["reconstructed"]]
     assert tgt.min() >= 0, "no placeholder reaches the training table"
     assert table.columns["ctx.hadronFlavour"].dtype == np.float64
+    # every gen jet is paired with the first reco jet pointing to it, whatever its index
+    plain = extract(load_unit(write_unit(tmp_path / "plainjet", JET_UNIT), require_trained=False), path)
+    events = uproot.open(path)["Events"].arrays(["GenJet_pt", "Jet_pt", "Jet_genJetIdx"])
+    expected_pt, expected_match = [], []
+    for gen_pt, jet_pt, index in zip(events.GenJet_pt.to_list(), events.Jet_pt.to_list(), events.Jet_genJetIdx.to_list()):
+        for g, pt in enumerate(gen_pt):
+            if pt > 10:  # the unit's source selection
+                partner = next((p for p, i in zip(jet_pt, index) if i == g), None)
+                expected_match.append(partner is not None)
+                expected_pt.append(partner if partner is not None else 0.0)
+    np.testing.assert_array_equal(plain.columns["reconstructed"], expected_match)
+    np.testing.assert_allclose(plain.columns["tgt.pt"][plain.columns["reconstructed"]], np.array(expected_pt)[expected_match], rtol=1e-6)
+    matched_index = ak.flatten(events.Jet_genJetIdx[(events.Jet_genJetIdx >= 0) & (events.Jet_genJetIdx < 90)])
+    assert len(np.unique(ak.to_numpy(matched_index))) > 2, "the fixture's matches point at many gen jets, not only the first"
     saved = load_dataset(table.save(tmp_path / "jet.parquet"))
     assert saved.report.dangling_index == report.dangling_index and len(saved) == len(table)
     assert saved.report.sources[0]["sha256"]
