@@ -754,7 +754,7 @@ def _category_plots(p: _Pair, cats: dict) -> None:
     from flashsim.validate import plots as P
 
     for v in [v for v in ("pt",) if v in p.common] + [v for v in p.common if v.startswith("btag")][:1]:
-        fv, rv = p.fl.fields[v][p.sel_f[0]], p.ref.fields[v][p.sel_r]
+        fv, rv = _sel(p.fl.fields[v], p.sel_f[0]), _sel(p.ref.fields[v], p.sel_r)
         groups = {c: (fv[mf], rv[mr]) for c, (mf, mr) in cats["classes"].items() if mf.any() and mr.any()}
         if groups:
             p.plot(f"{p.name}_{v}_by_{cats['by']}.png", P.plot_overlay, groups, M.auto_bins(rv, fv),
