@@ -334,6 +334,24 @@ def test_report_ensemble_and_independent_samples(paired_samples, tmp_path):
     assert 0.6 < m["collections"]["Jet"]["median_ratio"] < 1.6
 
 
+def test_report_splits_by_reco_flavour_without_gen_link(paired_samples, tmp_path):
+    """Jets with a hadronFlavour field but no gen link (a flash sample without GenJet) are split by
+    that field: ratios per class, ROCs and the per-class plots."""
+    ref, flash, _ = paired_samples
+
+    def with_flavour(ev):
+        idx = ak.where(ev.Jet.genJetIdx >= 0, ev.Jet.genJetIdx, 0)  # fakes: the flavour of gen jet 0
+        return ak.with_field(ev, ev.GenJet.hadronFlavour[idx], ["Jet", "hadronFlavour"])
+
+    m = validate(with_flavour(flash)[["event", "Jet"]], with_flavour(ref), ["Jet"], tmp_path, paired=False,
+                 n_splits=2, n_bootstrap=0, classifier_max_rows=1000)
+    jet = m["collections"]["Jet"]
+    assert jet["gen_link"] is None and jet["selection"] == "all"
+    assert jet["by_category"]["by"] == "hadronFlavour" and "pt" in jet["by_category"]["ratios"]["b"]
+    assert jet["roc"]["btagDeepFlavB"]["b_vs_light"]["auc_flash"] > 0.8
+    assert {"plots/Jet_pt_by_hadronFlavour.png", "plots/Jet_btagDeepFlavB_by_hadronFlavour.png"} <= set(jet["plots"])
+
+
 def test_cli_writes_report_and_strict_exit(paired_samples, tmp_path):
     typer = pytest.importorskip("typer")
     from typer.testing import CliRunner

@@ -50,13 +50,14 @@ def needed_collections(collections: list[str], available: set[str] | None = None
 
 def _available_collections(path: Path) -> set[str] | None:
     """Collections present in the first file of ``path`` (None when it cannot be told cheaply)."""
-    try:
-        from flashsim.events import collection_of
-        from flashsim.io.reader import open_source, resolve_inputs
+    from flashsim.errors import InputError
+    from flashsim.events import collection_of
+    from flashsim.io.reader import open_source, resolve_inputs
 
+    try:
         first = resolve_inputs(str(path))[0]
         return {collection_of(k) for k in open_source(first).keys}
-    except Exception:
+    except (InputError, OSError):  # read_events reports it when reading
         return None
 
 

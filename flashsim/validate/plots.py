@@ -179,6 +179,61 @@ def hdr_levels(h: np.ndarray, levels: Sequence[float]) -> list[float]:
     return [float(flat[min(np.searchsorted(cum, lv), len(flat) - 1)]) for lv in levels]
 
 
+def _corner_ranges(flash: np.ndarray, reference: np.ndarray, k: int) -> list[tuple[float, float]]:
+    """Per variable, the pooled 0.1-99.9% quantile range widened by 5% on each side."""
+    pooled = np.concatenate([flash, reference])
+    ranges = []
+    for j in range(k):
+        lo, hi = np.quantile(pooled[:, j], [0.001, 0.999]) if len(pooled) else (0.0, 1.0)
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        if not hi > lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        ranges.append((float(lo), float(hi)))
+    return ranges
+
+
+def _corner_diagonal(ax, flash: np.ndarray, reference: np.ndarray, j: int, rng: tuple[float, float], n_bins: int) -> None:
+    """1-D densities of variable ``j``: flash solid, reference dashed."""
+    b = np.linspace(*rng, n_bins + 1)
+    ax.hist(reference[:, j], b, density=True, histtype="step", color=REF_COLOR, ls="--", lw=1.5)
+    ax.hist(flash[:, j], b, density=True, histtype="step", color=FLASH_COLOR, lw=1.5)
+    ax.set_yticks([])
+
+
+def _corner_contours(ax, flash: np.ndarray, reference: np.ndarray, i: int, j: int,
+                     ranges: Sequence[tuple[float, float]], n_bins: int, levels: Sequence[float]) -> None:
+    """Smoothed highest-density contours of variable ``i`` vs ``j``: flash solid, reference dashed."""
+    from scipy.ndimage import gaussian_filter
+
+    bx = np.linspace(*ranges[j], n_bins + 1)
+    by = np.linspace(*ranges[i], n_bins + 1)
+    for data, color, ls in ((reference, REF_COLOR, "--"), (flash, FLASH_COLOR, "-")):
+        h, _, _ = np.histogram2d(data[:, j], data[:, i], bins=(bx, by))
+        h = gaussian_filter(h, 1.0)
+        lv = sorted(set(hdr_levels(h, levels)))
+        lv = [v for v in lv if v > 0]
+        if len(lv) >= 1:
+            cx = 0.5 * (bx[1:] + bx[:-1])
+            cy = 0.5 * (by[1:] + by[:-1])
+            ax.contour(cx, cy, h.T, levels=lv, colors=color, linestyles=ls, linewidths=1.2)
+    ax.set_xlim(*ranges[j])
+    ax.set_ylim(*ranges[i])
+
+
+def _corner_labels(ax, i: int, j: int, names: Sequence[str]) -> None:
+    """Axis labels on the bottom row and the left column only."""
+    if i == len(names) - 1:
+        ax.set_xlabel(names[j], fontsize=13)
+    else:
+        ax.set_xticklabels([])
+    if j == 0 and i > 0:
+        ax.set_ylabel(names[i], fontsize=13)
+    elif j > 0 or i == 0:
+        ax.set_yticklabels([])
+    ax.tick_params(labelsize=9)
+
+
 def plot_corner(
     flash: np.ndarray,
     reference: np.ndarray,
@@ -191,20 +246,10 @@ def plot_corner(
 ):
     """Corner plot: 1-D densities on the diagonal, pairwise highest-density contours enclosing
     ``levels`` of the mass (flash solid, reference dashed) below it."""
-    from scipy.ndimage import gaussian_filter
-
     flash, reference = np.asarray(flash, np.float64), np.asarray(reference, np.float64)
     k = len(names)
     if ranges is None:
-        pooled = np.concatenate([flash, reference])
-        ranges = []
-        for j in range(k):
-            lo, hi = np.quantile(pooled[:, j], [0.001, 0.999]) if len(pooled) else (0.0, 1.0)
-            pad = 0.05 * (hi - lo)
-            lo, hi = lo - pad, hi + pad
-            if not hi > lo:
-                lo, hi = lo - 0.5, hi + 0.5
-            ranges.append((float(lo), float(hi)))
+        ranges = _corner_ranges(flash, reference, k)
     with _style():
         fig, axes = plt.subplots(k, k, figsize=(2.6 * k + 1, 2.6 * k + 1), squeeze=False)
         fig.subplots_adjust(hspace=0.08, wspace=0.08)
@@ -215,33 +260,10 @@ def plot_corner(
                     ax.set_visible(False)
                     continue
                 if i == j:
-                    b = np.linspace(*ranges[j], n_bins + 1)
-                    ax.hist(reference[:, j], b, density=True, histtype="step", color=REF_COLOR, ls="--", lw=1.5)
-                    ax.hist(flash[:, j], b, density=True, histtype="step", color=FLASH_COLOR, lw=1.5)
-                    ax.set_yticks([])
+                    _corner_diagonal(ax, flash, reference, j, ranges[j], n_bins)
                 else:
-                    bx = np.linspace(*ranges[j], n_bins + 1)
-                    by = np.linspace(*ranges[i], n_bins + 1)
-                    for data, color, ls in ((reference, REF_COLOR, "--"), (flash, FLASH_COLOR, "-")):
-                        h, _, _ = np.histogram2d(data[:, j], data[:, i], bins=(bx, by))
-                        h = gaussian_filter(h, 1.0)
-                        lv = sorted(set(hdr_levels(h, levels)))
-                        lv = [v for v in lv if v > 0]
-                        if len(lv) >= 1:
-                            cx = 0.5 * (bx[1:] + bx[:-1])
-                            cy = 0.5 * (by[1:] + by[:-1])
-                            ax.contour(cx, cy, h.T, levels=lv, colors=color, linestyles=ls, linewidths=1.2)
-                    ax.set_xlim(*ranges[j])
-                    ax.set_ylim(*ranges[i])
-                if i == k - 1:
-                    ax.set_xlabel(names[j], fontsize=13)
-                else:
-                    ax.set_xticklabels([])
-                if j == 0 and i > 0:
-                    ax.set_ylabel(names[i], fontsize=13)
-                elif j > 0 or i == 0:
-                    ax.set_yticklabels([])
-                ax.tick_params(labelsize=9)
+                    _corner_contours(ax, flash, reference, i, j, ranges, n_bins, levels)
+                _corner_labels(ax, i, j, names)
         handles = [plt.Line2D([], [], color=FLASH_COLOR, lw=2), plt.Line2D([], [], color=REF_COLOR, ls="--", lw=2)]
         fig.legend(handles, ["flashsim", "reference"], loc="upper right", fontsize=14,
                    title="contours " + "/".join(f"{lv:g}" for lv in levels), title_fontsize=12)

@@ -20,17 +20,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import awkward as ak
 import numpy as np
 
+from flashsim.errors import InputError
 from flashsim.validate import metrics as M
-
-try:  # the project's error type when the integrator's module is there
-    from flashsim.errors import InputError as _InputErrorBase
-except Exception:  # pragma: no cover - stand-alone use
-    _InputErrorBase = ValueError  # type: ignore[assignment,misc]
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -44,7 +40,7 @@ __all__ = [
 ]
 
 
-class ValidationInputError(_InputErrorBase):  # type: ignore[misc,valid-type]
+class ValidationInputError(InputError):
     """A sample cannot be validated: missing or empty collection, NaN/inf or non-numeric values."""
 
 
@@ -128,10 +124,12 @@ class _Coll:
     gen_name: str | None = None
 
     def ev(self, name: str, sel: np.ndarray | None = None) -> M.EventValues:
-        v, e = self.fields[name], self.event
-        if sel is not None:
-            v, e = v[sel], e[sel]
-        return M.EventValues(v, e, self.n_events)
+        """Values of one variable of the selected objects (all with ``sel=None``), with their events."""
+        return M.EventValues(_sel(self.fields[name], sel), _sel(self.event, sel), self.n_events)
+
+    def multiplicity(self) -> M.EventValues:
+        """Number of objects per event, one entry per event."""
+        return M.EventValues(self.counts.astype(np.float64), np.arange(self.n_events), self.n_events)
 
 
 def compared_variables(coll: ak.Array) -> list[str]:
@@ -270,14 +268,17 @@ def _is_paired(flash: ak.Array, ref: ak.Array) -> bool:
         return all(bool(ak.all(flash[k] == ref[k])) for k in ids)
     for g in ("GenJet", "GenPart", "GenMET"):
         if g in ff and g in rf and "pt" in (flash[g].fields or []) and "pt" in (ref[g].fields or []):
-            try:
-                return bool(ak.all(ak.ravel(flash[g].pt) == ak.ravel(ref[g].pt))) and bool(
-                    ak.all(ak.num(flash[g].pt, axis=-1) == ak.num(ref[g].pt, axis=-1))
-                    if flash[g].ndim == 2 else True
-                )
-            except Exception:
-                return False
+            return _same_values(flash[g].pt, ref[g].pt)
     return False
+
+
+def _same_values(a: ak.Array, b: ak.Array) -> bool:
+    """Same shape (the same number of entries in every event, when jagged) and the same values."""
+    if a.ndim != b.ndim:
+        return False
+    if a.ndim == 2 and not ak.all(ak.num(a, axis=1) == ak.num(b, axis=1)):
+        return False
+    return bool(ak.all(ak.ravel(a) == ak.ravel(b)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,14 +345,6 @@ def _var_metrics(f: M.EventValues, r: M.EventValues, splits: list[M.Split]) -> d
     }
 
 
-def _plot(ctx: _Ctx, plots: list, fname: str, fn, *args, **kwargs) -> None:
-    if not ctx.make_plots:
-        return
-    path = ctx.plot_dir / fname
-    fn(*args, path=path, **kwargs)
-    plots.append(path.relative_to(ctx.out_dir).as_posix())
-
-
 def _log_pt_bins(pt: np.ndarray, n: int = 12) -> np.ndarray:
     pt = pt[pt > 0]
     if len(pt) == 0:
@@ -367,271 +360,414 @@ def _eta_bins(eta: np.ndarray, n: int = 12) -> np.ndarray:
     return np.linspace(-m, m, n + 1) if m > 0 else np.linspace(-1, 1, n + 1)
 
 
-def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, ctx: _Ctx) -> dict:
-    from flashsim.validate import plots as P
+@dataclass
+class _Pair:
+    """One collection under comparison: the flash samples (the first is reported), the reference,
+    the variables both have, the compared objects (``sel_*``: gen-matched ones, None for all) and
+    each flash sample's event splits. Collects the paths of the plots it writes."""
 
+    name: str
+    flash: list[_Coll]
+    ref: _Coll
+    common: list[str]
+    gen_linked: bool
+    gen_feats: list[str]
+    sel_f: list[np.ndarray | None]
+    sel_r: np.ndarray | None
+    member_splits: list[list[M.Split]]
+    ctx: _Ctx
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def fl(self) -> _Coll:
+        return self.flash[0]
+
+    @property
+    def splits(self) -> list[M.Split]:
+        return self.member_splits[0]
+
+    @property
+    def matched_only(self) -> bool:
+        """Only gen-matched objects are compared (a gen-linked object collection)."""
+        return self.gen_linked and self.ref.jagged
+
+    def plot(self, fname: str, fn, *args, **kwargs) -> None:
+        """Draw ``fn(*args, **kwargs)`` into ``plots/fname`` and record it (nothing without plots)."""
+        if not self.ctx.make_plots:
+            return
+        path = self.ctx.plot_dir / fname
+        fn(*args, path=path, **kwargs)
+        self.plots.append(path.relative_to(self.ctx.out_dir).as_posix())
+
+    def ref_band(self, ev: M.EventValues, bins: np.ndarray):
+        """The reference's bootstrap band in ``bins`` (None without bootstraps)."""
+        return M.bootstrap_band(ev, bins, n_boot=self.ctx.n_bootstrap, seed=self.ctx.seed) if self.ctx.n_bootstrap else None
+
+
+def _pair(name: str, flash: list[_Coll], ref: _Coll, ctx: _Ctx) -> _Pair:
+    """Check that the samples can be compared and choose the compared objects: the gen-matched
+    ones when every sample of an object collection has a gen link, else all."""
     fl = flash[0]
-    res: dict = {"kind": "jagged" if ref.jagged else "singleton", "plots": []}
-    plots: list = res["plots"]
     if fl.jagged != ref.jagged:
         raise ValidationInputError(f"collection {name!r} is jagged in one sample and a singleton in the other")
     common = [v for v in ref.fields if v in fl.fields]
-    res["not_compared"] = {
-        "only_in_reference": [v for v in ref.fields if v not in fl.fields],
-        "only_in_flash": [v for v in fl.fields if v not in ref.fields],
-        "non_numeric": sorted(set(fl.skipped) | set(ref.skipped)),
-    }
     if not common:
         raise ValidationInputError(f"collection {name!r}: no numeric variable common to flash and reference")
     gen_linked = ref.matched is not None and all(f.matched is not None for f in flash)
-    res["gen_link"] = ref.gen_name if gen_linked else None
-    res["selection"] = "gen-matched" if (gen_linked and ref.jagged) else "all"
-    sel_f = [f.matched if (gen_linked and ref.jagged) else None for f in flash]
-    sel_r = ref.matched if (gen_linked and ref.jagged) else None
+    matched_only = gen_linked and ref.jagged
+    sel_f = [f.matched if matched_only else None for f in flash]
+    sel_r = ref.matched if matched_only else None
     for c, s in [(ref, sel_r), *zip(flash, sel_f)]:
         if s is not None and not s.any():
             raise ValidationInputError(
                 f"collection {name!r} has no gen-matched object in the {c.label} sample "
                 f"(every {ref.gen_name} index is negative or out of range)"
             )
-    splits = _splits(fl.n_events, ref.n_events, ctx)
-    member_splits = [splits] + [_splits(f.n_events, ref.n_events, ctx) for f in flash[1:]]
+    gen_feats = [g for g in ref.gen if g in fl.gen] if gen_linked else []
+    member_splits = [_splits(f.n_events, ref.n_events, ctx) for f in flash]
+    return _Pair(name, flash, ref, common, gen_linked, gen_feats, sel_f, sel_r, member_splits, ctx)
 
-    # ---- per-variable distributions and the noise-floor ratio
+
+def _sel(a: np.ndarray, sel: np.ndarray | None) -> np.ndarray:
+    """``a[sel]``, or all of ``a`` when there is no selection."""
+    return a if sel is None else a[sel]
+
+
+def _subset(ev: M.EventValues, mask: np.ndarray) -> M.EventValues:
+    """The entries of ``ev`` where ``mask`` is True."""
+    return M.EventValues(ev.values[mask], ev.event[mask], ev.n_events)
+
+
+def _validate_collection(name: str, flash: list[_Coll], ref: _Coll, thr: dict, ctx: _Ctx) -> dict:
+    """Every metric, check and plot of one collection: its entry in ``metrics.json``."""
+    p = _pair(name, flash, ref, ctx)
+    res: dict = {
+        "kind": "jagged" if ref.jagged else "singleton",
+        "plots": p.plots,
+        "not_compared": _not_compared(p.fl, ref),
+        "gen_link": ref.gen_name if p.gen_linked else None,
+        "selection": "gen-matched" if p.matched_only else "all",
+    }
     ctx.progress(f"{name}: noise-floor ratios ({ctx.n_splits} splits)")
-    variables: dict[str, dict] = {}
+    variables = _noise_floor_ratios(p, thr)
+    res["variables"] = variables
+    res.update(_ratio_summary(variables))
+    res.update(_all_objects(p))
+    ctx.progress(f"{name}: classifier two-sample test")
+    xf, evf = _features(p, p.fl, p.sel_f[0])
+    xr, evr = _features(p, ref, p.sel_r)
+    res["classifier"] = _classifier(p, xf, evf, xr, evr)
+    res.update(_correlation(p, xf, xr, evr))
+    eff, resp = _efficiency(p), _response(p)
+    res["checks"] = _ratio_checks(res, thr) + _auc_check(res["classifier"], thr) + _response_check(resp, thr)
+    res["pass"] = all(c["pass"] for c in res["checks"])
+    if eff is not None:
+        res["efficiency"] = eff
+    if resp is not None:
+        res["response"] = resp
+    res.update(_by_category(p))
+    if ctx.make_plots:
+        ctx.progress(f"{name}: plots")
+        _distribution_plots(p, variables)
+        _corner_plot(p, xf, xr)
+    res["plots"] = _plots_in_order(name, variables, p.plots)
+    return res
+
+
+def _not_compared(fl: _Coll, ref: _Coll) -> dict:
+    """Variables left out: in one sample only, or not numeric."""
+    return {
+        "only_in_reference": [v for v in ref.fields if v not in fl.fields],
+        "only_in_flash": [v for v in fl.fields if v not in ref.fields],
+        "non_numeric": sorted(set(fl.skipped) | set(ref.skipped)),
+    }
+
+
+# ---- noise-floor ratios
+
+
+def _member_metrics(p: _Pair, flash: list[M.EventValues], ref: M.EventValues) -> dict:
+    """Metrics of the first flash sample, with every member's noise-floor ratio beside for an ensemble."""
+    m = _var_metrics(flash[0], ref, p.splits)
+    if len(flash) > 1:
+        m["ratio_members"] = [M._noise_floor_from_splits(f, ref, sp).ratio for f, sp in zip(flash, p.member_splits)]
+    return m
+
+
+def _noise_floor_ratios(p: _Pair, thr: dict) -> dict[str, dict]:
+    """Per compared variable, and the multiplicity of an object collection: metrics, threshold, pass."""
+    variables = {
+        v: _member_metrics(p, [f.ev(v, s) for f, s in zip(p.flash, p.sel_f)], p.ref.ev(v, p.sel_r))
+        for v in p.common
+    }
+    if p.ref.jagged:
+        variables[f"n{p.name}"] = _member_metrics(p, [f.multiplicity() for f in p.flash], p.ref.multiplicity())
     per_var_thr = thr.get("variables") or {}
-    for v in common:
-        m = _var_metrics(fl.ev(v, sel_f[0]), ref.ev(v, sel_r), splits)
-        if len(flash) > 1:
-            m["ratio_members"] = [
-                M._noise_floor_from_splits(f.ev(v, s), ref.ev(v, sel_r), sp).ratio
-                for f, s, sp in zip(flash, sel_f, member_splits)
-            ]
-        variables[v] = m
-    if ref.jagged:
-        mult = f"n{name}"
-        fe = [M.EventValues(f.counts.astype(np.float64), np.arange(f.n_events), f.n_events) for f in flash]
-        re_ = M.EventValues(ref.counts.astype(np.float64), np.arange(ref.n_events), ref.n_events)
-        variables[mult] = _var_metrics(fe[0], re_, splits)
-        if len(flash) > 1:
-            variables[mult]["ratio_members"] = [
-                M._noise_floor_from_splits(e, re_, sp).ratio for e, sp in zip(fe, member_splits)
-            ]
     for v, m in variables.items():
         t = per_var_thr.get(v, thr.get("ratio_max"))
         m["threshold"] = t
         m["pass"] = None if t is None or math.isnan(m["ratio"]) else bool(m["ratio"] <= t)
+    return variables
+
+
+def _ratio_summary(variables: dict[str, dict]) -> dict:
+    """Median and largest noise-floor ratio of the collection, and the variable with the largest."""
     ratios = np.array([m["ratio"] for m in variables.values()], np.float64)
     finite = ratios[~np.isnan(ratios)]
-    res["variables"] = variables
-    res["median_ratio"] = float(np.median(finite)) if len(finite) else float("nan")
-    res["max_ratio"] = float(np.max(finite)) if len(finite) else float("nan")
-    res["worst_variable"] = list(variables)[int(np.nanargmax(ratios))] if len(finite) else None
+    if not len(finite):
+        return {"median_ratio": float("nan"), "max_ratio": float("nan"), "worst_variable": None}
+    return {"median_ratio": float(np.median(finite)), "max_ratio": float(np.max(finite)),
+            "worst_variable": list(variables)[int(np.nanargmax(ratios))]}
 
-    # all objects (fakes included), for information, when the comparison above was on matched ones
-    if gen_linked and ref.jagged and (not ref.matched.all() or not fl.matched.all()):
-        res["variables_all_objects"] = {v: _var_metrics(fl.ev(v), ref.ev(v), splits) for v in common}
-        res["matched_fraction"] = {"flash": float(fl.matched.mean()), "reference": float(ref.matched.mean())}
 
-    # ---- classifier two-sample test on (reco + gen) features of matched objects
-    ctx.progress(f"{name}: classifier two-sample test")
-    gen_feats = [g for g in ref.gen if g in fl.gen] if gen_linked else []
+def _all_objects(p: _Pair) -> dict:
+    """For information when only gen-matched objects were compared and some are not: the metrics
+    over every object (fakes included) and the matched fractions."""
+    if not p.matched_only or (p.ref.matched.all() and p.fl.matched.all()):
+        return {}
+    return {
+        "variables_all_objects": {v: _var_metrics(p.fl.ev(v), p.ref.ev(v), p.splits) for v in p.common},
+        "matched_fraction": {"flash": float(p.fl.matched.mean()), "reference": float(p.ref.matched.mean())},
+    }
 
-    def _features(c: _Coll, sel):
-        cols = [c.fields[v][sel] if sel is not None else c.fields[v] for v in common]
-        cols += [c.gen[g] for g in gen_feats]  # gen values are stored for matched objects only
-        ev = c.event[sel] if sel is not None else c.event
-        return np.column_stack(cols), ev
 
-    xf, evf = _features(fl, sel_f[0])
-    xr, evr = _features(ref, sel_r)
-    clf = M.classifier_two_sample_test(xf, evf, xr, evr, splits[0], seed=ctx.seed, max_rows=ctx.classifier_max_rows,
-                                       n_threads=ctx.classifier_threads)
-    clf["features"] = list(common) + [f"gen_{g}" for g in gen_feats]
-    res["classifier"] = clf
+# ---- classifier two-sample test and correlations
 
-    # ---- correlations between the reco variables, beside the reference-halves floor
-    if len(common) > 1:
-        d, dmax = M.correlation_difference(xf[:, : len(common)], xr[:, : len(common)])
-        s0 = splits[0]
-        _, dfloor = M.correlation_difference(xr[s0.ref_a[evr], : len(common)], xr[s0.ref_b[evr], : len(common)])
-        res["correlation"] = {"variables": common, "difference": d, "max_abs_diff": dmax,
-                              "max_abs_diff_ref_halves": dfloor}
 
-    # ---- checks
+def _features(p: _Pair, c: _Coll, sel: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier features of the compared objects of one sample, the compared (reco) variables
+    first then the gen ones, and the event of each object."""
+    cols = [_sel(c.fields[v], sel) for v in p.common]
+    cols += [c.gen[g] for g in p.gen_feats]  # gen values are stored for matched objects only
+    return np.column_stack(cols), _sel(c.event, sel)
+
+
+def _classifier(p: _Pair, xf: np.ndarray, evf: np.ndarray, xr: np.ndarray, evr: np.ndarray) -> dict:
+    """Classifier two-sample test on (reco + gen) features, beside the same between reference halves."""
+    clf = M.classifier_two_sample_test(xf, evf, xr, evr, p.splits[0], seed=p.ctx.seed,
+                                       max_rows=p.ctx.classifier_max_rows, n_threads=p.ctx.classifier_threads)
+    clf["features"] = list(p.common) + [f"gen_{g}" for g in p.gen_feats]
+    return clf
+
+
+def _correlation(p: _Pair, xf: np.ndarray, xr: np.ndarray, evr: np.ndarray) -> dict:
+    """Difference of the reco variables' correlation matrices, beside the same between reference halves."""
+    k = len(p.common)
+    if k < 2:
+        return {}
+    d, dmax = M.correlation_difference(xf[:, :k], xr[:, :k])
+    s0 = p.splits[0]
+    _, dfloor = M.correlation_difference(xr[s0.ref_a[evr], :k], xr[s0.ref_b[evr], :k])
+    return {"correlation": {"variables": p.common, "difference": d, "max_abs_diff": dmax,
+                            "max_abs_diff_ref_halves": dfloor}}
+
+
+# ---- checks
+
+
+def _ratio_checks(res: dict, thr: dict) -> list[dict]:
+    """Checks of every variable's noise-floor ratio against its threshold and of the median ratio."""
     checks = []
-    if thr.get("ratio_max") is not None or per_var_thr:
-        failing = [v for v, m in variables.items() if m["pass"] is False]
+    if thr.get("ratio_max") is not None or thr.get("variables"):
+        failing = [v for v, m in res["variables"].items() if m["pass"] is False]
         checks.append({"name": "noise-floor ratio, every variable", "value": res["max_ratio"],
                        "threshold": thr.get("ratio_max"), "pass": not failing,
                        "detail": ("failing: " + ", ".join(failing)) if failing else f"worst: {res['worst_variable']}"})
     if thr.get("ratio_median") is not None:
         checks.append({"name": "median noise-floor ratio", "value": res["median_ratio"],
                        "threshold": thr["ratio_median"], "pass": bool(res["median_ratio"] <= thr["ratio_median"])})
-    if thr.get("auc_max") is not None:
-        auc = clf["auc"]
-        checks.append({"name": "classifier AUC", "value": auc, "threshold": thr["auc_max"],
-                       "pass": bool(math.isfinite(auc) and auc <= thr["auc_max"]),
-                       "detail": f"reference halves: {_f(clf['auc_ref_halves'])}"})
-    res["checks"] = checks
-    res["pass"] = all(c["pass"] for c in checks)
-
-    # ---- profiles: efficiency, response, resolution
-    if gen_linked and ref.jagged and ref.gen_objects and fl.gen_objects:
-        ctx.progress(f"{name}: efficiency and response profiles")
-        eff = {}
-        for x, bins in (("pt", _log_pt_bins(ref.gen_objects["pt"])), ("eta", _eta_bins(ref.gen_objects["eta"]))):
-            pf = M.efficiency_profile(fl.gen_objects[x], fl.gen_objects["matched"], bins)
-            pr = M.efficiency_profile(ref.gen_objects[x], ref.gen_objects["matched"], bins)
-            eff[f"vs_{x}"] = {"flash": pf, "reference": pr, "chi2_ndf": M.profile_chi2_ndf(
-                pf["efficiency"], M._efficiency_err(pf), pr["efficiency"], M._efficiency_err(pr))}
-            _plot(ctx, plots, f"{name}_efficiency_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
-                  y="efficiency", yerr=("low", "high"), xlabel=f"{ref.gen_name} {x}", ylabel=f"{name} efficiency",
-                  logx=(x == "pt"))
-        eff["total"] = {"flash": float(fl.gen_objects["matched"].mean()) if len(fl.gen_objects["matched"]) else None,
-                        "reference": float(ref.gen_objects["matched"].mean()) if len(ref.gen_objects["matched"]) else None}
-        res["efficiency"] = eff
-    if gen_linked and "pt" in common and "pt" in gen_feats:
-        ctx.progress(f"{name}: response")
-        # objects: reco pt / gen pt; event quantities (MET): reco pt - gen pt, since gen MET can be ~0
-        as_ratio = ref.jagged
-        resp = {"definition": "reco/gen" if as_ratio else "reco-gen"}
-        sf, sr = sel_f[0], sel_r
-        rlabel = f"{name} pt / {ref.gen_name} pt" if as_ratio else f"{name} pt - {ref.gen_name} pt"
-
-        def _r(c: _Coll, sel):
-            reco = c.fields["pt"][sel] if sel is not None else c.fields["pt"]
-            g = c.gen["pt"]
-            ok = g > 0 if as_ratio else np.ones(len(g), bool)
-            r = reco[ok] / g[ok] if as_ratio else reco - g
-            return r, {k: v[ok] for k, v in c.gen.items()}, (c.event[sel] if sel is not None else c.event)[ok]
-
-        rf, gf, ef = _r(fl, sf)
-        rr, gr, er = _r(ref, sr)
-        if len(rf) and len(rr):
-            resp["ratio"] = _var_metrics(M.EventValues(rf, ef, fl.n_events), M.EventValues(rr, er, ref.n_events), splits)
-            if ctx.make_plots:
-                b = M.auto_bins(rr, rf)
-                band = M.bootstrap_band(M.EventValues(rr, er, ref.n_events), b, n_boot=ctx.n_bootstrap, seed=ctx.seed) if ctx.n_bootstrap else None
-                _plot(ctx, plots, f"{name}_response.png", P.plot_hist_ratio, rf, rr, b,
-                      xlabel=rlabel, ref_band=band,
-                      annotation=f"R = {_f(resp['ratio']['ratio'], 2)}")
-            xs = [("pt", _log_pt_bins(gr["pt"]))]
-            if "eta" in gr:
-                xs.append(("eta", _eta_bins(gr["eta"])))
-            for x, bins in xs:
-                pf = M.response_profile(gf[x], rf, bins)
-                pr = M.response_profile(gr[x], rr, bins)
-                resp[f"vs_{x}"] = {
-                    "flash": pf, "reference": pr,
-                    "median_chi2_ndf": M.profile_chi2_ndf(pf["median"], pf["median_err"], pr["median"], pr["median_err"]),
-                    "resolution_chi2_ndf": M.profile_chi2_ndf(pf["resolution"], pf["resolution_err"], pr["resolution"], pr["resolution_err"]),
-                }
-                _plot(ctx, plots, f"{name}_response_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
-                      y="median", yerr="median_err", xlabel=f"{ref.gen_name} {x}",
-                      ylabel=f"median of {rlabel}", logx=(x == "pt"), ratio=as_ratio)
-                _plot(ctx, plots, f"{name}_resolution_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
-                      y="resolution", yerr="resolution_err", xlabel=f"{ref.gen_name} {x}",
-                      ylabel=f"IQR/1.349 of {rlabel}", logx=(x == "pt"))
-        res["response"] = resp
-        rt = thr.get("response_ratio_max")
-        if rt is not None and "ratio" in resp:
-            rv = resp["ratio"]["ratio"]
-            checks.append({"name": f"noise-floor ratio of pt {resp['definition']}", "value": rv, "threshold": rt,
-                           "pass": bool(rv <= rt)})
-            res["pass"] = all(c["pass"] for c in checks)
-
-    # ---- splits by gen flavour / status flag, and tagger ROCs
-    cats = _categories(fl, sel_f[0], ref, sel_r, common, gen_linked)
-    if cats:
-        ctx.progress(f"{name}: distributions by {cats['by']}")
-        by = {}
-        for cname, (mf, mr) in cats["classes"].items():
-            by[cname] = {}
-            for v in common:
-                f_ev = fl.ev(v, sel_f[0])
-                r_ev = ref.ev(v, sel_r)
-                fe_ = M.EventValues(f_ev.values[mf], f_ev.event[mf], fl.n_events)
-                re2 = M.EventValues(r_ev.values[mr], r_ev.event[mr], ref.n_events)
-                if len(fe_.values) and len(re2.values):
-                    by[cname][v] = _var_metrics(fe_, re2, splits)
-        res["by_category"] = {"by": cats["by"], "ratios": by}
-        for v in [v for v in ("pt",) if v in common] + [v for v in common if v.startswith("btag")][:1]:
-            fv, rv = fl.fields[v][sel_f[0]], ref.fields[v][sel_r]
-            groups = {c: (fv[mf], rv[mr]) for c, (mf, mr) in cats["classes"].items() if mf.any() and mr.any()}
-            if groups:
-                b = M.auto_bins(rv, fv)
-                _plot(ctx, plots, f"{name}_{v}_by_{cats['by']}.png", P.plot_overlay, groups, b,
-                      xlabel=f"{name} {v}", logy=v.startswith("btag"))
-        if cats["by"] == "hadronFlavour":
-            res["roc"] = _rocs(name, fl, sel_f[0], ref, sel_r, common, cats, ctx, plots)
-
-    # ---- per-variable plots, multiplicity and corner
-    if ctx.make_plots:
-        ctx.progress(f"{name}: plots")
-        for v in list(common) + ([f"n{name}"] if ref.jagged else []):
-            if v == f"n{name}" and ref.jagged:
-                fvals = [f.counts.astype(np.float64) for f in flash]
-                rev = M.EventValues(ref.counts.astype(np.float64), np.arange(ref.n_events), ref.n_events)
-                xlabel = f"number of {name}"
-            else:
-                fvals = [f.fields[v][s] if s is not None else f.fields[v] for f, s in zip(flash, sel_f)]
-                rev = ref.ev(v, sel_r)
-                xlabel = f"{name} {v}" + (" (gen-matched)" if res["selection"] == "gen-matched" else "")
-            b = M.auto_bins(rev.values, fvals[0])
-            band = M.bootstrap_band(rev, b, n_boot=ctx.n_bootstrap, seed=ctx.seed) if ctx.n_bootstrap else None
-            ens = M.ensemble_band(fvals, b) if len(fvals) > 1 else None
-            m = variables[v]
-            note = f"R = {_f(m['ratio'], 2)}  KS = {_f(m['ks'], 3)}"
-            logy = v.startswith(("btag", "pfRelIso", "miniPFRelIso")) or "Iso" in v
-            _plot(ctx, plots, f"{name}_{v}.png", P.plot_hist_ratio, fvals[0], rev.values, b, xlabel=xlabel,
-                  ref_band=band, ensemble=ens, annotation=note, logy=logy)
-        corner_vars = [v for v in _CORNER_FIRST if v in common]
-        corner_vars += [v for v in common if v not in corner_vars][: max(0, 5 - len(corner_vars))]
-        if len(corner_vars) >= 2:
-            idx = [common.index(v) for v in corner_vars]
-            rng = np.random.default_rng(ctx.seed)
-            cf = xf[rng.permutation(len(xf))[:20000]][:, idx]
-            cr = xr[rng.permutation(len(xr))[:20000]][:, idx]
-            _plot(ctx, plots, f"{name}_corner.png", P.plot_corner, cf, cr, [f"{name} {v}" for v in corner_vars])
-    # per-variable distributions first, then profiles, ROCs and the rest
-    first = [p for v in variables for p in plots if p == f"plots/{name}_{v}.png"]
-    res["plots"] = first + [p for p in plots if p not in first]
-    return res
+    return checks
 
 
-def _categories(fl: _Coll, sf, ref: _Coll, sr, common: list[str], gen_linked: bool) -> dict | None:
+def _auc_check(clf: dict, thr: dict) -> list[dict]:
+    """Check of the classifier AUC (none without threshold)."""
+    if thr.get("auc_max") is None:
+        return []
+    auc = clf["auc"]
+    return [{"name": "classifier AUC", "value": auc, "threshold": thr["auc_max"],
+             "pass": bool(math.isfinite(auc) and auc <= thr["auc_max"]),
+             "detail": f"reference halves: {_f(clf['auc_ref_halves'])}"}]
+
+
+def _response_check(resp: dict | None, thr: dict) -> list[dict]:
+    """Check of the pt response's noise-floor ratio (none without threshold or response)."""
+    rt = thr.get("response_ratio_max")
+    if rt is None or resp is None or "ratio" not in resp:
+        return []
+    rv = resp["ratio"]["ratio"]
+    return [{"name": f"noise-floor ratio of pt {resp['definition']}", "value": rv, "threshold": rt, "pass": bool(rv <= rt)}]
+
+
+# ---- efficiency, response and resolution
+
+
+def _efficiency(p: _Pair) -> dict | None:
+    """Efficiency vs gen pt and η of a gen-linked object collection, flash beside reference, and in total."""
+    fg, rg = p.fl.gen_objects, p.ref.gen_objects
+    if not (p.matched_only and rg and fg):
+        return None
+    p.ctx.progress(f"{p.name}: efficiency and response profiles")
+    eff = {f"vs_{x}": _efficiency_profile(p, x, bins)
+           for x, bins in (("pt", _log_pt_bins(rg["pt"])), ("eta", _eta_bins(rg["eta"])))}
+    eff["total"] = {"flash": float(fg["matched"].mean()) if len(fg["matched"]) else None,
+                    "reference": float(rg["matched"].mean()) if len(rg["matched"]) else None}
+    return eff
+
+
+def _efficiency_profile(p: _Pair, x: str, bins: np.ndarray) -> dict:
+    """Efficiency vs gen ``x`` of flash and reference, their χ²/ndf; plotted."""
+    from flashsim.validate import plots as P
+
+    fg, rg = p.fl.gen_objects, p.ref.gen_objects
+    pf = M.efficiency_profile(fg[x], fg["matched"], bins)
+    pr = M.efficiency_profile(rg[x], rg["matched"], bins)
+    p.plot(f"{p.name}_efficiency_vs_{x}.png", P.plot_profile, {"flashsim": pf, "reference": pr},
+           y="efficiency", yerr=("low", "high"), xlabel=f"{p.ref.gen_name} {x}", ylabel=f"{p.name} efficiency",
+           logx=(x == "pt"))
+    return {"flash": pf, "reference": pr, "chi2_ndf": M.profile_chi2_ndf(
+        pf["efficiency"], M._efficiency_err(pf), pr["efficiency"], M._efficiency_err(pr))}
+
+
+class _Response(NamedTuple):
+    """pt response of the compared objects with a usable gen pt: values, gen values, events."""
+
+    values: np.ndarray
+    gen: dict[str, np.ndarray]
+    event: np.ndarray
+
+
+def _response_values(c: _Coll, sel: np.ndarray | None, as_ratio: bool) -> _Response:
+    """reco pt / gen pt of the objects with gen pt > 0 (as_ratio), else reco pt - gen pt of all."""
+    reco = _sel(c.fields["pt"], sel)
+    g = c.gen["pt"]
+    ok = g > 0 if as_ratio else np.ones(len(g), bool)
+    r = reco[ok] / g[ok] if as_ratio else reco - g
+    return _Response(r, {k: v[ok] for k, v in c.gen.items()}, _sel(c.event, sel)[ok])
+
+
+def _response(p: _Pair) -> dict | None:
+    """pt response of a gen-linked collection: its noise-floor ratio, distribution and profiles.
+    Objects use reco pt / gen pt; event quantities (MET) reco pt - gen pt, since gen MET can be ~0."""
+    from flashsim.validate import plots as P
+
+    if not (p.gen_linked and "pt" in p.common and "pt" in p.gen_feats):
+        return None
+    p.ctx.progress(f"{p.name}: response")
+    as_ratio = p.ref.jagged
+    resp: dict = {"definition": "reco/gen" if as_ratio else "reco-gen"}
+    rlabel = f"{p.name} pt / {p.ref.gen_name} pt" if as_ratio else f"{p.name} pt - {p.ref.gen_name} pt"
+    rf = _response_values(p.fl, p.sel_f[0], as_ratio)
+    rr = _response_values(p.ref, p.sel_r, as_ratio)
+    if len(rf.values) and len(rr.values):
+        ref_ev = M.EventValues(rr.values, rr.event, p.ref.n_events)
+        resp["ratio"] = _var_metrics(M.EventValues(rf.values, rf.event, p.fl.n_events), ref_ev, p.splits)
+        if p.ctx.make_plots:
+            b = M.auto_bins(rr.values, rf.values)
+            p.plot(f"{p.name}_response.png", P.plot_hist_ratio, rf.values, rr.values, b, xlabel=rlabel,
+                   ref_band=p.ref_band(ref_ev, b), annotation=f"R = {_f(resp['ratio']['ratio'], 2)}")
+        resp.update(_response_profiles(p, rf, rr, rlabel, as_ratio))
+    return resp
+
+
+def _response_profiles(p: _Pair, rf: _Response, rr: _Response, rlabel: str, as_ratio: bool) -> dict:
+    """Median response and resolution (IQR/1.349) vs gen pt and η, flash beside reference, with
+    their χ²/ndf; plotted."""
+    from flashsim.validate import plots as P
+
+    xs = [("pt", _log_pt_bins(rr.gen["pt"]))]
+    if "eta" in rr.gen:
+        xs.append(("eta", _eta_bins(rr.gen["eta"])))
+    out = {}
+    for x, bins in xs:
+        pf = M.response_profile(rf.gen[x], rf.values, bins)
+        pr = M.response_profile(rr.gen[x], rr.values, bins)
+        out[f"vs_{x}"] = {
+            "flash": pf, "reference": pr,
+            "median_chi2_ndf": M.profile_chi2_ndf(pf["median"], pf["median_err"], pr["median"], pr["median_err"]),
+            "resolution_chi2_ndf": M.profile_chi2_ndf(pf["resolution"], pf["resolution_err"], pr["resolution"], pr["resolution_err"]),
+        }
+        curves = {"flashsim": pf, "reference": pr}
+        xlabel = f"{p.ref.gen_name} {x}"
+        p.plot(f"{p.name}_response_vs_{x}.png", P.plot_profile, curves, y="median", yerr="median_err",
+               xlabel=xlabel, ylabel=f"median of {rlabel}", logx=(x == "pt"), ratio=as_ratio)
+        p.plot(f"{p.name}_resolution_vs_{x}.png", P.plot_profile, curves, y="resolution", yerr="resolution_err",
+               xlabel=xlabel, ylabel=f"IQR/1.349 of {rlabel}", logx=(x == "pt"))
+    return out
+
+
+# ---- gen flavour / status classes and tagger ROCs
+
+
+def _flavour(c: _Coll, sel: np.ndarray | None, gen_linked: bool) -> np.ndarray | None:
+    """Hadron flavour of the compared objects: the gen object's when linked, else the reco field's."""
+    if gen_linked and "hadronFlavour" in c.gen:
+        return c.gen["hadronFlavour"]
+    if "hadronFlavour" in c.fields:
+        return _sel(c.fields["hadronFlavour"], sel)
+    return None
+
+
+def _categories(p: _Pair) -> dict | None:
     """Classes to split distributions by: gen hadron flavour for jets (b, c, light), prompt vs
     non-prompt (GenPart statusFlags bit 0) for gen-particle-matched leptons/photons."""
+    fl, ref = p.fl, p.ref
     if not ref.jagged:
         return None
-
-    def _flav(c: _Coll, sel):
-        if gen_linked and "hadronFlavour" in c.gen:
-            return c.gen["hadronFlavour"]
-        if "hadronFlavour" in c.fields:
-            return c.fields["hadronFlavour"][sel] if sel is not None else c.fields["hadronFlavour"]
-        return None
-
-    ff, fr = _flav(fl, sf), _flav(ref, sr)
+    ff, fr = _flavour(fl, p.sel_f[0], p.gen_linked), _flavour(ref, p.sel_r, p.gen_linked)
     if ff is not None and fr is not None:
         return {"by": "hadronFlavour", "classes": {k: (ff == v, fr == v) for k, v in _FLAVOURS.items()}, "flf": ff, "flr": fr}
-    if gen_linked and "statusFlags" in fl.gen and "statusFlags" in ref.gen:
+    if p.gen_linked and "statusFlags" in fl.gen and "statusFlags" in ref.gen:
         pf = (fl.gen["statusFlags"].astype(np.int64) & 1) == 1
         pr = (ref.gen["statusFlags"].astype(np.int64) & 1) == 1
         return {"by": "isPrompt", "classes": {"prompt": (pf, pr), "non-prompt": (~pf, ~pr)}}
     return None
 
 
-def _rocs(name, fl: _Coll, sf, ref: _Coll, sr, common, cats, ctx: _Ctx, plots: list) -> dict:
+def _by_category(p: _Pair) -> dict:
+    """Per gen class: noise-floor ratios and plotted distributions; tagger ROCs for jets."""
+    cats = _categories(p)
+    if not cats:
+        return {}
+    p.ctx.progress(f"{p.name}: distributions by {cats['by']}")
+    out: dict = {"by_category": {"by": cats["by"], "ratios": _category_ratios(p, cats)}}
+    _category_plots(p, cats)
+    if cats["by"] == "hadronFlavour":
+        out["roc"] = _rocs(p, cats)
+    return out
+
+
+def _category_ratios(p: _Pair, cats: dict) -> dict[str, dict]:
+    """Each variable's metrics within each class (where both samples have objects of it)."""
+    by: dict[str, dict] = {}
+    for cname, (mf, mr) in cats["classes"].items():
+        by[cname] = {}
+        for v in p.common:
+            f_ev = _subset(p.fl.ev(v, p.sel_f[0]), mf)
+            r_ev = _subset(p.ref.ev(v, p.sel_r), mr)
+            if len(f_ev.values) and len(r_ev.values):
+                by[cname][v] = _var_metrics(f_ev, r_ev, p.splits)
+    return by
+
+
+def _category_plots(p: _Pair, cats: dict) -> None:
+    """Distributions of pt and of the first b-tagger, one flash/reference pair per class."""
     from flashsim.validate import plots as P
 
-    taggers = [v for v in common if v.startswith("btag")]
+    for v in [v for v in ("pt",) if v in p.common] + [v for v in p.common if v.startswith("btag")][:1]:
+        fv, rv = _sel(p.fl.fields[v], p.sel_f[0]), _sel(p.ref.fields[v], p.sel_r)
+        groups = {c: (fv[mf], rv[mr]) for c, (mf, mr) in cats["classes"].items() if mf.any() and mr.any()}
+        if groups:
+            p.plot(f"{p.name}_{v}_by_{cats['by']}.png", P.plot_overlay, groups, M.auto_bins(rv, fv),
+                   xlabel=f"{p.name} {v}", logy=v.startswith("btag"))
+
+
+def _rocs(p: _Pair, cats: dict) -> dict:
+    """Per b-tagger and flavour pair: ROC and AUC of flash beside reference; curves plotted."""
+    from flashsim.validate import plots as P
+
     out = {}
-    for t in taggers:
-        sc_f = fl.fields[t][sf] if sf is not None else fl.fields[t]
-        sc_r = ref.fields[t][sr] if sr is not None else ref.fields[t]
+    for t in [v for v in p.common if v.startswith("btag")]:
+        sc_f, sc_r = _sel(p.fl.fields[t], p.sel_f[0]), _sel(p.ref.fields[t], p.sel_r)
         out[t] = {}
         curves = {}
         for pair, (sig, bkg) in M.FLAVOUR_PAIRS.items():
@@ -643,8 +779,57 @@ def _rocs(name, fl: _Coll, sf, ref: _Coll, sr, common, cats, ctx: _Ctx, plots: l
                 curves[f"{pair.replace('_', ' ')} flashsim"] = rf
                 curves[f"{pair.replace('_', ' ')} reference"] = rr
         if curves:
-            _plot(ctx, plots, f"{name}_roc_{t}.png", P.plot_roc, curves, title=f"{name} {t}")
+            p.plot(f"{p.name}_roc_{t}.png", P.plot_roc, curves, title=f"{p.name} {t}")
     return out
+
+
+# ---- per-variable distributions and corner plot
+
+
+def _distribution_plots(p: _Pair, variables: dict[str, dict]) -> None:
+    """Each compared variable's distribution, and the multiplicity's for an object collection."""
+    suffix = " (gen-matched)" if p.matched_only else ""
+    for v in p.common:
+        fvals = [_sel(f.fields[v], s) for f, s in zip(p.flash, p.sel_f)]
+        _distribution_plot(p, v, fvals, p.ref.ev(v, p.sel_r), f"{p.name} {v}{suffix}", variables[v])
+    if p.ref.jagged:
+        mult = f"n{p.name}"
+        fvals = [f.multiplicity().values for f in p.flash]
+        _distribution_plot(p, mult, fvals, p.ref.multiplicity(), f"number of {p.name}", variables[mult])
+
+
+def _distribution_plot(p: _Pair, v: str, fvals: list[np.ndarray], rev: M.EventValues, xlabel: str, m: dict) -> None:
+    """Flash over reference with the reference's bootstrap band, the ensemble's spread and R and KS."""
+    from flashsim.validate import plots as P
+
+    b = M.auto_bins(rev.values, fvals[0])
+    band = p.ref_band(rev, b)
+    ens = M.ensemble_band(fvals, b) if len(fvals) > 1 else None
+    note = f"R = {_f(m['ratio'], 2)}  KS = {_f(m['ks'], 3)}"
+    logy = v.startswith(("btag", "pfRelIso", "miniPFRelIso")) or "Iso" in v
+    p.plot(f"{p.name}_{v}.png", P.plot_hist_ratio, fvals[0], rev.values, b, xlabel=xlabel,
+           ref_band=band, ensemble=ens, annotation=note, logy=logy)
+
+
+def _corner_plot(p: _Pair, xf: np.ndarray, xr: np.ndarray) -> None:
+    """Corner plot of up to five compared variables (pt, eta, phi, mass first), 20000 objects at most."""
+    from flashsim.validate import plots as P
+
+    names = [v for v in _CORNER_FIRST if v in p.common]
+    names += [v for v in p.common if v not in names][: max(0, 5 - len(names))]
+    if len(names) < 2:
+        return
+    idx = [p.common.index(v) for v in names]
+    rng = np.random.default_rng(p.ctx.seed)
+    cf = xf[rng.permutation(len(xf))[:20000]][:, idx]
+    cr = xr[rng.permutation(len(xr))[:20000]][:, idx]
+    p.plot(f"{p.name}_corner.png", P.plot_corner, cf, cr, [f"{p.name} {v}" for v in names])
+
+
+def _plots_in_order(name: str, variables: dict[str, dict], plots: list[str]) -> list[str]:
+    """Per-variable distributions first, in the variables' order, then profiles, ROCs and the rest."""
+    first = [q for v in variables for q in plots if q == f"plots/{name}_{v}.png"]
+    return first + [q for q in plots if q not in first]
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,7 +865,7 @@ def validate(
     thresholds: overrides of :data:`DEFAULT_THRESHOLDS`, globally or per collection
         (``{"Jet": {"ratio_max": 3, "variables": {"jetId": 5}}}``).
     """
-    progress = progress or (lambda msg: None)
+    progress = progress or (lambda _msg: None)
     flashes = [flash] if isinstance(flash, ak.Array) else list(flash)
     if not flashes:
         raise ValidationInputError("no flash sample given")
@@ -789,92 +974,146 @@ def _img(out_dir: Path, rel: str) -> str:
 
 
 def _html(res: dict, out_dir: Path) -> str:
+    """The self-contained report page: a header, the summary table, then one section per collection."""
+    parts = _html_header(res) + _html_summary(res)
+    for c, r in res["collections"].items():
+        parts += _html_collection(c, r, out_dir)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _html_header(res: dict) -> list[str]:
+    """Title, verdict, the run's configuration and how to read the numbers."""
     e = html.escape
     cfg = res["config"]
     mode = "paired (flash and reference share GEN events)" if cfg["paired"] else "independent samples"
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(res['title'])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{e(res['title'])} — {'PASS' if res['pass'] else 'FAIL'}</h1>",
-             f"<p class='sub'>{e(res['created'])} · flash events {cfg['n_events_flash']} · reference events "
-             f"{cfg['n_events_reference']} · {e(mode)} · {cfg['n_splits']} event splits · seed {cfg['seed']}</p>",
-             "<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
-             " over random event splits: 1 is as close as two halves of the reference; the median R is the headline. "
-             "The classifier AUC (0.5 = indistinguishable) is shown beside the same test between two reference halves. "
-             "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"]
-    # summary
-    parts.append("<h2>Summary</h2><table><tr><th class='l'>collection</th><th>variables</th><th>median R</th>"
-                 "<th>max R (variable)</th><th>AUC</th><th>AUC ref halves</th><th>result</th></tr>")
+    return [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(res['title'])}</title>"
+            f"<style>{_CSS}</style></head><body>",
+            f"<h1>{e(res['title'])} — {'PASS' if res['pass'] else 'FAIL'}</h1>",
+            f"<p class='sub'>{e(res['created'])} · flash events {cfg['n_events_flash']} · reference events "
+            f"{cfg['n_events_reference']} · {e(mode)} · {cfg['n_splits']} event splits · seed {cfg['seed']}</p>",
+            "<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
+            " over random event splits: 1 is as close as two halves of the reference; the median R is the headline. "
+            "The classifier AUC (0.5 = indistinguishable) is shown beside the same test between two reference halves. "
+            "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"]
+
+
+def _html_summary(res: dict) -> list[str]:
+    """One row per collection: ratios, classifier AUC and verdict."""
+    e = html.escape
+    parts = ["<h2>Summary</h2><table><tr><th class='l'>collection</th><th>variables</th><th>median R</th>"
+             "<th>max R (variable)</th><th>AUC</th><th>AUC ref halves</th><th>result</th></tr>"]
     for c, r in res["collections"].items():
         clf = r.get("classifier", {})
         parts.append(f"<tr><td class='l'><a href='#{e(c)}'>{e(c)}</a></td><td>{len(r['variables'])}</td>"
                      f"<td>{_f(r['median_ratio'], 2)}</td><td>{_f(r['max_ratio'], 2)} ({e(str(r['worst_variable']))})</td>"
                      f"<td>{_f(clf.get('auc'))}</td><td>{_f(clf.get('auc_ref_halves'))}</td>{_badge(r['pass'])}</tr>")
     parts.append("</table>")
-    for c, r in res["collections"].items():
-        parts.append(f"<h2 id='{e(c)}'>{e(c)}</h2>")
-        nc = r["not_compared"]
-        info = [f"kind: {r['kind']}", f"compared objects: {r['selection']}"]
-        if r.get("gen_link"):
-            info.append(f"gen link: {r['gen_link']}")
-        if r.get("matched_fraction"):
-            mf = r["matched_fraction"]
-            info.append(f"matched fraction flash {_f(mf['flash'])} / reference {_f(mf['reference'])}")
-        parts.append(f"<p class='sub'>{e(' · '.join(info))}</p>")
-        if nc["only_in_reference"] or nc["only_in_flash"] or nc["non_numeric"]:
-            parts.append("<p class='note'>not compared — only in reference: "
-                         f"{e(', '.join(nc['only_in_reference']) or 'none')}; only in flash: "
-                         f"{e(', '.join(nc['only_in_flash']) or 'none')}; non-numeric: {e(', '.join(nc['non_numeric']) or 'none')}</p>")
-        parts.append("<table><tr><th class='l'>check</th><th>value</th><th>threshold</th><th>result</th><th class='l'>detail</th></tr>")
-        for ch in r["checks"]:
-            parts.append(f"<tr><td class='l'>{e(ch['name'])}</td><td>{_f(ch['value'])}</td><td>{_f(ch['threshold'])}</td>"
-                         f"{_badge(ch['pass'])}<td class='l'>{e(ch.get('detail', ''))}</td></tr>")
-        parts.append("</table>")
-        # per-variable table, worst first
-        members = any("ratio_members" in m for m in r["variables"].values())
-        parts.append("<table><tr><th class='l'>variable</th><th>R</th><th>Σ W1 flash</th><th>Σ W1 floor</th>"
-                     "<th>W1</th><th>KS</th><th>n flash</th><th>n ref</th>"
-                     + ("<th>R per training</th>" if members else "") + "<th>R all objects</th><th>threshold</th><th>result</th></tr>")
-        allobj = r.get("variables_all_objects", {})
-        order = sorted(r["variables"].items(), key=lambda kv: -(kv[1]["ratio"] if kv[1]["ratio"] is not None else math.inf))
-        for v, m in order:
-            mem = ("<td>" + " ".join(_f(x, 2) for x in m.get("ratio_members", [])) + "</td>") if members else ""
-            parts.append(f"<tr><td class='l'>{e(v)}</td><td>{_f(m['ratio'], 2)}</td><td>{_f(m['w1_flash_sum'], 4)}</td>"
-                         f"<td>{_f(m['w1_floor_sum'], 4)}</td><td>{_f(m['w1'], 4)}</td><td>{_f(m['ks'])}</td>"
-                         f"<td>{m['n_flash']}</td><td>{m['n_reference']}</td>{mem}"
-                         f"<td>{_f(allobj.get(v, {}).get('ratio'), 2)}</td><td>{_f(m['threshold'], 2)}</td>{_badge(m['pass'])}</tr>")
-        parts.append("</table>")
-        extra = []
-        if "correlation" in r:
-            co = r["correlation"]
-            extra.append(f"max |Δ correlation| {_f(co['max_abs_diff'])} (reference halves {_f(co['max_abs_diff_ref_halves'])})")
-        if "efficiency" in r:
-            ef = r["efficiency"]
-            extra.append(f"efficiency flash {_f(ef['total']['flash'])} / reference {_f(ef['total']['reference'])}; "
-                         f"χ²/ndf vs pt {_f(ef['vs_pt']['chi2_ndf'], 2)}, vs η {_f(ef['vs_eta']['chi2_ndf'], 2)}")
-        if r.get("response", {}).get("vs_pt"):
-            rp = r["response"]
-            extra.append(f"response R {_f(rp['ratio']['ratio'], 2)}; median χ²/ndf vs pt {_f(rp['vs_pt']['median_chi2_ndf'], 2)}; "
-                         f"resolution χ²/ndf vs pt {_f(rp['vs_pt']['resolution_chi2_ndf'], 2)}")
-        if extra:
-            parts.append("<ul class='note'>" + "".join(f"<li>{e(x)}</li>" for x in extra) + "</ul>")
-        if r.get("roc"):
-            parts.append("<table><tr><th class='l'>tagger</th><th class='l'>pair</th><th>AUC flash</th><th>AUC reference</th><th>Δ</th></tr>")
-            for t, pairs in r["roc"].items():
-                for p, d in pairs.items():
-                    parts.append(f"<tr><td class='l'>{e(t)}</td><td class='l'>{e(p)}</td><td>{_f(d['auc_flash'])}</td>"
-                                 f"<td>{_f(d['auc_reference'])}</td><td>{_f(d['delta_auc'])}</td></tr>")
-            parts.append("</table>")
-        if r.get("by_category"):
-            bc = r["by_category"]
-            classes = list(bc["ratios"])
-            vs = sorted({v for d in bc["ratios"].values() for v in d})
-            parts.append(f"<details><summary>noise-floor ratio by {e(bc['by'])}</summary><table><tr><th class='l'>variable</th>"
-                         + "".join(f"<th>{e(k)}</th>" for k in classes) + "</tr>")
-            for v in vs:
-                parts.append(f"<tr><td class='l'>{e(v)}</td>" + "".join(
-                    f"<td>{_f(bc['ratios'][k].get(v, {}).get('ratio'), 2)}</td>" for k in classes) + "</tr>")
-            parts.append("</table></details>")
-        if r["plots"]:
-            parts.append("<div class='grid'>" + "".join(_img(out_dir, p) for p in r["plots"]) + "</div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
+
+
+def _html_collection(c: str, r: dict, out_dir: Path) -> list[str]:
+    """One collection's section: what was compared, checks, variables, profiles, ROCs, classes, plots."""
+    e = html.escape
+    parts = [f"<h2 id='{e(c)}'>{e(c)}</h2>", *_html_info(r), *_html_checks(r["checks"]), *_html_variables(r),
+             *_html_notes(r), *_html_rocs(r.get("roc")), *_html_by_category(r.get("by_category"))]
+    if r["plots"]:
+        parts.append("<div class='grid'>" + "".join(_img(out_dir, p) for p in r["plots"]) + "</div>")
+    return parts
+
+
+def _html_info(r: dict) -> list[str]:
+    """Kind, compared objects, gen link and matched fractions; the variables not compared."""
+    e = html.escape
+    info = [f"kind: {r['kind']}", f"compared objects: {r['selection']}"]
+    if r.get("gen_link"):
+        info.append(f"gen link: {r['gen_link']}")
+    if r.get("matched_fraction"):
+        mf = r["matched_fraction"]
+        info.append(f"matched fraction flash {_f(mf['flash'])} / reference {_f(mf['reference'])}")
+    parts = [f"<p class='sub'>{e(' · '.join(info))}</p>"]
+    nc = r["not_compared"]
+    if nc["only_in_reference"] or nc["only_in_flash"] or nc["non_numeric"]:
+        parts.append("<p class='note'>not compared — only in reference: "
+                     f"{e(', '.join(nc['only_in_reference']) or 'none')}; only in flash: "
+                     f"{e(', '.join(nc['only_in_flash']) or 'none')}; non-numeric: {e(', '.join(nc['non_numeric']) or 'none')}</p>")
+    return parts
+
+
+def _html_checks(checks: list[dict]) -> list[str]:
+    """The pass/fail checks table."""
+    e = html.escape
+    parts = ["<table><tr><th class='l'>check</th><th>value</th><th>threshold</th><th>result</th><th class='l'>detail</th></tr>"]
+    for ch in checks:
+        parts.append(f"<tr><td class='l'>{e(ch['name'])}</td><td>{_f(ch['value'])}</td><td>{_f(ch['threshold'])}</td>"
+                     f"{_badge(ch['pass'])}<td class='l'>{e(ch.get('detail', ''))}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _html_variables(r: dict) -> list[str]:
+    """The per-variable table, worst noise-floor ratio first."""
+    e = html.escape
+    members = any("ratio_members" in m for m in r["variables"].values())
+    parts = ["<table><tr><th class='l'>variable</th><th>R</th><th>Σ W1 flash</th><th>Σ W1 floor</th>"
+             "<th>W1</th><th>KS</th><th>n flash</th><th>n ref</th>"
+             + ("<th>R per training</th>" if members else "") + "<th>R all objects</th><th>threshold</th><th>result</th></tr>"]
+    allobj = r.get("variables_all_objects", {})
+    order = sorted(r["variables"].items(), key=lambda kv: -(kv[1]["ratio"] if kv[1]["ratio"] is not None else math.inf))
+    for v, m in order:
+        mem = ("<td>" + " ".join(_f(x, 2) for x in m.get("ratio_members", [])) + "</td>") if members else ""
+        parts.append(f"<tr><td class='l'>{e(v)}</td><td>{_f(m['ratio'], 2)}</td><td>{_f(m['w1_flash_sum'], 4)}</td>"
+                     f"<td>{_f(m['w1_floor_sum'], 4)}</td><td>{_f(m['w1'], 4)}</td><td>{_f(m['ks'])}</td>"
+                     f"<td>{m['n_flash']}</td><td>{m['n_reference']}</td>{mem}"
+                     f"<td>{_f(allobj.get(v, {}).get('ratio'), 2)}</td><td>{_f(m['threshold'], 2)}</td>{_badge(m['pass'])}</tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _html_notes(r: dict) -> list[str]:
+    """One line each for the correlations, efficiency and response, where measured."""
+    extra = []
+    if "correlation" in r:
+        co = r["correlation"]
+        extra.append(f"max |Δ correlation| {_f(co['max_abs_diff'])} (reference halves {_f(co['max_abs_diff_ref_halves'])})")
+    if "efficiency" in r:
+        ef = r["efficiency"]
+        extra.append(f"efficiency flash {_f(ef['total']['flash'])} / reference {_f(ef['total']['reference'])}; "
+                     f"χ²/ndf vs pt {_f(ef['vs_pt']['chi2_ndf'], 2)}, vs η {_f(ef['vs_eta']['chi2_ndf'], 2)}")
+    if r.get("response", {}).get("vs_pt"):
+        rp = r["response"]
+        extra.append(f"response R {_f(rp['ratio']['ratio'], 2)}; median χ²/ndf vs pt {_f(rp['vs_pt']['median_chi2_ndf'], 2)}; "
+                     f"resolution χ²/ndf vs pt {_f(rp['vs_pt']['resolution_chi2_ndf'], 2)}")
+    if not extra:
+        return []
+    return ["<ul class='note'>" + "".join(f"<li>{html.escape(x)}</li>" for x in extra) + "</ul>"]
+
+
+def _html_rocs(roc: dict | None) -> list[str]:
+    """Tagger AUCs per flavour pair, flash beside reference."""
+    e = html.escape
+    if not roc:
+        return []
+    parts = ["<table><tr><th class='l'>tagger</th><th class='l'>pair</th><th>AUC flash</th><th>AUC reference</th><th>Δ</th></tr>"]
+    for t, pairs in roc.items():
+        for p, d in pairs.items():
+            parts.append(f"<tr><td class='l'>{e(t)}</td><td class='l'>{e(p)}</td><td>{_f(d['auc_flash'])}</td>"
+                         f"<td>{_f(d['auc_reference'])}</td><td>{_f(d['delta_auc'])}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _html_by_category(bc: dict | None) -> list[str]:
+    """Noise-floor ratios per variable and gen class, folded."""
+    e = html.escape
+    if not bc:
+        return []
+    classes = list(bc["ratios"])
+    vs = sorted({v for d in bc["ratios"].values() for v in d})
+    parts = [f"<details><summary>noise-floor ratio by {e(bc['by'])}</summary><table><tr><th class='l'>variable</th>"
+             + "".join(f"<th>{e(k)}</th>" for k in classes) + "</tr>"]
+    for v in vs:
+        parts.append(f"<tr><td class='l'>{e(v)}</td>" + "".join(
+            f"<td>{_f(bc['ratios'][k].get(v, {}).get('ratio'), 2)}</td>" for k in classes) + "</tr>")
+    parts.append("</table></details>")
+    return parts
