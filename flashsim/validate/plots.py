@@ -70,6 +70,8 @@ def _hist(values: np.ndarray, bins: np.ndarray) -> hist.Hist:
 def _density(h: hist.Hist) -> tuple[np.ndarray, np.ndarray]:
     """Density-normalised values and their Poisson errors."""
     v, var = h.values(), h.variances()
+    if var is None:  # a storage without variances: Poisson
+        var = v
     w = np.diff(h.axes[0].edges)
     tot = v.sum()
     if tot <= 0:
@@ -176,7 +178,7 @@ def hdr_levels(h: np.ndarray, levels: Sequence[float]) -> list[float]:
     if cum[-1] <= 0:
         return [0.0 for _ in levels]
     cum /= cum[-1]
-    return [float(flat[min(np.searchsorted(cum, lv), len(flat) - 1)]) for lv in levels]
+    return [float(flat[min(int(np.searchsorted(cum, lv)), len(flat) - 1)]) for lv in levels]
 
 
 def _corner_ranges(flash: np.ndarray, reference: np.ndarray, k: int) -> list[tuple[float, float]]:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import awkward as ak
 import numpy as np
@@ -129,6 +129,7 @@ class _Coll:
 
     def multiplicity(self) -> M.EventValues:
         """Number of objects per event, one entry per event."""
+        assert self.counts is not None, "multiplicity of a one-per-event collection"
         return M.EventValues(self.counts.astype(np.float64), np.arange(self.n_events), self.n_events)
 
 
@@ -234,12 +235,12 @@ def _attach_gen(c: _Coll, events: ak.Array, gen_events: ak.Array) -> None:
         if "pt" in gflat and "eta" in gflat:
             c.gen_objects = {"pt": gflat["pt"][denom], "eta": gflat["eta"][denom], "matched": hit[denom]}
     else:
-        gen_name = EVENT_GEN.get(c.name)
-        if gen_name and gen_name in (gen_events.fields or []) and gen_events[gen_name].ndim == 1:
-            gen = gen_events[gen_name]
-            c.gen = _flatten_fields(gen, compared_variables(gen), c.label, gen_name, False)
+        event_gen = EVENT_GEN.get(c.name)
+        if event_gen and event_gen in (gen_events.fields or []) and gen_events[event_gen].ndim == 1:
+            gen = gen_events[event_gen]
+            c.gen = _flatten_fields(gen, compared_variables(gen), c.label, event_gen, False)
             c.matched = np.ones(c.n_events, bool)
-            c.gen_name = gen_name
+            c.gen_name = event_gen
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,7 +524,7 @@ def _ratio_summary(variables: dict[str, dict]) -> dict:
 def _all_objects(p: _Pair) -> dict:
     """For information when only gen-matched objects were compared and some are not: the metrics
     over every object (fakes included) and the matched fractions."""
-    if not p.matched_only or (p.ref.matched.all() and p.fl.matched.all()):
+    if not p.matched_only or p.ref.matched is None or p.fl.matched is None or (p.ref.matched.all() and p.fl.matched.all()):
         return {}
     return {
         "variables_all_objects": {v: _var_metrics(p.fl.ev(v), p.ref.ev(v), p.splits) for v in p.common},
@@ -765,7 +766,7 @@ def _rocs(p: _Pair, cats: dict) -> dict:
     """Per b-tagger and flavour pair: ROC and AUC of flash beside reference; curves plotted."""
     from flashsim.validate import plots as P
 
-    out = {}
+    out: dict[str, Any] = {}
     for t in [v for v in p.common if v.startswith("btag")]:
         sc_f, sc_r = _sel(p.fl.fields[t], p.sel_f[0]), _sel(p.ref.fields[t], p.sel_r)
         out[t] = {}
