@@ -43,7 +43,7 @@ class Chain:
 
     def __init__(self, units: Iterable[Unit | str | os.PathLike[str]], device: str | torch.device = "cpu") -> None:
         self.device = resolve_device(device)
-        loaded = [u if isinstance(u, Unit) else load_unit(u, self.device) for u in units]
+        loaded = [u if isinstance(u, Unit) else load_unit(os.fspath(u), self.device) for u in units]
         names = [u.name for u in loaded]
         if len(set(names)) != len(names):
             raise ChainError(f"unit names must be unique in a chain, got {names}")

@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -173,6 +173,8 @@ def generate(
             progress=progress),
             fileset, input, workers, scheduler, merge, "generate")
         return
+    if output is None:  # not reached: _scale_out_options wants --output or --output-dir
+        raise typer.BadParameter("give --output (one file) or --output-dir (one file per partition)")
     files = resolve_inputs(input)  # bad inputs fail before the units load
     total = sum(open_source(f).num_entries for f in files)
     units = Chain(names, device=device)
@@ -219,6 +221,8 @@ def dataset(
             unit, inputs, output_dir, client=client, partition_size=partition_size, progress=progress),
             fileset, input, workers, scheduler, merge, f"dataset {unit}")
         return
+    if output is None:  # not reached: _scale_out_options wants --output or --output-dir
+        raise typer.BadParameter("give --output (one table) or --output-dir (one table per partition)")
     with console.status(f"extracting {unit} rows"):
         table = extract(load_unit(unit, require_trained=False), input, max_events=max_events)
     table.save(output)
@@ -250,7 +254,7 @@ def train(
         overrides.append("data.inputs=[" + ",".join(f'"{i}"' for i in input) + "]")
     r = load_recipe(recipe or unit, overrides)
     with _progress() as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(info: dict) -> None:
             key = f"{info['epochs']}"

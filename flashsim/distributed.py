@@ -226,7 +226,7 @@ def _plan(files: list[dict[str, Any]], partition_size: int, seed: int, suffix: s
     stems: dict[tuple[str, str], set[str]] = {}
     for f in files:
         stems.setdefault((f["dataset"], Path(f["path"]).stem), set()).add(f["sha256"])
-    taken: set[str] = set()
+    taken: set[tuple[str, str]] = set()
     partitions = []
     for index, f in enumerate(files):
         if f.get("error"):
@@ -420,7 +420,9 @@ def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> I
 
 
 def _scan_inputs(inputs: Inputs, output_dir: Path, client: Client | None) -> list[dict[str, Any]]:
-    files = [{"dataset": d, "path": str(p), "tree": t, "file_index": i} for i, (d, p, t) in enumerate(_input_files(inputs))]
+    files: list[dict[str, Any]] = [
+        {"dataset": d, "path": str(p), "tree": t, "file_index": i} for i, (d, p, t) in enumerate(_input_files(inputs))
+    ]
     previous = _previous_inputs(output_dir)
     todo = []
     for i, f in enumerate(files):

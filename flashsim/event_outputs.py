@@ -21,7 +21,7 @@ without ``pz`` only pt and phi are written (MET). ``fields`` copies columns unde
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import awkward as ak
 import numpy as np
@@ -90,13 +90,16 @@ def build_collections(entries: Sequence[Mapping[str, Any]], columns: Mapping[str
         if momentum is not None:
             comp = {k: _get(columns, v, name).astype(np.float64) for k, v in momentum.items()}
             if "pz" in comp:
-                p4 = vector.array({"px": comp["px"], "py": comp["py"], "pz": comp["pz"],
-                                   "mass": np.maximum(comp.get("mass", np.zeros(n)), 0.0)})
+                # vector.array is annotated as returning the VectorNumpy base, which lacks the
+                # kinematic attributes; with these keys it builds a MomentumNumpy4D (2D below).
+                p4 = cast(vector.MomentumNumpy4D,
+                          vector.array({"px": comp["px"], "py": comp["py"], "pz": comp["pz"],
+                                        "mass": np.maximum(comp.get("mass", np.zeros(n)), 0.0)}))
                 fields |= {"pt": p4.pt, "eta": p4.eta, "phi": p4.phi}
                 if "mass" in comp:
                     fields["mass"] = np.maximum(comp["mass"], 0.0)
             else:
-                p2 = vector.array({"px": comp["px"], "py": comp["py"]})
+                p2 = cast(vector.MomentumNumpy2D, vector.array({"px": comp["px"], "py": comp["py"]}))
                 fields |= {"pt": p2.rho, "phi": p2.phi}
             fields = {k: np.asarray(v, np.float32) for k, v in fields.items()}
         for field, column in (entry.get("fields") or {}).items():

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -64,7 +65,7 @@ class EventSource:
     tree: str
     keys: list[str]
     num_entries: int
-    _handle: object
+    _handle: Any  # an uproot TTree or a pyarrow ParquetFile; neither library ships types
 
     def select(self, collections: Sequence[str] | None = None, branches: Sequence[str] | None = None) -> list[str]:
         """Branch names for whole ``collections`` plus single ``branches``; errors name what is missing."""

@@ -10,7 +10,7 @@ import os
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import awkward as ak
 import numpy as np
@@ -63,9 +63,10 @@ class NanoAODWriter:
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create its directory {self.path.parent} ({_reason(exc)})") from exc
         self._tmp = temporary_sibling(self.path)
-        self._file = None
-        self._tree = None
-        self._layout: dict[str, object] | None = None
+        # an uproot WritableDirectory (ROOT) or a pyarrow ParquetWriter; neither library ships types
+        self._file: Any = None
+        self._tree: Any = None  # the uproot WritableTree, ROOT only
+        self._layout: dict[str, str] | None = None
         self.num_events = 0
 
     def write(self, events: ak.Array) -> None:

@@ -8,15 +8,19 @@ Every model type is a :class:`ConditionalModel` registered under ``config["type"
 from __future__ import annotations
 
 import abc
+import builtins
 import copy
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from flashsim.errors import FlashsimError, UnitError
 from flashsim.registry import Registry, suggest
+
+if TYPE_CHECKING:
+    from flashsim.models.efficiency import EfficiencyModel
 
 __all__ = ["ConditionalModel", "SamplingError", "MODELS", "build_model", "check_model_config"]
 
@@ -34,11 +38,14 @@ class ConditionalModel(nn.Module, abc.ABC):
     times, before :class:`SamplingError` is raised. NaN/inf never leave :meth:`sample`.
     """
 
-    type: ClassVar[str] = ""
+    # ``type`` is the registry name of the model class. It shadows the method nn.Module.type(dst_type)
+    # (a dtype cast nobody calls on these models), so each class that sets it needs one
+    # ``# type: ignore[assignment]``; inside class bodies the builtin is spelled ``builtins.type``.
+    type: ClassVar[str] = ""  # type: ignore[assignment]
     defaults: ClassVar[dict[str, Any]] = {}
     common_keys: ClassVar[frozenset[str]] = frozenset({"type", "name", "max_redraws"})
     #: exceptions from the numerics of a draw that trigger a redraw (subclasses extend)
-    numerical_errors: ClassVar[tuple[type[BaseException], ...]] = (AssertionError,)
+    numerical_errors: ClassVar[tuple[builtins.type[BaseException], ...]] = (AssertionError,)
 
     def __init__(self, config: Mapping[str, Any], n_targets: int, n_context: int):
         super().__init__()
@@ -113,10 +120,11 @@ class ConditionalModel(nn.Module, abc.ABC):
         return f"name={self.name!r}, n_targets={self.n_targets}, n_context={self.n_context}"
 
 
-MODELS: Registry[type[ConditionalModel]] = Registry("model type")
+#: the efficiency classifier is registered here too but is not a ConditionalModel (no redraw guard)
+MODELS: Registry[type[ConditionalModel | EfficiencyModel]] = Registry("model type")
 
 
-def build_model(config: Mapping[str, Any], n_targets: int, n_context: int) -> ConditionalModel:
+def build_model(config: Mapping[str, Any], n_targets: int, n_context: int) -> ConditionalModel | EfficiencyModel:
     """A fresh model of type ``config["type"]`` for ``n_targets`` targets and ``n_context`` context features."""
     from flashsim import models as _models  # noqa: F401  (registers the built-in types)
 

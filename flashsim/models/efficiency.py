@@ -9,7 +9,7 @@ the caller's ``torch.Generator``.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -26,9 +26,11 @@ __all__ = ["EfficiencyModel"]
 class EfficiencyModel(nn.Module):
     """p(reconstructed | context) from an MLP (LeakyReLU), calibrated by Platt scaling."""
 
-    type = "efficiency"
-    defaults: dict[str, Any] = {"hidden": 64, "layers": 3, "negative_slope": 0.05, "dropout": 0.0}
-    common_keys = frozenset({"type", "name"})
+    type: ClassVar[str] = "efficiency"  # type: ignore[assignment]  # shadows nn.Module.type, see base.py
+    defaults: ClassVar[dict[str, Any]] = {"hidden": 64, "layers": 3, "negative_slope": 0.05, "dropout": 0.0}
+    common_keys: ClassVar[frozenset[str]] = frozenset({"type", "name"})
+    platt_a: Tensor  # registered buffers (Platt scale and offset)
+    platt_b: Tensor
 
     def __init__(self, config: Mapping[str, Any], n_targets: int = 1, n_context: int = 1):
         super().__init__()

@@ -114,7 +114,7 @@ class _FlowModel(ConditionalModel):
 class MafRQS(_FlowModel):
     """Masked autoregressive RQ-spline flow (FlashSim): exact, d sequential passes to sample."""
 
-    type = "maf_rqs"
+    type = "maf_rqs"  # type: ignore[assignment]  # shadows nn.Module.type, see base.py
 
     def _layer(self, i: int):
         c = self.config
@@ -138,7 +138,7 @@ class MafRQS(_FlowModel):
 class CouplingRQS(_FlowModel):
     """Coupling RQ-spline flow: half the features condition the other half; one pass per layer."""
 
-    type = "coupling_rqs"
+    type = "coupling_rqs"  # type: ignore[assignment]  # shadows nn.Module.type, see base.py
 
     def _layer(self, i: int):
         c = self.config

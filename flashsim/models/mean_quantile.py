@@ -15,7 +15,7 @@ extra input-wide layer is off by default: with few context features (e.g. one) i
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +50,7 @@ class MeanQuantile(ConditionalModel):
     """mu(x) + sigma(x) * eps, sigma = |q(x) - mu(x)|; loss = MAE(mu) + pinball_gamma(q)."""
 
     type = "mean_quantile"
-    defaults: dict[str, Any] = {"hidden": 100, "layers": 4, "negative_slope": 0.05, "gamma": 0.841, "dropout": 0.0,
+    defaults: ClassVar[dict[str, Any]] = {"hidden": 100, "layers": 4, "negative_slope": 0.05, "gamma": 0.841, "dropout": 0.0,
                                 "input_layer": False}
 
     def __init__(self, config: Mapping[str, Any], n_targets: int, n_context: int):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from flashsim.errors import UnitError
-from flashsim.models.base import build_model
+from flashsim.models.base import ConditionalModel, build_model
+
+if TYPE_CHECKING:
+    from flashsim.models.efficiency import EfficiencyModel
 
 __all__ = ["save_model", "load_model", "model_paths"]
 
@@ -25,7 +27,7 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def save_model(model: nn.Module, path: str | Path) -> tuple[Path, Path]:
+def save_model(model: ConditionalModel | EfficiencyModel, path: str | Path) -> tuple[Path, Path]:
     """Write the weights (safetensors) and the config (JSON) of a built-in model type."""
     from safetensors.torch import save_file
 
@@ -44,7 +46,7 @@ def save_model(model: nn.Module, path: str | Path) -> tuple[Path, Path]:
     return weights, meta
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> ConditionalModel | EfficiencyModel:
     """Rebuild a model from ``save_model`` output; clear errors naming a missing/corrupt file."""
     from safetensors.torch import load_file
 

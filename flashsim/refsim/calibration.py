@@ -43,7 +43,8 @@ def derive_jec(events: ak.Array, params: DetectorParams, min_jets: int = 30) -> 
     new = old.copy()
     for ib in range(len(edges) - 1):
         sel = (np.abs(eta) >= edges[ib]) & (np.abs(eta) < edges[ib + 1])
-        xs, cs = [], []
+        xs: list[float] = []
+        cs: list[float] = []
         for lo, hi in zip(GEN_PT_EDGES[:-1], GEN_PT_EDGES[1:]):
             s = sel & (gpt >= lo) & (gpt < hi)
             if s.sum() < min_jets:
@@ -54,8 +55,8 @@ def derive_jec(events: ak.Array, params: DetectorParams, min_jets: int = 30) -> 
         if not xs:
             continue
         order = np.argsort(xs)
-        xs, cs = np.asarray(xs)[order], np.asarray(cs)[order]
-        closure = np.interp(np.log(nodes), xs, cs)  # flat extrapolation beyond the ends
+        x_sorted, c_sorted = np.asarray(xs)[order], np.asarray(cs)[order]
+        closure = np.interp(np.log(nodes), x_sorted, c_sorted)  # flat extrapolation beyond the ends
         new[ib] = old[ib] * closure
     return tuple(float(round(v, 4)) for v in new.ravel())
 

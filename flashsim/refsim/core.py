@@ -6,7 +6,7 @@ import multiprocessing as mp
 import queue
 import traceback
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import awkward as ak
 import numpy as np
@@ -18,6 +18,9 @@ from .gen import build_gen
 from .params import DetectorParams
 from .pileup import PileupPool, draw_pileup
 from .pythia import PROCESSES, Generator, pythia_seed
+
+if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext, SpawnContext
 
 DEFAULT_SQRT_S = 13600.0
 DEFAULT_BATCH_SIZE = 250
@@ -128,10 +131,12 @@ def generate(
 
     # forkserver/spawn, not fork: the caller may run threads (e.g. a rich progress bar)
     # whose locks a forked child would inherit
-    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
+    ctx: ForkServerContext | SpawnContext
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["flashsim.refsim.core"])
+    else:
+        ctx = mp.get_context("spawn")
     queues = [ctx.Queue(maxsize=2) for _ in range(workers)]
     procs = [ctx.Process(target=_worker_main, args=(w, workers, args, tasks, queues[w]), daemon=True)
              for w in range(workers)]

@@ -193,7 +193,7 @@ class DetectorParams:
         if unknown:
             hints = [f"{k!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(k, names, 1)) for k in unknown]
             raise KeyError(f"unknown DetectorParams field(s): {', '.join(hints)}")
-        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        clean: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:

@@ -56,7 +56,8 @@ class PileupPool:
         from .pythia import Generator, pythia_seed
 
         gen = Generator("minbias", sqrt_s=sqrt_s, seed=pythia_seed(seed, 7))
-        counts, cols = [], {c: [] for c in _COLUMNS}
+        counts: list[np.ndarray] = []
+        cols: dict[str, list[np.ndarray]] = {c: [] for c in _COLUMNS}
         left = n
         while left > 0:
             ev = gen.batch(min(batch, left))
@@ -92,7 +93,8 @@ class PileupPool:
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, counts=pool.counts, sqrt_s=np.float64(sqrt_s), **pool.columns)
+                # allow_pickle is numpy's default, named so that **columns is not matched against it
+                np.savez(handle, allow_pickle=True, counts=pool.counts, sqrt_s=np.float64(sqrt_s), **pool.columns)
         except OSError:
             pass  # read-only cache: keep going without it
         return pool

@@ -315,9 +315,14 @@ def classifier_two_sample_test(
     fa = split.flash[flash_event]
     ra = split.ref_a[ref_event]
     rb = split.ref_b[ref_event]
-    kw = dict(n_folds=n_folds, seed=seed, max_rows=max_rows, n_threads=n_threads)
-    auc = classifier_auc(flash_x[fa], ref_x[rb], groups0=flash_event[fa], groups1=ref_event[rb], **kw)
-    floor = classifier_auc(ref_x[ra], ref_x[rb], groups0=ref_event[ra], groups1=ref_event[rb], **kw)
+    auc = classifier_auc(
+        flash_x[fa], ref_x[rb], groups0=flash_event[fa], groups1=ref_event[rb],
+        n_folds=n_folds, seed=seed, max_rows=max_rows, n_threads=n_threads,
+    )
+    floor = classifier_auc(
+        ref_x[ra], ref_x[rb], groups0=ref_event[ra], groups1=ref_event[rb],
+        n_folds=n_folds, seed=seed, max_rows=max_rows, n_threads=n_threads,
+    )
     return {
         "auc": auc,
         "auc_ref_halves": floor,
