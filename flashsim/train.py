@@ -264,7 +264,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
 
     cfg = recipe.fit_config()
     torch.manual_seed(_seed(cfg.seed, "init", spec.name))
-    model = build_model({**model_config, "name": spec.name}, target_pipeline.n_features, context.shape[1])
+    model = cast(ConditionalModel, build_model({**model_config, "name": spec.name}, target_pipeline.n_features, context.shape[1]))
     log(f"unit {spec.name}: {int((train_mask & labelled).sum())} training / {int((val_mask & labelled).sum())} validation objects, "
         f"{target_pipeline.n_features} targets, {context.shape[1]} context columns, {sum(p.numel() for p in model.parameters())} parameters, device {device}")
     tr, va = train_mask & labelled, val_mask & labelled

@@ -24,6 +24,7 @@ from nflows.transforms.lu import LULinear
 from nflows.transforms.permutations import Permutation
 from torch import Tensor
 from torch.nn import functional as F
+from typing_extensions import override
 
 from flashsim.errors import UnitError
 from flashsim.models.base import MODELS, ConditionalModel
@@ -116,6 +117,7 @@ class MafRQS(_FlowModel):
 
     type = "maf_rqs"  # type: ignore[assignment]  # shadows nn.Module.type, see base.py
 
+    @override
     def _layer(self, i: int):
         c = self.config
         return MaskedPiecewiseRationalQuadraticAutoregressiveTransform(

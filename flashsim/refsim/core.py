@@ -6,7 +6,7 @@ import multiprocessing as mp
 import queue
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import awkward as ak
 import numpy as np
@@ -89,7 +89,7 @@ def _worker_main(w, workers, args, tasks, q):
                 q.put((k, state.chunk(n, first)))
     except FlashsimError as exc:  # a bad setting: the parent raises it as it is
         q.put((-2, exc))
-    except BaseException:  # report, never hang the parent
+    except BaseException:  # noqa: BLE001  (a worker reports every failure, never hangs the parent)
         q.put((-1, traceback.format_exc()))
 
 
@@ -129,6 +129,11 @@ def generate(
             yield state.chunk(n, first)
         return
 
+    yield from _parallel_chunks(args, tasks, workers)
+
+
+def _parallel_chunks(args: tuple, tasks: list, workers: int) -> Iterator[ak.Array]:
+    """Chunks made by ``workers`` processes (chunk k by worker k % workers), yielded in event order."""
     # forkserver/spawn, not fork: the caller may run threads (e.g. a rich progress bar)
     # whose locks a forked child would inherit
     ctx: ForkServerContext | SpawnContext
@@ -152,13 +157,18 @@ def generate(
                 except queue.Empty:
                     if not procs[w].is_alive():
                         raise RuntimeError(f"refsim worker {w} died") from None
-            if kk == -2:
-                raise payload
-            if kk < 0:
-                raise RuntimeError(f"refsim worker {w} failed:\n{payload}")
-            yield payload
+            yield _payload(kk, payload, w)
     finally:
         for pr in procs:
             if pr.is_alive():
                 pr.terminate()
             pr.join(timeout=5)
+
+
+def _payload(kind: int, payload: Any, worker: int) -> Any:
+    """A worker's chunk, or the error it reported (-2: a flashsim error as it is, -1: a traceback)."""
+    if kind == -2:
+        raise payload
+    if kind < 0:
+        raise RuntimeError(f"refsim worker {worker} failed:\n{payload}")
+    return payload

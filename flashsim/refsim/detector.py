@@ -275,7 +275,7 @@ def _simulate(gen, pileup_pool, p, rng, pileup_mean) -> dict:
     # ---- muons ----------------------------------------------------------------------------
     out["Muon"] = _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dxy, sig_dz,
                          decay_in_flight, P["genPartIdx"], P["genPartFlav"], is_pu,
-                         pf_idx, pf_evt, pf_counts, qpt, qeta, qphi, qcat, tracked, chs_removed)
+                         pf_idx, pf_counts, qpt, qeta, qphi, qcat, chs_removed)
     return out
 
 
@@ -468,8 +468,7 @@ def _match_genjets(eta, phi, counts, genjets, max_dr):
 
 
 def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dxy, sig_dz,
-           decay_in_flight, gen_idx, gen_flav, is_pu, pf_idx, pf_evt, pf_counts, qpt, qeta, qphi, qcat,
-           tracked, chs_removed):
+           decay_in_flight, gen_idx, gen_flav, is_pu, pf_idx, pf_counts, qpt, qeta, qphi, qcat, chs_removed):
     mpt = pt * scale
     sel = mu_reco & (mpt > p.mu_pt_min)
     mi = np.nonzero(sel)[0]
