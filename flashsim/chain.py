@@ -14,7 +14,7 @@ import torch
 from flashsim.errors import ChainError, ConfigError, InputError, OutputError
 from flashsim.events import collection_of
 from flashsim.io import NanoAODWriter, iterate_events, open_source, resolve_inputs
-from flashsim.unit import Unit, _seed, load_unit
+from flashsim.unit import Unit, load_unit
 
 __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
 
@@ -96,11 +96,17 @@ class Chain:
         batch_size: int = 100_000,
         keep_gen: bool = False,
         oversample: int = 1,
+        select: Iterable[tuple[int, int, int]] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written."""
+        """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written.
+
+        ``select`` keeps only the events with these (run, luminosityBlock, event): each comes out exactly as
+        in a run over the whole input (random numbers are keyed by the event).
+        """
         if oversample < 1:
             raise ChainError(f"oversample must be >= 1, got {oversample}")
+        wanted = None if select is None else {tuple(int(v) for v in ids) for ids in select}
         files = resolve_inputs(inputs)
         target = os.path.realpath(output)
         for path in files:  # before writing anything: each input has what the chain needs, none is the output
@@ -110,18 +116,18 @@ class Chain:
                 self.check({collection_of(k) for k in open_source(path).keys})
             except ChainError as exc:
                 raise InputError(f"{path}: {exc}") from exc
-        index = 0  # chunk number over all files: each chunk's seed
         with NanoAODWriter(output, format) as writer:
             for path in files:
                 start = 0
                 for chunk in iterate_events(path, step_size=step_size):
+                    if wanted is not None:
+                        chunk = chunk[_selected(chunk, wanted, path)]
                     try:
-                        result = self.process(chunk, seed=_seed(seed, "chunk", index), batch_size=batch_size,
+                        result = self.process(chunk, seed=seed, batch_size=batch_size,
                                               keep_gen=keep_gen, oversample=oversample)
                     except InputError as exc:  # a bad value or field: say in which file and events
                         raise InputError(f"{path} (entries {start}-{start + len(chunk)}): {exc}") from exc
                     writer.write(result)
-                    index += 1
                     start += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
@@ -148,6 +154,15 @@ class Chain:
             keep.append("FlashSim")
         keep += self.outputs
         return result[keep]
+
+
+def _selected(chunk: ak.Array, wanted: set[tuple[int, ...]], path: str | os.PathLike[str]) -> np.ndarray:
+    """Mask of the events of a chunk whose (run, luminosityBlock, event) are wanted."""
+    missing = [c for c in EVENT_ID_COLUMNS if c not in chunk.fields]
+    if missing:
+        raise InputError(f"{path}: selecting events needs {list(EVENT_ID_COLUMNS)}, the file lacks {missing}")
+    ids = zip(*(ak.to_numpy(chunk[c]).tolist() for c in EVENT_ID_COLUMNS))
+    return np.fromiter((i in wanted for i in ids), bool, count=len(chunk))
 
 
 def _order(units: list[Unit]) -> list[Unit]:

@@ -89,6 +89,15 @@ def _unit_names(value: str) -> list[str]:
     return names
 
 
+def _event_id(text: str) -> tuple[int, int, int]:
+    """RUN:LUMI:EVENT as three integers."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise typer.BadParameter(f"{text!r} is not RUN:LUMI:EVENT (three integers)", param_hint="'--select'")
+    run, lumi, event = (int(p) for p in parts)
+    return run, lumi, event
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
@@ -154,7 +163,8 @@ def generate(
     partition_size: int = typer.Option(50_000, "--partition-size", min=1, help="events per partition (task) with --output-dir"),
     fileset: Optional[Path] = typer.Option(None, "--fileset", help='coffea-style fileset JSON {"dataset": {"files": {path: tree}}}'),
     merge: bool = typer.Option(False, "--merge", help="also write one file per dataset, partitions in order"),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch threads per partition task (part of what fixes the numbers)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads per partition task"),
+    select: list[str] = typer.Option([], "--select", help="simulate only the event RUN:LUMI:EVENT (repeatable), exactly as in a full run"),
 ) -> None:
     """Run a chain of units on GEN events and write NANOAOD-like output."""
     import time
@@ -167,6 +177,9 @@ def generate(
     if output_dir is not None:
         from flashsim.distributed import generate_partitions
 
+        if select:
+            raise typer.BadParameter("re-simulate selected events into one file (--output), not partitions", param_hint="'--select'")
+
         _run_partitioned(lambda inputs, client, progress: generate_partitions(
             names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
             keep_gen=keep_gen, oversample=oversample, device=device, batch_size=batch_size, threads=threads,
@@ -175,6 +188,7 @@ def generate(
         return
     if output is None:  # not reached: _scale_out_options wants --output or --output-dir
         raise typer.BadParameter("give --output (one file) or --output-dir (one file per partition)")
+    events = [_event_id(s) for s in select] or None
     files = resolve_inputs(input)  # bad inputs fail before the units load
     total = sum(open_source(f).num_entries for f in files)
     units = Chain(names, device=device)
@@ -189,7 +203,7 @@ def generate(
             bar.update(task, rate=f"{done / (time.perf_counter() - start):,.0f} ev/s")
 
         written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
-                                 keep_gen=keep_gen, oversample=oversample, progress=advance)
+                                 keep_gen=keep_gen, oversample=oversample, select=events, progress=advance)
     elapsed = time.perf_counter() - start
     console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
 

@@ -1,11 +1,9 @@
 """Scale-out of generation and dataset extraction: the inputs are split into partitions
 (file, entry_start, entry_stop), one task each, run in-process or on a dask cluster.
 
-Same numbers whatever the layout: a partition's random stream derives only from the global seed,
-the SHA-256 of its input file's content and its entry range, so one worker, N workers, any
-scheduling order and a run without dask write identical events (for the same units, device, batch
-size and torch threads per task). Identity by content, not by path: copying the inputs elsewhere
-changes nothing.
+Same numbers whatever the layout: random numbers are keyed by the event (:mod:`flashsim.streams`),
+so one worker, N workers, any scheduling order, any partition size and a run without dask write the
+same events as a single-file ``generate``.
 
 Each partition is written atomically to ``<output_dir>/<dataset>/<stem>_<start>_<stop>.<ext>``
 followed by a done marker; ``manifest.json`` (inputs with hashes, partitions with seeds and
@@ -221,7 +219,6 @@ class _Job:
 
 
 def _plan(files: list[dict[str, Any]], partition_size: int, seed: int, suffix: str) -> list[Partition]:
-    from flashsim.unit import _seed
 
     stems: dict[tuple[str, str], set[str]] = {}
     for f in files:
@@ -240,7 +237,7 @@ def _plan(files: list[dict[str, Any]], partition_size: int, seed: int, suffix: s
         for start in range(0, f["num_entries"], partition_size):
             stop = min(start + partition_size, f["num_entries"])
             partitions.append(Partition(f["dataset"], f["path"], f["tree"], f["sha256"], f["file_index"], start, stop,
-                                        _seed(seed, "partition", f["sha256"], start, stop),
+                                        seed,
                                         f"{f['dataset']}/{stem}_{start}_{stop}{suffix}"))
     return partitions
 

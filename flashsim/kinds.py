@@ -27,6 +27,7 @@ from flashsim.errors import InputError, UnitError
 from flashsim.expressions import select
 from flashsim.models import check_model_config
 from flashsim.registry import Registry
+from flashsim.streams import RowNoise, mix
 
 if TYPE_CHECKING:
     from flashsim.datasets import ExtractionReport
@@ -91,9 +92,9 @@ class UnitKind:
         """Selected source objects (jagged, with ``_index``), or None for per-event units."""
         return None
 
-    def draw(self, unit: Unit, events: ak.Array, generator: torch.Generator, device: torch.device,
+    def draw(self, unit: Unit, events: ak.Array, noise: RowNoise, device: torch.device,
              batch_size: int) -> tuple[ak.Array, Outputs]:
-        """The events (fewer if the unit selects) and the collections drawn for them."""
+        """The events (fewer if the unit selects) and the collections drawn for them; ``noise`` is keyed per event."""
         raise NotImplementedError
 
     def training_rows(self, unit: Unit, events: ak.Array, event_ids: np.ndarray, report: ExtractionReport) -> dict[str, np.ndarray]:
@@ -156,17 +157,20 @@ class ObjectKind(UnitKind):
         cut = unit.spec.source.selection
         return objects[select(cut, objects, f"unit {unit.name!r} selection")] if cut else objects
 
-    def draw(self, unit, events, generator, device, batch_size):
+    def draw(self, unit, events, noise, device, batch_size):
         spec = unit.spec
         rows = self.rows(unit, events)
         context = unit.context_array(unit.context_columns(events, rows))
         counts = ak.to_numpy(ak.num(rows, axis=1))
+        # one stream per source object: its event and its index in the source collection
+        objects = RowNoise(mix(noise.keys[np.repeat(np.arange(len(events)), counts)], flat(rows["_index"]).astype(np.uint64)))
         if unit.efficiency is not None:
-            keep = unit.decide(unit.efficiency, context, generator, device, batch_size)
+            keep = unit.decide(unit.efficiency, context, objects.derive("efficiency"), device, batch_size)
         else:
             keep = np.ones(len(context), bool)
         refs = {k: _flat64(v)[keep] for k, v in unit.reference_columns(events, rows).items()}
-        columns = unit.target_pipeline.inverse(unit.draw(context[keep], generator, device, batch_size), refs)
+        drawn = unit.draw(context[keep], objects.derive("model").subset(keep), device, batch_size)
+        columns = unit.target_pipeline.inverse(drawn, refs)
         kept_counts = ak.to_numpy(ak.sum(ak.unflatten(keep, counts), axis=1))
         for out_name, src_name in spec.carry.items():
             columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
@@ -224,7 +228,7 @@ class MultiplicityKind(UnitKind):
     def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
         return dict(spec.multiplicity.model or {}) if spec.multiplicity else {}
 
-    def draw(self, unit, events, generator, device, batch_size):
+    def draw(self, unit, events, noise, device, batch_size):
         spec = unit.spec
         assert spec.multiplicity is not None and unit.multiplicity is not None
         previous = spec.previous_columns
@@ -239,15 +243,16 @@ class MultiplicityKind(UnitKind):
             if len(idx) == 0:
                 break
             context = unit.context_pipeline.forward({**{k: v[idx] for k, v in raw.items()}, POSITION: np.full(len(idx), float(position))})
-            more = unit.decide(unit.multiplicity, context, generator, device, batch_size)
+            here = RowNoise(mix(noise.keys[idx], np.uint64(position)))  # the event's object at this position
+            more = unit.decide(unit.multiplicity, context, here.derive("more"), device, batch_size)
             alive[idx[~more]] = False
-            idx, context = idx[more], context[more]
+            idx, context, here = idx[more], context[more], here.subset(more)
             if len(idx) == 0:
                 break
             refs = {r: raw[r][idx] for r in unit.target_pipeline.references}  # previous-object columns
-            objects = unit.target_pipeline.inverse(unit.draw(context, generator, device, batch_size), refs)
+            objects = unit.target_pipeline.inverse(unit.draw(context, here.derive("model"), device, batch_size), refs)
             if position > 0 and spec.sort_by in previous:
-                self._keep_order(unit, objects, raw[PREVIOUS + spec.sort_by][idx], context, refs, generator, device, batch_size)
+                self._keep_order(unit, objects, raw[PREVIOUS + spec.sort_by][idx], context, refs, here, device, batch_size)
             for c in previous:
                 raw[PREVIOUS + c][idx] = objects[c]
             drawn.append(objects)
@@ -257,23 +262,24 @@ class MultiplicityKind(UnitKind):
             order = np.argsort(np.concatenate(owners), kind="stable")
             columns = {c: np.concatenate([d[c] for d in drawn])[order] for c in drawn[0]}
         else:
-            columns = unit.target_pipeline.inverse(np.zeros((0, unit.target_pipeline.n_features), np.float32), {})
+            empty = {r: np.zeros(0) for r in unit.target_pipeline.references}  # no event drew an object
+            columns = unit.target_pipeline.inverse(np.zeros((0, unit.target_pipeline.n_features), np.float32), empty)
         _add_constants(columns, spec.constants, int(counts.sum()))
         output = ak.zip({k: ak.unflatten(v, counts) for k, v in columns.items()})
         return events, {spec.output: self._finish(unit, output)}
 
     @staticmethod
     def _keep_order(unit: Unit, objects: dict[str, np.ndarray], previous: np.ndarray, context: np.ndarray,
-                    refs: Mapping[str, np.ndarray], generator: torch.Generator, device: torch.device, batch_size: int) -> None:
+                    refs: Mapping[str, np.ndarray], noise: RowNoise, device: torch.device, batch_size: int) -> None:
         """Redraw objects that would sort before the previous one (the flow's leak across the ordering edge),
         up to ``ORDER_REDRAWS`` times, then cap the rest at it: the model's density truncated to descending order."""
         key = unit.spec.sort_by
         assert key is not None
-        for _ in range(ORDER_REDRAWS):
+        for attempt in range(ORDER_REDRAWS):
             bad = np.flatnonzero(objects[key] > previous)
             if len(bad) == 0:
                 return
-            redrawn = unit.target_pipeline.inverse(unit.draw(context[bad], generator, device, batch_size),
+            redrawn = unit.target_pipeline.inverse(unit.draw(context[bad], noise.derive(f"order{attempt}").subset(bad), device, batch_size),
                                                    {r: v[bad] for r, v in refs.items()})
             for column, values in redrawn.items():
                 objects[column][bad] = values
@@ -323,15 +329,15 @@ class EventKind(UnitKind):
         _refuse(spec, self.type, ("source", "gen_index", "carry", "constants", "efficiency", "multiplicity",
                                   "output_rules", "output_selection"))
 
-    def draw(self, unit, events, generator, device, batch_size):
+    def draw(self, unit, events, noise, device, batch_size):
         spec = unit.spec
         keep = unit.event_mask(events)
         if keep is not None:
-            events = events[keep]
+            events, noise = events[keep], noise.subset(keep)
         raw = unit.context_columns(events, None)
         context = unit.context_array(raw)
         refs = {k: _flat64(v) for k, v in unit.reference_columns(events, None, raw).items()}
-        columns = unit.target_pipeline.inverse(unit.draw(context, generator, device, batch_size), refs)
+        columns = unit.target_pipeline.inverse(unit.draw(context, noise.derive("model"), device, batch_size), refs)
         if not spec.outputs:
             return events, {spec.output: ak.zip(columns, depth_limit=1)}
         available = {k: _flat64(v) for k, v in (raw | unit.event_columns(events)).items()} | columns

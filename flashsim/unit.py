@@ -35,6 +35,7 @@ from flashsim.kinds import POSITION, PREVIOUS, flat
 from flashsim.locations import resolve_unit_dir
 from flashsim.models import ConditionalModel, EfficiencyModel, load_model, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
+from flashsim.streams import RowNoise, event_keys
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
 __all__ = ["FORMAT_VERSION", "UnitSpec", "Unit", "load_unit", "POSITION", "PREVIOUS", "attach"]
@@ -152,21 +153,21 @@ class Unit:
             raise UnitError(f"unit {self.name!r} ({where}) has no trained weights; run `flashsim train {self.name}`")
         return self.model
 
-    def draw(self, context: np.ndarray, generator: torch.Generator, device: torch.device, batch_size: int) -> np.ndarray:
-        """Model-space samples for every context row, in batches on ``device``."""
+    def draw(self, context: np.ndarray, noise: RowNoise, device: torch.device, batch_size: int) -> np.ndarray:
+        """Model-space samples for every context row (random numbers keyed by row), in batches on ``device``."""
         model = self.trained_model()
         out = []
         for start in range(0, len(context), batch_size):
             ctx = torch.as_tensor(context[start : start + batch_size], device=device)
-            out.append(model.sample(ctx, generator).detach().cpu().numpy())
+            out.append(model.sample(ctx, noise.subset(slice(start, start + batch_size))).detach().cpu().numpy())
         if not out:
             return np.zeros((0, self.target_pipeline.n_features), np.float32)
         return np.concatenate(out)
 
-    def decide(self, model: EfficiencyModel, context: np.ndarray, generator: torch.Generator, device: torch.device,
+    def decide(self, model: EfficiencyModel, context: np.ndarray, noise: RowNoise, device: torch.device,
                batch_size: int) -> np.ndarray:
         """A classifier's yes/no draw for every context row (reconstructed? one more object?)."""
-        out = [model.sample(torch.as_tensor(context[s : s + batch_size], device=device), generator).cpu().numpy()
+        out = [model.sample(torch.as_tensor(context[s : s + batch_size], device=device), noise.subset(slice(s, s + batch_size))).cpu().numpy()
                for s in range(0, len(context), batch_size)]
         return np.concatenate(out).astype(bool) if out else np.zeros(0, bool)
 
@@ -175,11 +176,15 @@ class Unit:
         return self.context_pipeline.forward({k: _flat(v) for k, v in columns.items()})
 
     def run(self, events: ak.Array, seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 100_000) -> ak.Array:
-        """Return ``events`` (fewer if the unit selects events) with this unit's output collections attached (or merged)."""
+        """Return ``events`` (fewer if the unit selects events) with this unit's output collections attached (or merged).
+
+        Every random number is keyed by (``seed``, unit, run, luminosityBlock, event, object): the output of an
+        event does not depend on which other events are run with it, nor on ``batch_size`` or ``device``.
+        """
         self.trained_model()
         device = torch.device(device)
-        generator = torch.Generator(device=device).manual_seed(_seed(seed, self.name))
-        events, outputs = self.kind.draw(self, events, generator, device, batch_size)
+        noise = RowNoise(event_keys(events, seed, self.name))
+        events, outputs = self.kind.draw(self, events, noise, device, batch_size)
         for name, collection in outputs.items():
             events = attach(events, name, collection, merge=self.spec.merge, sort_by=self.spec.sort_by)
         return events

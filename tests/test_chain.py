@@ -17,6 +17,7 @@ from flashsim.chain import Chain
 from flashsim.errors import ChainError, InputError, UnitError
 from flashsim.io import read_events, write_events
 from flashsim import kinds
+from flashsim.streams import RowNoise, event_keys
 from flashsim.unit import load_unit
 
 
@@ -183,7 +184,8 @@ def test_multiplicity_unit_draws_objects_in_descending_pt(trained_units, synthet
     for redraws in (default, 0):
         monkeypatch.setattr(kinds, "ORDER_REDRAWS", redraws)
         unit = load_unit(trained_units["tinyfake"])
-        drawn = unit.kind.draw(unit, events, torch.Generator().manual_seed(2), torch.device("cpu"), 10_000)[1]["Jet"]
+        noise = RowNoise(event_keys(events, 2, unit.name))
+        drawn = unit.kind.draw(unit, events, noise, torch.device("cpu"), 10_000)[1]["Jet"]
         assert ak.sum(ak.num(drawn) > 1) > 50
         assert ak.all(drawn.pt[:, :-1] >= drawn.pt[:, 1:]), "each fake jet lies below the previous one (redrawn, else capped)"
         capped[redraws] = float(ak.mean(ak.flatten(drawn.pt[:, :-1] == drawn.pt[:, 1:])))

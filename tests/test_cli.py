@@ -179,3 +179,12 @@ def test_units_lists_every_registry_and_prints_the_schemas() -> None:
     assert {"context", "targets", "model", "multiplicity"} <= set(schema["properties"]) and schema["additionalProperties"] is False
     recipe = json.loads(CliRunner().invoke(app, ["units", "--schema", "recipe"]).output)
     assert {"data", "training", "optimizer"} <= set(recipe["properties"])
+
+
+def test_select_takes_run_lumi_event(tmp_path: Path) -> None:
+    bad = CliRunner().invoke(app, ["generate", "--chain", "jet", "--input", "x.root", "--output", str(tmp_path / "o.root"),
+                                   "--select", "1:2"])
+    assert bad.exit_code == 2 and "RUN:LUMI:EVENT" in bad.output
+    parts = CliRunner().invoke(app, ["generate", "--chain", "jet", "--input", "x.root", "--output-dir", str(tmp_path / "d"),
+                                     "--select", "1:2:3"])
+    assert parts.exit_code == 2 and "--select" in parts.output

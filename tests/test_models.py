@@ -174,8 +174,8 @@ def test_redraw_guard_gives_up_with_sampling_error(kind, monkeypatch):
     model = build_model({**SMALL[kind], "name": "jet_unit", "max_redraws": 3}, 2, 1)
     original = model._draw
 
-    def always_bad(context, generator):
-        out = original(context, generator).clone()
+    def always_bad(context, noise, draw):
+        out = original(context, noise, draw).clone()
         out[0] = float("nan")
         return out
 

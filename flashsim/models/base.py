@@ -1,4 +1,4 @@
-"""The model interface: ``loss(targets, context)`` to train, ``sample(context, generator)`` to draw.
+"""The model interface: ``loss(targets, context)`` to train, ``sample(context, noise)`` to draw.
 
 Every model type is a :class:`ConditionalModel` registered under ``config["type"]``;
 :func:`build_model` turns a JSON-able config into a fresh model. Weights are plain tensors
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from flashsim.errors import FlashsimError, UnitError
 from flashsim.registry import Registry, suggest
+from flashsim.streams import Noise, as_noise
 
 if TYPE_CHECKING:
     from flashsim.models.efficiency import EfficiencyModel
@@ -69,34 +70,36 @@ class ConditionalModel(nn.Module, abc.ABC):
         """Scalar mean training loss for a batch ``targets (n, d)`` given ``context (n, c)``."""
 
     @abc.abstractmethod
-    def _draw(self, context: Tensor, generator: torch.Generator) -> Tensor:
-        """One raw draw ``(n, d)`` for ``context (n, c)``; may contain NaN/inf or raise."""
+    def _draw(self, context: Tensor, noise: Noise, draw: int) -> Tensor:
+        """One raw draw ``(n, d)`` for ``context (n, c)`` from ``noise`` (``draw``: which redraw); may contain NaN/inf or raise."""
 
     # -- sampling with the redraw guard -------------------------------------------------
-    def _draw_split(self, context: Tensor, generator: torch.Generator) -> Tensor:
+    def _draw_split(self, context: Tensor, noise: Noise, draw: int) -> Tensor:
         """Draw; if the numerics raise, redraw in halves, down to NaN rows for single failures."""
         try:
-            return self._draw(context, generator)
+            return self._draw(context, noise, draw)
         except self.numerical_errors:
             n = context.shape[0]
             if n <= 1:
                 return torch.full((n, self.n_targets), float("nan"), device=context.device)
             half = n // 2
-            return torch.cat([self._draw_split(context[:half], generator),
-                              self._draw_split(context[half:], generator)])
+            return torch.cat([self._draw_split(context[:half], noise.subset(slice(0, half)), draw),
+                              self._draw_split(context[half:], noise.subset(slice(half, n)), draw)])
 
-    def sample(self, context: Tensor, generator: torch.Generator) -> Tensor:
-        """Draw ``(n, d)`` targets for ``context (n, c)``, all randomness from ``generator``.
+    def sample(self, context: Tensor, source: Noise | torch.Generator) -> Tensor:
+        """Draw ``(n, d)`` targets for ``context (n, c)``, all randomness from ``source``: keyed per row
+        (:class:`flashsim.streams.RowNoise`, as the chain draws) or a ``torch.Generator``.
 
         Runs without gradients and in eval mode (the previous mode is restored).
         """
+        noise = as_noise(source)
         if context.dim() != 2 or context.shape[1] != self.n_context:
             raise UnitError(f"model {self.name!r}: context must have shape (n, {self.n_context}), got {tuple(context.shape)}")
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                out = self._draw_split(context, generator)
+                out = self._draw_split(context, noise, 0)
                 bad = ~torch.isfinite(out).all(dim=1)
                 tries = 0
                 while bool(bad.any()):
@@ -106,9 +109,9 @@ class ConditionalModel(nn.Module, abc.ABC):
                             f"non-finite after {tries} redraws"
                         )
                     idx = bad.nonzero(as_tuple=True)[0]
-                    out[idx] = self._draw_split(context[idx], generator).to(out.dtype)
-                    bad = ~torch.isfinite(out).all(dim=1)
                     tries += 1
+                    out[idx] = self._draw_split(context[idx], noise.subset(idx), tries).to(out.dtype)
+                    bad = ~torch.isfinite(out).all(dim=1)
         finally:
             self.train(was_training)
         return out

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from flashsim.errors import UnitError
 from flashsim.models.base import MODELS, check_model_config
 from flashsim.models.mean_quantile import mlp
+from flashsim.streams import Noise, as_noise
 
 __all__ = ["EfficiencyModel"]
 
@@ -62,14 +63,14 @@ class EfficiencyModel(nn.Module):
         """Calibrated p(reconstructed), shape (n,)."""
         return torch.sigmoid(self.logits(context))
 
-    def sample(self, context: Tensor, generator: torch.Generator) -> Tensor:
-        """Boolean (n,) decisions drawn with ``generator``; no gradients, eval mode."""
+    def sample(self, context: Tensor, source: Noise | torch.Generator) -> Tensor:
+        """Boolean (n,) decisions, u < p with u from ``source`` (keyed rows or a generator); no gradients, eval mode."""
         was = self.training
         self.eval()
         try:
             with torch.no_grad():
                 p = self.probability(context)
-                u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+                u = as_noise(source).uniform(p.shape[0], 0, p.device, p.dtype)
                 return u < p
         finally:
             self.train(was)

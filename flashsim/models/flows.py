@@ -28,6 +28,7 @@ from typing_extensions import override
 
 from flashsim.errors import UnitError
 from flashsim.models.base import MODELS, ConditionalModel
+from flashsim.streams import Noise
 
 __all__ = ["MafRQS", "CouplingRQS"]
 
@@ -102,12 +103,11 @@ class _FlowModel(ConditionalModel):
     def log_prob(self, targets: Tensor, context: Tensor) -> Tensor:
         return self.flow.log_prob(targets, context=self._ctx(context))
 
-    def _draw(self, context: Tensor, generator: torch.Generator) -> Tensor:
-        n = context.shape[0]
-        noise = torch.randn(n, self.n_targets, generator=generator, device=context.device, dtype=context.dtype)
+    def _draw(self, context: Tensor, noise: Noise, draw: int) -> Tensor:
+        base = noise.normal(context.shape[0], self.n_targets, draw, context.device, context.dtype)
         ctx = self._ctx(context)
         embedded = self.flow._embedding_net(ctx) if ctx is not None else None
-        samples, _ = self.flow._transform.inverse(noise, context=embedded)
+        samples, _ = self.flow._transform.inverse(base, context=embedded)
         return samples
 
 

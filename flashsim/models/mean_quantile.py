@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from flashsim.errors import UnitError
 from flashsim.models.base import MODELS, ConditionalModel
+from flashsim.streams import Noise
 
 __all__ = ["MeanQuantile", "mlp", "pinball_loss"]
 
@@ -83,7 +84,7 @@ class MeanQuantile(ConditionalModel):
         q = self.quantile_net(context)
         return (targets - mu).abs().mean() + pinball_loss(q, targets, float(self.config["gamma"]))
 
-    def _draw(self, context: Tensor, generator: torch.Generator) -> Tensor:
+    def _draw(self, context: Tensor, noise: Noise, draw: int) -> Tensor:
         mu, sigma = self.predict(context)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = noise.normal(mu.shape[0], mu.shape[1], draw, mu.device, mu.dtype)
         return mu + sigma * eps
