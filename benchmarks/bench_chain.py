@@ -22,6 +22,7 @@ import torch
 
 from flashsim.chain import Chain
 from flashsim.io import read_events, write_events
+from flashsim.streams import RowNoise, mix
 
 
 def _timed(fn, repeat: int):
@@ -47,6 +48,13 @@ def detector_stage_rate(process: str, n: int, pileup: float, seed: int) -> float
     start = time.perf_counter()
     simulate_detector(gen, pool, params, rng)
     return n / (time.perf_counter() - start)
+
+
+def _keyed_noise(n_rows: int, n_targets: int) -> None:
+    """The random numbers a unit draws for ``n_rows`` rows: keys, normals for the model, a uniform for the efficiency."""
+    noise = RowNoise(mix(np.arange(n_rows, dtype=np.uint64), np.uint64(1)))
+    noise.derive("model").normal(n_rows, n_targets, 0, torch.device("cpu"), torch.float32)
+    noise.derive("efficiency").uniform(n_rows, 0, torch.device("cpu"), torch.float32)
 
 
 def main() -> None:
@@ -79,6 +87,11 @@ def main() -> None:
             objects -= int(ak.sum(ak.num(current[unit.spec.output])))
         total_units += t
         print(f"{'unit ' + unit.name:28s} {t:8.3f} {n / t:10.0f} {objects / t:10.0f}")
+        rows = unit.rows(current)
+        n_rows = int(ak.sum(ak.num(rows))) if rows is not None else n
+        t_noise, _ = _timed(lambda n_rows=n_rows, unit=unit: _keyed_noise(n_rows, unit.target_pipeline.n_features), args.repeat)
+        print(f"{'  of which keyed noise':28s} {t_noise:8.3f} {'':10s} {n_rows / t_noise:10.0f}  "
+              f"({100 * t_noise / t:.0f} % of the unit: Philox normals for {n_rows} rows x {unit.target_pipeline.n_features} targets + 1 uniform)")
         current = out
     with tempfile.TemporaryDirectory() as tmp:
         keep = ["run", "luminosityBlock", "event"] + chain.outputs

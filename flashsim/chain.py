@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import awkward as ak
 import numpy as np
 import torch
 
-from flashsim.errors import ChainError, ConfigError, InputError, OutputError
-from flashsim.events import collection_of
-from flashsim.io import NanoAODWriter, iterate_events, open_source, resolve_inputs
+from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, OutputError
+from flashsim.events import collection_of, from_branches
+from flashsim.io import NanoAODWriter, open_source, resolve_inputs
+from flashsim.processes import Chunk, chunks_of, run_in_processes
 from flashsim.unit import Unit, load_unit
 
 __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
@@ -97,41 +101,63 @@ class Chain:
         keep_gen: bool = False,
         oversample: int = 1,
         select: Iterable[tuple[int, int, int]] | None = None,
+        processes: int = 1,
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written.
 
         ``select`` keeps only the events with these (run, luminosityBlock, event): each comes out exactly as
-        in a run over the whole input (random numbers are keyed by the event).
+        in a run over the whole input (random numbers are keyed by the event). ``processes > 1`` simulates
+        chunks in that many local worker processes (one torch thread each), written in input order.
         """
         if oversample < 1:
             raise ChainError(f"oversample must be >= 1, got {oversample}")
-        wanted = None if select is None else {tuple(int(v) for v in ids) for ids in select}
+        if processes < 1:
+            raise ConfigError(f"processes must be >= 1, got {processes}")
         files = resolve_inputs(inputs)
         target = os.path.realpath(output)
+        entries = []
         for path in files:  # before writing anything: each input has what the chain needs, none is the output
             if os.path.realpath(path) == target:
                 raise OutputError(f"{output}: the output is also an input; writing it would replace the input")
+            source = open_source(path)
             try:
-                self.check({collection_of(k) for k in open_source(path).keys})
+                self.check({collection_of(k) for k in source.keys})
             except ChainError as exc:
                 raise InputError(f"{path}: {exc}") from exc
+            entries.append(source.num_entries)
+        chunks = chunks_of(files, entries, step_size)
+        settings = _Settings(seed, batch_size, keep_gen, oversample,
+                             None if select is None else frozenset(tuple(int(v) for v in ids) for ids in select))
+        if processes > 1:
+            units = [_unit_directory(u) for u in self.units]
+            results = run_in_processes(partial(_chunk_simulator, units, str(self.device), settings), chunks, processes)
+        else:
+            simulate = self._simulator(settings)
+            results = (simulate(chunk) for chunk in chunks)
         with NanoAODWriter(output, format) as writer:
-            for path in files:
-                start = 0
-                for chunk in iterate_events(path, step_size=step_size):
-                    if wanted is not None:
-                        chunk = chunk[_selected(chunk, wanted, path)]
-                    try:
-                        result = self.process(chunk, seed=seed, batch_size=batch_size,
-                                              keep_gen=keep_gen, oversample=oversample)
-                    except InputError as exc:  # a bad value or field: say in which file and events
-                        raise InputError(f"{path} (entries {start}-{start + len(chunk)}): {exc}") from exc
-                    writer.write(result)
-                    start += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
+            for chunk, result in zip(chunks, results):
+                writer.write(result)
+                if progress is not None:
+                    progress(chunk.stop - chunk.start)
         return writer.num_events
+
+    def _simulator(self, settings: _Settings) -> Callable[[Chunk], ak.Array]:
+        """A function from a chunk of an input file to its output record (files opened once)."""
+        sources: dict[str, Any] = {}
+
+        def simulate(chunk: Chunk) -> ak.Array:
+            source = sources.get(chunk.path) or sources.setdefault(chunk.path, open_source(chunk.path))
+            events = from_branches(source.read(source.select(), chunk.start, chunk.stop))
+            if settings.select is not None:
+                events = events[_selected(events, settings.select, chunk.path)]
+            try:
+                return self.process(events, seed=settings.seed, batch_size=settings.batch_size, keep_gen=settings.keep_gen,
+                                    oversample=settings.oversample)
+            except FlashsimError as exc:  # a bad value or field: say in which file and events
+                raise type(exc)(f"{chunk.path} (entries {chunk.start}-{chunk.stop}): {exc}") from exc
+
+        return simulate
 
     def process(self, chunk: ak.Array, seed: int, batch_size: int = 100_000, keep_gen: bool = False, oversample: int = 1) -> ak.Array:
         """One GEN chunk -> output record: event ids, (GEN if kept), the chain's collections.
@@ -156,7 +182,30 @@ class Chain:
         return result[keep]
 
 
-def _selected(chunk: ak.Array, wanted: set[tuple[int, ...]], path: str | os.PathLike[str]) -> np.ndarray:
+@dataclass(frozen=True)
+class _Settings:
+    """What a chunk's simulation needs besides the units."""
+
+    seed: int
+    batch_size: int
+    keep_gen: bool
+    oversample: int
+    select: frozenset[tuple[int, ...]] | None
+
+
+def _unit_directory(unit: Unit) -> str:
+    """Where a worker process loads a unit from."""
+    if unit.spec.path is None:
+        raise ChainError(f"unit {unit.name!r} was not loaded from a directory; run it with processes=1")
+    return str(unit.spec.path.parent)
+
+
+def _chunk_simulator(units: list[str], device: str, settings: _Settings) -> Callable[[Chunk], ak.Array]:
+    """In a worker process: load the chain once, return its chunk simulator."""
+    return Chain(units, device=device)._simulator(settings)
+
+
+def _selected(chunk: ak.Array, wanted: frozenset[tuple[int, ...]], path: str | os.PathLike[str]) -> np.ndarray:
     """Mask of the events of a chunk whose (run, luminosityBlock, event) are wanted."""
     missing = [c for c in EVENT_ID_COLUMNS if c not in chunk.fields]
     if missing:

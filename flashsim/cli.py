@@ -165,12 +165,15 @@ def generate(
     merge: bool = typer.Option(False, "--merge", help="also write one file per dataset, partitions in order"),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads per partition task"),
     select: list[str] = typer.Option([], "--select", help="simulate only the event RUN:LUMI:EVENT (repeatable), exactly as in a full run"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                       help="local worker processes writing one --output file (default: every core on CPU, 1 on a GPU)"),
 ) -> None:
     """Run a chain of units on GEN events and write NANOAOD-like output."""
     import time
 
     from flashsim.chain import Chain
     from flashsim.io import open_source, resolve_inputs
+    from flashsim.processes import available_cores
 
     _scale_out_options(output, output_dir, workers, scheduler, merge, input, fileset)
     names = _unit_names(chain)
@@ -179,6 +182,8 @@ def generate(
 
         if select:
             raise typer.BadParameter("re-simulate selected events into one file (--output), not partitions", param_hint="'--select'")
+        if jobs:
+            raise typer.BadParameter("--jobs is for one --output file; with --output-dir give --workers", param_hint="'--jobs'")
 
         _run_partitioned(lambda inputs, client, progress: generate_partitions(
             names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
@@ -192,7 +197,8 @@ def generate(
     files = resolve_inputs(input)  # bad inputs fail before the units load
     total = sum(open_source(f).num_entries for f in files)
     units = Chain(names, device=device)
-    console.print(f"chain {units} on {units.device}, {total:,} events from {len(files)} file(s)")
+    processes = jobs or (available_cores() if units.device.type == "cpu" else 1)
+    console.print(f"chain {units} on {units.device}, {total:,} events from {len(files)} file(s), {processes} process(es)")
     start = time.perf_counter()
     with _progress() as bar:
         task = bar.add_task("generate", total=total * oversample, rate="")
@@ -203,7 +209,7 @@ def generate(
             bar.update(task, rate=f"{done / (time.perf_counter() - start):,.0f} ev/s")
 
         written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
-                                 keep_gen=keep_gen, oversample=oversample, select=events, progress=advance)
+                                 keep_gen=keep_gen, oversample=oversample, select=events, processes=processes, progress=advance)
     elapsed = time.perf_counter() - start
     console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
 

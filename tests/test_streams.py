@@ -12,6 +12,7 @@ import torch
 
 from conftest import synthetic_events
 from flashsim.chain import Chain
+from flashsim.errors import FlashsimError
 from flashsim.events import to_branches
 from flashsim.io import read_events, write_events
 from flashsim.streams import RowNoise, event_keys, philox4x32
@@ -91,6 +92,25 @@ def test_output_does_not_depend_on_step_or_batch_size(chain: Chain, gen_file: Pa
     assert_same_output(tmp_path / "big.root", tmp_path / "small_batch.root")
     chain.generate(gen_file, tmp_path / "other_seed.root", seed=6)
     assert not np.array_equal(_branches(tmp_path / "big.root")["MET_pt"], _branches(tmp_path / "other_seed.root")["MET_pt"])
+
+
+def test_worker_processes_write_the_same_file(chain: Chain, gen_file: Path, tmp_path: Path) -> None:
+    chain.generate(gen_file, tmp_path / "one.root", seed=5, step_size=50)
+    chain.generate(gen_file, tmp_path / "two.root", seed=5, step_size=50, processes=2)
+    assert_same_output(tmp_path / "one.root", tmp_path / "two.root")
+    assert len(read_events(tmp_path / "two.root")) == 240
+
+
+def test_a_bad_value_in_a_worker_names_the_file_and_entries(chain: Chain, tmp_path: Path) -> None:
+    events = synthetic_events(120, seed=2)
+    pileup = ak.to_numpy(events.Pileup.nTrueInt).copy()
+    pileup[70] = np.nan  # in the second chunk of 40
+    bad = ak.with_field(events, ak.with_field(events.Pileup, pileup, "nTrueInt"), "Pileup")
+    path = write_events(bad, tmp_path / "bad.root")
+    with pytest.raises(FlashsimError, match=r"bad\.root \(entries 40-80\):.*non-finite") as info:
+        chain.generate(path, tmp_path / "out.root", seed=5, step_size=40, processes=2)
+    assert "Traceback" not in str(info.value)
+    assert not (tmp_path / "out.root").exists() and not list(tmp_path.glob(".out.root*")), "no output, no temporary"
 
 
 def test_a_selected_event_comes_out_as_in_the_full_run(chain: Chain, gen_file: Path, tmp_path: Path) -> None:
