@@ -22,6 +22,7 @@ import torch
 
 from flashsim.chain import Chain
 from flashsim.io import read_events, write_events
+from flashsim.processes import available_cores
 from flashsim.streams import RowNoise, mix
 
 
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=available_cores(), help="worker processes for the second generate")
+    parser.add_argument("--step-size", type=int, default=2_000, help="events per chunk with --processes")
     parser.add_argument("--refsim-events", type=int, default=500, help="events for the detector-stage comparison (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,7 +103,13 @@ def main() -> None:
         print(f"{'all units (in memory)':28s} {total_units:8.3f} {n / total_units:10.0f}")
         t_all, _ = _timed(lambda: chain.generate(args.input, Path(tmp) / "flash.root", seed=1, batch_size=args.batch_size), args.repeat)
         flash_rate = n / t_all
-        print(f"{'Chain.generate end to end':28s} {t_all:8.3f} {flash_rate:10.0f}")
+        print(f"{'Chain.generate end to end':28s} {t_all:8.3f} {flash_rate:10.0f}  (1 process, {args.threads} threads)")
+        if args.processes > 1:
+            t_par, _ = _timed(lambda: chain.generate(args.input, Path(tmp) / "flash_p.root", seed=1, batch_size=args.batch_size,
+                                                     step_size=args.step_size, processes=args.processes), args.repeat)
+            print(f"{'Chain.generate end to end':28s} {t_par:8.3f} {n / t_par:10.0f}  ({args.processes} processes, 1 thread each, "
+                  f"{args.step_size} events per chunk)")
+            flash_rate = max(flash_rate, n / t_par)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (RSS) {peak:.0f} MiB")
     if args.refsim_events:

@@ -24,6 +24,7 @@ __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
 
 DEFAULT_CHAIN = ("muon", "jet", "fakejet", "met")  # the zoo's default chain, in dependency order
 EVENT_ID_COLUMNS = ("run", "luminosityBlock", "event")
+MIN_PARALLEL_CHUNK = 1_000  # events: below this a chunk's overheads outweigh its simulation
 GEN_PREFIXES = ("Gen", "LHE", "Pileup", "genWeight", "PSWeight", "HTXS", "FlashSim")  # kept by --keep-gen
 
 
@@ -108,7 +109,10 @@ class Chain:
 
         ``select`` keeps only the events with these (run, luminosityBlock, event): each comes out exactly as
         in a run over the whole input (random numbers are keyed by the event). ``processes > 1`` simulates
-        chunks in that many local worker processes (one torch thread each), written in input order.
+        chunks in that many local worker processes (one torch thread each), written in input order; chunks are
+        then cut smaller than ``step_size`` where needed to give every process several (the output does not
+        depend on the chunking). As with any multiprocessing, a script doing this needs the
+        ``if __name__ == "__main__":`` guard.
         """
         if oversample < 1:
             raise ChainError(f"oversample must be >= 1, got {oversample}")
@@ -126,6 +130,8 @@ class Chain:
             except ChainError as exc:
                 raise InputError(f"{path}: {exc}") from exc
             entries.append(source.num_entries)
+        if processes > 1:  # several chunks per process, so that all stay busy to the end
+            step_size = min(step_size, max(MIN_PARALLEL_CHUNK, -(-sum(entries) // (4 * processes))))
         chunks = chunks_of(files, entries, step_size)
         settings = _Settings(seed, batch_size, keep_gen, oversample,
                              None if select is None else frozenset(tuple(int(v) for v in ids) for ids in select))

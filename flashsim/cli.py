@@ -166,7 +166,8 @@ def generate(
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads per partition task"),
     select: list[str] = typer.Option([], "--select", help="simulate only the event RUN:LUMI:EVENT (repeatable), exactly as in a full run"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
-                                       help="local worker processes writing one --output file (default: every core on CPU, 1 on a GPU)"),
+                                       help="local worker processes writing one --output file (default: every core on CPU, "
+                                            "at most one per 10k events; 1 on a GPU)"),
 ) -> None:
     """Run a chain of units on GEN events and write NANOAOD-like output."""
     import time
@@ -197,7 +198,8 @@ def generate(
     files = resolve_inputs(input)  # bad inputs fail before the units load
     total = sum(open_source(f).num_entries for f in files)
     units = Chain(names, device=device)
-    processes = jobs or (available_cores() if units.device.type == "cpu" else 1)
+    # a worker process costs a few seconds to start (torch, units): one per 10k events at most, by default
+    processes = jobs or (min(available_cores(), max(1, total * oversample // 10_000)) if units.device.type == "cpu" else 1)
     console.print(f"chain {units} on {units.device}, {total:,} events from {len(files)} file(s), {processes} process(es)")
     start = time.perf_counter()
     with _progress() as bar:
