@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import re
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -66,10 +67,16 @@ app = typer.Typer(cls=_FlashsimGroup, no_args_is_help=True, pretty_exceptions_en
 
 @app.callback()
 def _main(
-    debug: bool = typer.Option(False, "--debug", envvar=DEBUG_ENV,
+    debug: bool = typer.Option(False, "--debug", envvar=DEBUG_ENV,  # noqa: ARG001  (read by _FlashsimGroup from ctx.params)
                                help=f"show the full traceback of an error (also {DEBUG_ENV}=1)"),
 ) -> None:
     """flashsim: machine-learning fast simulation of LHC events (GEN -> NANOAOD-like RECO)."""
+    signal.signal(signal.SIGTERM, _terminate)  # batch systems preempt with SIGTERM: clean up as for Ctrl-C
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    """Leave like an interrupted run: outputs in progress are discarded, exit status 128 + signal."""
+    raise SystemExit(128 + signum)
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

@@ -188,3 +188,29 @@ def test_select_takes_run_lumi_event(tmp_path: Path) -> None:
     parts = CliRunner().invoke(app, ["generate", "--chain", "jet", "--input", "x.root", "--output-dir", str(tmp_path / "d"),
                                      "--select", "1:2:3"])
     assert parts.exit_code == 2 and "--select" in parts.output
+
+
+def test_sigterm_mid_write_leaves_no_file_and_a_rerun_cleans_killed_temporaries(trained_units, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    gen = write_events(synthetic_events(20_000, seed=4), tmp_path / "gen.root")
+    out = tmp_path / "out.root"
+    args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
+            "--input", str(gen), "--output", str(out), "--step-size", "200", "--jobs", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".out.root.*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it was interrupted"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert not out.exists() and not list(tmp_path.glob(".out.root.*")), "no output and no temporary after SIGTERM"
+    # a temporary left by a killed process (a pid that no longer runs) is removed by the next run
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.root.{dead.pid}.deadbeef.tmp"
+    stale.write_bytes(b"partial")
+    done = subprocess.run(args[:-4] + ["--step-size", "5000", "--jobs", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.exists() and not stale.exists()

@@ -17,7 +17,7 @@ import numpy as np
 
 from flashsim.errors import ConfigError, InputError, OutputError
 from flashsim.events import is_counter, to_branches
-from flashsim.files import temporary_sibling
+from flashsim.files import remove_stale_temporaries, temporary_sibling
 from flashsim.io.schema import dtype_of
 
 __all__ = ["NanoAODWriter", "write_events", "format_of"]
@@ -62,6 +62,7 @@ class NanoAODWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create its directory {self.path.parent} ({_reason(exc)})") from exc
+        remove_stale_temporaries(self.path)  # a killed earlier run's partial file
         self._tmp = temporary_sibling(self.path)
         # an uproot WritableDirectory (ROOT) or a pyarrow ParquetWriter; neither library ships types
         self._file: Any = None
