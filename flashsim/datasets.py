@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 
 from flashsim.errors import InputError
 from flashsim.events import from_branches
-from flashsim.files import atomic_output
+from flashsim.files import atomic_output, file_digest
 from flashsim.io import EventSource, open_source, resolve_inputs
 from flashsim.kinds import EVENT_ID
 from flashsim.unit import Unit
 
-__all__ = ["Dataset", "ExtractionReport", "extract", "extract_range", "load_dataset", "file_digest", "PLACEHOLDER_BELOW"]
+__all__ = ["Dataset", "ExtractionReport", "extract", "extract_range", "load_dataset", "PLACEHOLDER_BELOW"]
 
 PLACEHOLDER_BELOW = -999.0  # NanoAOD marks values not computed with e.g. -1000 or -3000
 
@@ -109,15 +109,6 @@ def spec_digest(unit: Unit) -> str:
     """Digest of the parts of a unit spec that decide a training table's rows and columns."""
     relevant = unit.spec.digest_fields()
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file (recorded so a cached dataset names exactly what it was built from)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport, placeholders: bool = True) -> dict[str, np.ndarray]:

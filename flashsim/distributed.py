@@ -182,7 +182,7 @@ def _input_files(inputs: Inputs) -> list[tuple[str, Path, str]]:
 
 def _scan(path: str, tree: str) -> dict[str, Any]:
     """Size, content hash and entry count of one input (runs where the tasks run)."""
-    from flashsim.datasets import file_digest
+    from flashsim.files import file_digest
     from flashsim.io import open_source
 
     stat = Path(path).stat()

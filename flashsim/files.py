@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["temporary_sibling", "atomic_output", "atomic_write_text", "remove_stale_temporaries"]
+__all__ = ["temporary_sibling", "atomic_output", "atomic_write_text", "remove_stale_temporaries", "file_digest"]
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -55,3 +56,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -30,7 +30,7 @@ import torch
 from flashsim import features
 from flashsim.errors import UnitError
 from flashsim.expressions import parse
-from flashsim.files import atomic_write_text
+from flashsim.files import atomic_write_text, file_digest
 from flashsim.kinds import POSITION, PREVIOUS, flat
 from flashsim.locations import resolve_unit_dir
 from flashsim.models import ConditionalModel, EfficiencyModel, load_model, save_model
@@ -208,6 +208,7 @@ class Unit:
         atomic_write_text(directory / "preprocessing.json", json.dumps(state, indent=1))
         if record is not None:
             atomic_write_text(directory / "training.json", json.dumps(record, indent=1, default=str))
+        write_digests(directory, self.spec)
         return directory
 
 
@@ -220,10 +221,8 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         if require_trained:
             raise UnitError(f"unit {spec.name!r} ({directory}) has no trained weights; run `flashsim train {spec.name}`")
         return Unit(spec)
-    try:
-        state = json.loads(state_path.read_text())
-    except ValueError as exc:
-        raise UnitError(f"unit {spec.name!r}: corrupted {state_path}: {exc}") from exc
+    check_digests(directory, spec)
+    state = _strict_json(state_path, f"unit {spec.name!r}")
     if state.get("format_version") != FORMAT_VERSION:
         raise UnitError(
             f"unit {spec.name!r}: {state_path} has format_version {state.get('format_version')!r}, "
@@ -268,3 +267,51 @@ def attach(events: ak.Array, name: str, output: ak.Array, merge: bool = False, s
     if sort_by and output.ndim == 2 and sort_by in output.fields:
         output = output[ak.argsort(output[sort_by], axis=1, ascending=False, stable=True)]
     return ak.with_field(events, output, name)
+
+
+DIGESTS = "digests.json"  # SHA-256 of every file a trained unit needs, written last by Unit.save
+
+
+def unit_files(spec: UnitSpec) -> list[str]:
+    """The files a trained unit needs besides unit.toml: preprocessing, the model and its kind's classifier."""
+    names = ["preprocessing.json", "model.safetensors", "model.json"]
+    classifier = spec.kind.classifier
+    if classifier is not None and spec.kind.classifier_config(spec) is not None:
+        names += [f"{classifier}.safetensors", f"{classifier}.json"]
+    return names
+
+
+def write_digests(directory: Path, spec: UnitSpec) -> Path:
+    """Record the SHA-256 of the unit's files (after they are all written: a half-saved unit has none)."""
+    digests = {name: file_digest(directory / name) for name in unit_files(spec)}
+    return atomic_write_text(directory / DIGESTS, json.dumps({"format": "flashsim-unit-digests", "sha256": digests}, indent=1))
+
+
+def check_digests(directory: Path, spec: UnitSpec) -> None:
+    """Refuse a unit with a file missing or changed since training (truncated, bit-flipped, replaced)."""
+    path = directory / DIGESTS
+    where = f"unit {spec.name!r} ({directory})"
+    if not path.is_file():
+        raise UnitError(f"{where}: no {DIGESTS} (the SHA-256 of its files, written by `flashsim train`): "
+                        f"the unit is incomplete or older than this flashsim; retrain it (`flashsim train {spec.name}`)")
+    recorded = _strict_json(path, where).get("sha256", {})
+    for name in unit_files(spec):
+        if not (directory / name).is_file():
+            raise UnitError(f"{where}: {name} is missing; retrain the unit (`flashsim train {spec.name}`)")
+        if recorded.get(name) != file_digest(directory / name):
+            raise UnitError(f"{where}: {name} differs from the file training wrote (SHA-256 in {DIGESTS}): damaged or "
+                            f"replaced; restore it or retrain the unit (`flashsim train {spec.name}`)")
+
+
+def _strict_json(path: Path, where: str) -> dict[str, Any]:
+    """A JSON object with no NaN or infinity."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not a number flashsim accepts")
+
+    try:
+        data = json.loads(path.read_text(), parse_constant=refuse)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UnitError(f"{where}: corrupted {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UnitError(f"{where}: {path} is not a JSON object")
+    return data

@@ -65,6 +65,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Conditio
         state = load_file(str(weights), device=str(device))
     except Exception as e:  # safetensors raises SafetensorError / OSError on truncation
         raise UnitError(f"cannot read model weights {weights} (corrupted or truncated?): {e}") from e
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise UnitError(f"model weights {weights}: tensor {bad[0]!r} holds NaN or infinity ({len(bad)} such tensors)")
     model = build_model(config, n_targets, n_context)
     try:
         model.load_state_dict(state, strict=True)
