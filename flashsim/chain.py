@@ -5,10 +5,11 @@ chunks of GEN events, and streams NANOAOD-like output.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import awkward as ak
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, OutputError
 from flashsim.events import collection_of, from_branches
 from flashsim.io import NanoAODWriter, open_source, resolve_inputs
+from flashsim.input_checks import bad_events
 from flashsim.processes import Chunk, chunks_of, run_in_processes
 from flashsim.unit import Unit, load_unit
 
@@ -86,6 +88,10 @@ class Chain:
         analysis-specific sample), so the result may hold fewer events than the input.
         """
         self.check(events.fields)
+        bad_events(events, self.inputs, skip=False)  # a non-finite or unphysical GEN value is an error
+        return self._run_units(events, seed, batch_size)
+
+    def _run_units(self, events: ak.Array, seed: int, batch_size: int) -> ak.Array:
         for unit in self.units:
             events = unit.run(events, seed=seed, device=self.device, batch_size=batch_size)
         return events
@@ -103,6 +109,7 @@ class Chain:
         oversample: int = 1,
         select: Iterable[tuple[int, int, int]] | None = None,
         processes: int = 1,
+        on_bad_input: Literal["error", "skip"] = "error",
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written.
@@ -112,7 +119,8 @@ class Chain:
         chunks in that many local worker processes (one torch thread each), written in input order; chunks are
         then cut smaller than ``step_size`` where needed to give every process several (the output does not
         depend on the chunking). As with any multiprocessing, a script doing this needs the
-        ``if __name__ == "__main__":`` guard.
+        ``if __name__ == "__main__":`` guard. With ``on_bad_input = "skip"`` events with a non-finite or
+        unphysical GEN value are dropped; ``skipped_events`` then counts them by branch.
         """
         if oversample < 1:
             raise ChainError(f"oversample must be >= 1, got {oversample}")
@@ -133,44 +141,57 @@ class Chain:
         if processes > 1:  # several chunks per process, so that all stay busy to the end
             step_size = min(step_size, max(MIN_PARALLEL_CHUNK, -(-sum(entries) // (4 * processes))))
         chunks = chunks_of(files, entries, step_size)
+        if on_bad_input not in ("error", "skip"):
+            raise ConfigError(f"on_bad_input must be 'error' or 'skip', got {on_bad_input!r}")
         settings = _Settings(seed, batch_size, keep_gen, oversample,
-                             None if select is None else frozenset(tuple(int(v) for v in ids) for ids in select))
+                             None if select is None else frozenset(tuple(int(v) for v in ids) for ids in select),
+                             on_bad_input == "skip")
         if processes > 1:
             units = [_unit_directory(u) for u in self.units]
             results = run_in_processes(partial(_chunk_simulator, units, str(self.device), settings), chunks, processes)
         else:
             simulate = self._simulator(settings)
             results = (simulate(chunk) for chunk in chunks)
+        self.skipped_events: Counter[str] = Counter()
         with NanoAODWriter(output, format) as writer:
-            for chunk, result in zip(chunks, results):
+            for chunk, (result, skipped) in zip(chunks, results):
                 writer.write(result)
+                self.skipped_events.update(skipped)
                 if progress is not None:
                     progress(chunk.stop - chunk.start)
         return writer.num_events
 
-    def _simulator(self, settings: _Settings) -> Callable[[Chunk], ak.Array]:
-        """A function from a chunk of an input file to its output record (files opened once)."""
+    def _simulator(self, settings: _Settings) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
+        """A function from a chunk of an input file to its output record and the events it skipped (files opened once)."""
         sources: dict[str, Any] = {}
 
-        def simulate(chunk: Chunk) -> ak.Array:
+        def simulate(chunk: Chunk) -> tuple[ak.Array, Counter[str]]:
             source = sources.get(chunk.path) or sources.setdefault(chunk.path, open_source(chunk.path))
             events = from_branches(source.read(source.select(), chunk.start, chunk.stop))
             if settings.select is not None:
                 events = events[_selected(events, settings.select, chunk.path)]
+            skipped: Counter[str] = Counter()
             try:
                 return self.process(events, seed=settings.seed, batch_size=settings.batch_size, keep_gen=settings.keep_gen,
-                                    oversample=settings.oversample)
+                                    oversample=settings.oversample, skipped=skipped if settings.skip_bad else None), skipped
             except FlashsimError as exc:  # a bad value or field: say in which file and events
                 raise type(exc)(f"{chunk.path} (entries {chunk.start}-{chunk.stop}): {exc}") from exc
 
         return simulate
 
-    def process(self, chunk: ak.Array, seed: int, batch_size: int = 100_000, keep_gen: bool = False, oversample: int = 1) -> ak.Array:
+    def process(self, chunk: ak.Array, seed: int, batch_size: int = 100_000, keep_gen: bool = False, oversample: int = 1,
+                skipped: Counter[str] | None = None) -> ak.Array:
         """One GEN chunk -> output record: event ids, (GEN if kept), the chain's collections.
 
         Input collections that the chain produces (e.g. full-simulation ``Jet`` in a GEN+RECO file)
-        are dropped first, so they never mix with flash output.
+        are dropped first, so they never mix with flash output. An event with a non-finite or unphysical
+        GEN value is an error, or, given a ``skipped`` counter, dropped and counted by branch.
         """
+        self.check(chunk.fields)
+        good, failed = bad_events(chunk, self.inputs, skip=skipped is not None)
+        if skipped is not None and failed:
+            skipped.update(failed)
+            chunk = chunk[good]
         chunk = chunk[[f for f in chunk.fields if f not in self.outputs]]
         if oversample > 1:
             chunk = chunk[np.repeat(np.arange(len(chunk)), oversample)]
@@ -178,7 +199,7 @@ class Chain:
                 "oversampleIndex": np.tile(np.arange(oversample, dtype=np.int32), len(chunk) // oversample),
                 "weight": np.full(len(chunk), 1.0 / oversample, np.float32),
             }, depth_limit=1), "FlashSim")
-        result = self.run(chunk, seed=seed, batch_size=batch_size)
+        result = self._run_units(chunk, seed, batch_size)
         keep = [f for f in EVENT_ID_COLUMNS if f in result.fields]
         if keep_gen:
             keep += [f for f in chunk.fields if f not in keep and f.startswith(GEN_PREFIXES)]
@@ -197,6 +218,7 @@ class _Settings:
     keep_gen: bool
     oversample: int
     select: frozenset[tuple[int, ...]] | None
+    skip_bad: bool
 
 
 def _unit_directory(unit: Unit) -> str:
@@ -206,7 +228,7 @@ def _unit_directory(unit: Unit) -> str:
     return str(unit.spec.path.parent)
 
 
-def _chunk_simulator(units: list[str], device: str, settings: _Settings) -> Callable[[Chunk], ak.Array]:
+def _chunk_simulator(units: list[str], device: str, settings: _Settings) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
     """In a worker process: load the chain once, return its chunk simulator."""
     return Chain(units, device=device)._simulator(settings)
 

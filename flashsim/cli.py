@@ -172,6 +172,8 @@ def generate(
     merge: bool = typer.Option(False, "--merge", help="also write one file per dataset, partitions in order"),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads per partition task"),
     select: list[str] = typer.Option([], "--select", help="simulate only the event RUN:LUMI:EVENT (repeatable), exactly as in a full run"),
+    on_bad_input: Literal["error", "skip"] = typer.Option(
+        "error", "--on-bad-input", help="a non-finite or unphysical GEN value: stop with an error, or skip its event and count it"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
                                        help="local worker processes writing one --output file (default: every core on CPU, "
                                             "at most one per 10k events; 1 on a GPU)"),
@@ -192,6 +194,8 @@ def generate(
             raise typer.BadParameter("re-simulate selected events into one file (--output), not partitions", param_hint="'--select'")
         if jobs:
             raise typer.BadParameter("--jobs is for one --output file; with --output-dir give --workers", param_hint="'--jobs'")
+        if on_bad_input != "error":
+            raise typer.BadParameter("skipping bad events is for one --output file", param_hint="'--on-bad-input'")
 
         _run_partitioned(lambda inputs, client, progress: generate_partitions(
             names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
@@ -218,8 +222,11 @@ def generate(
             bar.update(task, rate=f"{done / (time.perf_counter() - start):,.0f} ev/s")
 
         written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
-                                 keep_gen=keep_gen, oversample=oversample, select=events, processes=processes, progress=advance)
+                                 keep_gen=keep_gen, oversample=oversample, select=events, processes=processes,
+                                 on_bad_input=on_bad_input, progress=advance)
     elapsed = time.perf_counter() - start
+    for branch, n in sorted(units.skipped_events.items()):
+        console.print(f"skipped {n:,} events with a non-finite or unphysical {branch}")
     console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
 
 

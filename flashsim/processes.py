@@ -12,7 +12,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import awkward as ak
 import torch
 
 __all__ = ["Chunk", "available_cores", "chunks_of", "run_in_processes"]
@@ -40,22 +39,22 @@ def chunks_of(files: Sequence[str | os.PathLike[str]], entries: Sequence[int], s
 _WORK: dict[str, Any] = {}  # per worker process: the function that turns a chunk into its output
 
 
-def _start(make: Callable[[], Callable[[Chunk], ak.Array]], threads: int) -> None:
+def _start(make: Callable[[], Callable[[Chunk], Any]], threads: int) -> None:
     torch.set_num_threads(threads)
     _WORK["run"] = make()
 
 
-def _run(chunk: Chunk) -> ak.Array:
+def _run(chunk: Chunk) -> Any:
     return _WORK["run"](chunk)
 
 
-def run_in_processes(make: Callable[[], Callable[[Chunk], ak.Array]], chunks: Sequence[Chunk], processes: int,
-                     threads: int = 1) -> Iterator[ak.Array]:
+def run_in_processes(make: Callable[[], Callable[[Chunk], Any]], chunks: Sequence[Chunk], processes: int,
+                     threads: int = 1) -> Iterator[Any]:
     """Outputs of ``make()(chunk)`` for every chunk, in order, computed by ``processes`` worker processes
     (``make`` runs once in each, e.g. to load the units); at most two chunks per process are in flight."""
     context = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_start, initargs=(make, threads)) as pool:
-        pending: deque[Future[ak.Array]] = deque()
+        pending: deque[Future[Any]] = deque()
         try:
             for chunk in chunks:
                 pending.append(pool.submit(_run, chunk))
