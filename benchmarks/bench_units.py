@@ -17,6 +17,7 @@ headline figures per seed, their mean and spread.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -268,6 +269,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="11", help="comma-separated generation seeds: every study per seed, then a summary")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--refsim-events", type=int, default=500)
+    parser.add_argument("--json", type=Path, default=None, help="also write the headline figures per seed (and speed) as JSON, "
+                        "for benchmarks/readme_tables.py")
     parser.add_argument("--efficiency-oversample", type=int, default=10,
                         help="generations averaged for the flash muon efficiency (its sampling error / sqrt(N))")
     args = parser.parse_args()
@@ -280,11 +283,18 @@ def main() -> None:
                                args.efficiency_oversample) for seed in seeds}
     if len(seeds) > 1:
         print_seed_summary(per_seed)
+    speed: dict[str, float] = {}
     if args.refsim_events:
         flash_rate = float(np.mean([h["chain events/s"] for h in per_seed.values()]))
         rate = detector_stage_rate("ttbar", args.refsim_events, 35.0, 5)
+        speed = {"chain events/s": flash_rate, "refsim detector events/s": rate, "threads": torch.get_num_threads()}
         print(f"\nspeed: flashsim chain {flash_rate:,.0f} events/s vs refsim detector stage {rate:,.0f} events/s "
               f"(ratio {flash_rate / rate:.0f}x), same machine, same run")
+    if args.json is not None:
+        record = {"inputs": [str(p) for p in args.input], "events": len(ref), "chain": args.chain, "seeds": seeds,
+                  "per_seed": {str(s): h for s, h in per_seed.items()}, "speed": speed}
+        args.json.write_text(json.dumps(record, indent=1))
+        print(f"figures: {args.json}")
 
 
 if __name__ == "__main__":
