@@ -17,7 +17,7 @@ import awkward as ak
 import numpy as np
 import torch
 
-__all__ = ["Noise", "RowNoise", "GeneratorNoise", "as_noise", "philox4x32", "event_keys", "mix"]
+__all__ = ["Noise", "RowNoise", "GeneratorNoise", "as_noise", "philox4x32", "philox4x32_torch", "event_keys", "mix"]
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
 _W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
@@ -50,6 +50,17 @@ def philox4x32(counter: np.ndarray, key: np.ndarray, rounds: int = 10) -> np.nda
     return np.stack([c0, c1, c2, c3]).astype(np.uint32)
 
 
+def philox4x32_torch(counter: torch.Tensor, key: torch.Tensor, rounds: int = 10) -> torch.Tensor:
+    """:func:`philox4x32` on int64 tensors holding uint32 words, on any device (the same bits)."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(rounds):
+        p0, p1 = c0 * int(_M0), c2 * int(_M1)  # exact modulo 2**64; the masks below keep the words unsigned
+        c0, c1, c2, c3 = ((p1 >> 32) & 0xFFFFFFFF) ^ c1 ^ k0, p1 & 0xFFFFFFFF, ((p0 >> 32) & 0xFFFFFFFF) ^ c3 ^ k1, p0 & 0xFFFFFFFF
+        k0, k1 = (k0 + int(_W0)) & 0xFFFFFFFF, (k1 + int(_W1)) & 0xFFFFFFFF
+    return torch.stack([c0, c1, c2, c3])
+
+
 class Noise(Protocol):
     """Where a model's random numbers come from, row by row."""
 
@@ -78,32 +89,44 @@ class RowNoise:
         """An independent stream for another purpose (a classifier's decision, an ordering redraw)."""
         return RowNoise(mix(self.keys, _tag(purpose)))
 
-    def _uniforms(self, n: int, k: int, draw: int) -> np.ndarray:
-        """``(n, k)`` uniforms in (0, 1) with 53-bit resolution: two per Philox block."""
+    def _uniforms(self, n: int, k: int, draw: int, device: torch.device) -> torch.Tensor:
+        """``(n, k)`` float64 uniforms in (0, 1) with 53-bit resolution, two per Philox block; computed on
+        ``device`` (numpy on the CPU, torch elsewhere: the same bits)."""
         if n != len(self.keys):
             raise ValueError(f"RowNoise has {len(self.keys)} rows, {n} asked")
         blocks = (k + 1) // 2
-        key = np.stack([self.keys & _LOW32, self.keys >> np.uint64(32)])
-        out = np.empty((n, 2 * blocks))
+        if device.type == "cpu":
+            key = np.stack([self.keys & _LOW32, self.keys >> np.uint64(32)])
+            out = np.empty((n, 2 * blocks))
+            for b in range(blocks):
+                counter = np.zeros((4, n), np.uint64)
+                counter[0], counter[1] = draw, b
+                words = philox4x32(counter, key).astype(np.uint64)
+                for j in range(2):
+                    bits = ((words[2 * j] << np.uint64(21)) ^ words[2 * j + 1]) & np.uint64((1 << 53) - 1)
+                    out[:, 2 * b + j] = (bits.astype(np.float64) + 0.5) / float(1 << 53)
+            return torch.as_tensor(out[:, :k])
+        keys = torch.as_tensor(self.keys.view(np.int64), device=device)
+        tkey = torch.stack([keys & 0xFFFFFFFF, (keys >> 32) & 0xFFFFFFFF])
+        columns = []
         for b in range(blocks):
-            counter = np.zeros((4, n), np.uint64)
-            counter[0], counter[1] = draw, b
-            words = philox4x32(counter, key).astype(np.uint64)
+            tcounter = torch.zeros((4, n), dtype=torch.int64, device=device)
+            tcounter[0], tcounter[1] = draw, b
+            twords = philox4x32_torch(tcounter, tkey)
             for j in range(2):
-                bits = ((words[2 * j] << np.uint64(21)) ^ words[2 * j + 1]) & np.uint64((1 << 53) - 1)
-                out[:, 2 * b + j] = (bits.astype(np.float64) + 0.5) / float(1 << 53)
-        return out[:, :k]
+                tbits = ((twords[2 * j] << 21) ^ twords[2 * j + 1]) & ((1 << 53) - 1)
+                columns.append((tbits.to(torch.float64) + 0.5) / float(1 << 53))
+        return torch.stack(columns, dim=1)[:, :k]
 
     def normal(self, n: int, d: int, draw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        u = self._uniforms(n, 2 * ((d + 1) // 2), draw)
-        radius = np.sqrt(-2.0 * np.log(u[:, 0::2]))
-        angle = 2.0 * np.pi * u[:, 1::2]
-        z = np.empty((n, radius.shape[1] * 2))
-        z[:, 0::2], z[:, 1::2] = radius * np.cos(angle), radius * np.sin(angle)
-        return torch.as_tensor(z[:, :d], dtype=dtype, device=device)
+        u = self._uniforms(n, 2 * ((d + 1) // 2), draw, device)
+        radius = torch.sqrt(-2.0 * torch.log(u[:, 0::2]))
+        angle = 2.0 * torch.pi * u[:, 1::2]
+        z = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=2).reshape(n, -1)
+        return z[:, :d].to(dtype)
 
     def uniform(self, n: int, draw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return torch.as_tensor(self._uniforms(n, 1, draw)[:, 0], dtype=dtype, device=device)
+        return self._uniforms(n, 1, draw, device)[:, 0].to(dtype)
 
 
 class GeneratorNoise:

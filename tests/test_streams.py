@@ -142,3 +142,20 @@ def test_partitioned_output_equals_the_single_file_run(chain: Chain, chain_units
 @pytest.fixture(scope="module")
 def chain_units_dirs(trained_units) -> list[str]:
     return [str(trained_units[n]) for n in ("tinyjet", "tinyfake", "tinymet")]
+
+
+def test_the_torch_philox_gives_the_same_bits_as_numpy() -> None:
+    from flashsim.streams import philox4x32_torch
+
+    rng = np.random.default_rng(1)
+    counter, key = rng.integers(0, 2**32, (4, 5000), dtype=np.uint64), rng.integers(0, 2**32, (2, 5000), dtype=np.uint64)
+    words = philox4x32_torch(torch.as_tensor(counter.astype(np.int64)), torch.as_tensor(key.astype(np.int64)))
+    np.testing.assert_array_equal(words.numpy(), philox4x32(counter, key).astype(np.int64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_and_cpu_draw_the_same_numbers() -> None:
+    noise = RowNoise(np.arange(10_000, dtype=np.uint64) * np.uint64(7919))
+    cpu = noise.normal(10_000, 15, 2, CPU, torch.float64)
+    gpu = noise.normal(10_000, 15, 2, torch.device("cuda"), torch.float64).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-12, atol=1e-12)
