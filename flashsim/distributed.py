@@ -258,6 +258,11 @@ def _unit_record(name: str) -> dict[str, Any]:
     return {"name": spec.name, "path": str(directory), "format_version": FORMAT_VERSION, "sha256": digest.hexdigest()}
 
 
+def _worker_count(client: Client | None) -> int:
+    """Workers the scheduler knows of now (0 in-process)."""
+    return len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 0
+
+
 def _marker(output: Path) -> Path:
     return output.with_name(f".{output.name}.done.json")
 
@@ -466,6 +471,7 @@ def _run(kind: str, task: Callable[[Partition, _Job], dict[str, Any]], inputs: I
     done = skipped
     if progress is not None:
         progress(done, len(partitions), done_events, total_events)
+    workers = _worker_count(client)  # taken before and after the run: a scheduler may be tearing workers down at the end
     for index, result in _map(task, [(partitions[i], job) for i in todo], client):
         part = partitions[todo[index]]
         if isinstance(result, FlashsimError):  # bad input, unit or setting: attempted once, its message names it
@@ -498,7 +504,7 @@ def _run(kind: str, task: Callable[[Partition, _Job], dict[str, Any]], inputs: I
                         {"partitions": len(partitions), "skipped": skipped,
                          "ran": len(todo) - sum(r["status"] == "failed" for r in results if r),
                          "failed": len(failures), "seconds": round(time.perf_counter() - started, 3),
-                         "workers": len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 0})
+                         "workers": max(workers, _worker_count(client))})
     manifest.save()
     if failures:
         raise PartitionsFailed(failures, manifest)
