@@ -14,13 +14,14 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from flashsim.errors import InputError
 from flashsim.locations import resolve_recipe
 from flashsim.optim import OPTIMIZERS, SCHEDULES
+from flashsim.registry import Registry
 from flashsim.spec import describe_errors
 
 __all__ = ["Recipe", "FitConfig", "load_recipe"]
@@ -69,28 +70,25 @@ class Split(_Section):
     seed: int = 1
 
 
+def _registered(registry: Registry[Any]) -> AfterValidator:
+    """A string field that must name an entry of ``registry`` (the closest name suggested otherwise)."""
+    def check(value: str) -> str:
+        registry.get(value)
+        return value
+
+    return AfterValidator(check)
+
+
 class OptimizerSection(_Section):
-    type: str = "adamw"
+    type: Annotated[str, _registered(OPTIMIZERS)] = "adamw"
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
 
-    @field_validator("type")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        OPTIMIZERS.get(value)
-        return value
-
 
 class ScheduleSection(_Section):
-    type: str = "warmup_cosine"
+    type: Annotated[str, _registered(SCHEDULES)] = "warmup_cosine"
     warmup_epochs: float = Field(default=1.0, ge=0)
     min_lr_factor: float = Field(default=0.01, ge=0, le=1)
-
-    @field_validator("type")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        SCHEDULES.get(value)
-        return value
 
 
 class Training(_Section):
