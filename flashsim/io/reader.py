@@ -132,6 +132,8 @@ def _cast(path: Path, name: str, values: ak.Array) -> ak.Array:
         raise InputError(f"{path}: branch {name!r} is not numeric (expected {expected.dtype})") from exc
     if kind not in "biuf":
         raise InputError(f"{path}: branch {name!r} has non-numeric type {values.type.content}, expected {expected.dtype}")
+    if kind == "b" and expected.dtype.kind == "f":  # a flag where a measured value belongs: not a different version
+        raise InputError(f"{path}: branch {name!r} holds booleans, expected {expected.dtype} values")
     return ak.values_astype(values, expected.dtype)
 
 
