@@ -651,7 +651,7 @@ def cluster(workers: int | None = None, scheduler: str | None = None,
                 f"dashboard {client.dashboard_link}")
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as local, Client(local) as client:
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as local, Client(local) as client:
         note = "" if importlib.util.find_spec("bokeh") else " (install bokeh to serve it)"
         log(f"local dask cluster: {workers} worker processes, dashboard {client.dashboard_link}{note}")
         yield client

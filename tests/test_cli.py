@@ -214,3 +214,54 @@ def test_sigterm_mid_write_leaves_no_file_and_a_rerun_cleans_killed_temporaries(
     done = subprocess.run(args[:-4] + ["--step-size", "5000", "--jobs", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert out.exists() and not stale.exists()
+
+
+USAGE_ERRORS = [  # every command, a bad option value or combination: exit 2, no traceback
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--batch-size", "0"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--step-size", "-5"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--seed", "-1"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--oversample", "0"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--format", "csv"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--device", "gpu0"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--jobs", "0"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--on-bad-input", "ignore"],
+    ["generate", "--chain", ",", "--input", "x.root", "--output", "o.root"],
+    ["generate", "--chain", "jet", "--input", "x.root"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--output-dir", "d"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--workers", "2"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output-dir", "d", "--on-bad-input", "skip"],
+    ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--bogus"],
+    ["dataset", "jet", "--input", "x.root", "--output", "t.parquet", "--max-events", "0"],
+    ["dataset", "jet", "--input", "x.root", "--output-dir", "d", "--partition-size", "0"],
+    ["train", "jet", "--epochs", "0"],
+    ["train", "jet", "--batch-size", "-1"],
+    ["train", "jet", "--device", "tpu"],
+    ["validate", "--flash", "f.root", "--reference", "r.root", "--out", "o", "--splits", "0"],
+    ["validate", "--flash", "f.root", "--out", "o"],
+    ["refsim", "--process", "wjets", "--events", "10", "--format", "csv", "-o", "x.root"],
+    ["units", "--schema", "spec"],
+    ["nosuchcommand"],
+]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=[" ".join(a[:1] + a[-2:]) for a in USAGE_ERRORS])
+def test_a_bad_option_is_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_bad_training_data_is_a_clear_error(trained_units, tmp_path: Path) -> None:
+    from conftest import JET_UNIT, write_unit
+
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    table = tmp_path / "table.parquet"
+    table.write_bytes(b"PAR1" + b"\x00" * 100)  # a truncated Parquet table
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'unit = "{unit_dir}"\n[data]\ndataset = "{table}"\n[training]\nepochs = 1\ndevice = "cpu"\n')
+    assert_one_error_line(*run("train", "tinyjet", "--recipe", recipe), "table.parquet")
+    recipe.write_text(f'unit = "{unit_dir}"\n[data]\ninputs = ["{tmp_path}/nothing_*.root"]\n[training]\nepochs = 1\n')
+    assert_one_error_line(*run("train", "tinyjet", "--recipe", recipe), "nothing_*.root")
+    recipe.write_text(f'unit = "{tmp_path}/no_such_unit"\n[data]\ninputs = ["x.root"]\n')
+    assert_one_error_line(*run("train", "tinyjet", "--recipe", recipe), "no_such_unit")
