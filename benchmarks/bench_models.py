@@ -75,6 +75,26 @@ def bench(kind: str, cfg: dict, n_targets: int, n_context: int, batch: int, trai
             "train": train_batch / t_train}
 
 
+def inverse_paths(units: list[str], rows: int, repeats: int) -> None:
+    """The zoo flows' inverse on the same base noise: nflows' (masked spline, log-determinant) beside the
+    sampling path flashsim uses (flashsim.models.spline_inverse), and their largest difference."""
+    from flashsim.models.spline_inverse import sample_inverse
+    from flashsim.unit import load_unit
+
+    print(f"\nflow inverse of {rows:,} rows, best of {repeats}: nflows vs flashsim's sampling path (same run)")
+    for name in units:
+        model = load_unit(name).trained_model()
+        flow = model.flow
+        context = flow._embedding_net(torch.randn(rows, model.n_context))
+        noise = torch.randn(rows, model.n_targets, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            t_nflows = _timeit(lambda: flow._transform.inverse(noise, context=context), repeats)
+            t_fast = _timeit(lambda: sample_inverse(flow._transform, noise, context), repeats)
+            diff = float((flow._transform.inverse(noise, context=context)[0] - sample_inverse(flow._transform, noise, context)).abs().max())
+        print(f"{name:<10} nflows {rows / t_nflows:>10,.0f} rows/s   flashsim {rows / t_fast:>10,.0f} rows/s   "
+              f"x{t_nflows / t_fast:.2f}   max |diff| {diff:.1e}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", type=int, default=17)
@@ -86,6 +106,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and batches (smoke test)")
+    ap.add_argument("--zoo", default="jet,fakejet,muon,met", help="zoo units whose flow inverse paths are compared ('' to skip)")
+    ap.add_argument("--rows", type=int, default=20_000, help="rows for the inverse comparison")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.batch, args.train_batch, args.repeats = [2e4], 1000, 256, 1
@@ -104,6 +126,8 @@ def main() -> None:
             r = bench(kind, cfg, args.targets, args.context, args.batch, args.train_batch, args.repeats)
             print(f"{kind:<14} {size:>8.1e} {r['hidden']:>6} {r['params']:>10,} {r['sample']:>14,.0f} {r['train']:>16,.0f}",
                   flush=True)
+    if args.zoo:
+        inverse_paths(args.zoo.split(","), args.rows, max(args.repeats, 2))
 
 
 if __name__ == "__main__":

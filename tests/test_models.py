@@ -130,21 +130,22 @@ def test_sample_rejects_wrong_context_shape():
 
 @pytest.mark.parametrize("kind", ["maf_rqs", "coupling_rqs"])
 def test_redraw_guard_replaces_nan_rows(kind, monkeypatch):
+    from flashsim.models import flows
+
     model = build_model(SMALL[kind], 2, 1)
-    transform = model.flow._transform
-    original = transform.inverse
+    original = flows.sample_inverse
     calls = []
 
-    def flaky(noise, context=None):
-        out, logdet = original(noise, context=context)
+    def flaky(transform, noise, context):
+        out = original(transform, noise, context)
         calls.append(noise.shape[0])
         if len(calls) == 1:  # first draw: poison every 7th row with NaN / inf
             out = out.clone()
             out[::7, 0] = float("nan")
             out[3::7, 1] = float("inf")
-        return out, logdet
+        return out
 
-    monkeypatch.setattr(transform, "inverse", flaky)
+    monkeypatch.setattr(flows, "sample_inverse", flaky)
     ctx = torch.rand(100, 1)
     s = model.sample(ctx, torch.Generator().manual_seed(0))
     assert torch.isfinite(s).all()
@@ -152,18 +153,19 @@ def test_redraw_guard_replaces_nan_rows(kind, monkeypatch):
 
 
 def test_redraw_guard_splits_on_assertion_error(monkeypatch):
+    from flashsim.models import flows
+
     model = build_model(SMALL["maf_rqs"], 2, 1)
-    transform = model.flow._transform
-    original = transform.inverse
+    original = flows.sample_inverse
     sizes = []
 
-    def fragile(noise, context=None):
+    def fragile(transform, noise, context):
         sizes.append(noise.shape[0])
         if noise.shape[0] > 16:  # the spline's "discriminant >= 0" assertion on big batches
             raise AssertionError
-        return original(noise, context=context)
+        return original(transform, noise, context)
 
-    monkeypatch.setattr(transform, "inverse", fragile)
+    monkeypatch.setattr(flows, "sample_inverse", fragile)
     s = model.sample(torch.rand(100, 1), torch.Generator().manual_seed(0))
     assert s.shape == (100, 2) and torch.isfinite(s).all()
     assert max(sizes[1:]) <= 50
@@ -307,3 +309,21 @@ def test_efficiency_calibration_fixes_miscalibrated_logits():
     assert (before - truth).abs().max() > 0.2
     assert (after - truth).abs().max() < 0.03
     assert abs(a - 1 / 3) < 0.05 and abs(b) < 0.1
+
+
+@pytest.mark.parametrize("mixing", ["permutation", "lu"])
+def test_the_sampling_inverse_equals_nflows_inverse(mixing):
+    from flashsim.models.spline_inverse import sample_inverse
+
+    torch.manual_seed(0)
+    model = build_model({"type": "coupling_rqs", "layers": 4, "hidden": 16, "blocks": 1, "bins": 6, "tail_bound": 3.0,
+                         "mixing": mixing}, 5, 3)
+    with torch.no_grad():  # random weights: splines far from the identity
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        context = torch.randn(4000, 3)
+        noise = 2.5 * torch.randn(4000, 5)  # many rows beyond the tail bound of 3
+        expected, _ = model.flow._transform.inverse(noise, context=context)
+        got = sample_inverse(model.flow._transform, noise, context)
+    assert (noise.abs() > 3).any(dim=1).sum() > 100
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

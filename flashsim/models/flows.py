@@ -28,6 +28,7 @@ from typing_extensions import override
 
 from flashsim.errors import UnitError
 from flashsim.models.base import MODELS, ConditionalModel
+from flashsim.models.spline_inverse import sample_inverse
 from flashsim.streams import Noise
 
 __all__ = ["MafRQS", "CouplingRQS"]
@@ -107,7 +108,7 @@ class _FlowModel(ConditionalModel):
         base = noise.normal(context.shape[0], self.n_targets, draw, context.device, context.dtype)
         ctx = self._ctx(context)
         embedded = self.flow._embedding_net(ctx) if ctx is not None else None
-        samples, _ = self.flow._transform.inverse(base, context=embedded)
+        samples = sample_inverse(self.flow._transform, base, embedded)
         return samples
 
 
