@@ -39,6 +39,7 @@ __all__ = ["UnitKind", "ObjectKind", "MultiplicityKind", "EventKind", "KINDS", "
 POSITION = "position"  # context column of multiplicity units: index of the object being drawn
 PREVIOUS = "prev_"  # prefix of multiplicity context columns holding the previous object's values (0 for the first)
 ORDER_REDRAWS = 20  # multiplicity units: redraws of an object drawn out of sort_by order before it is capped
+FIRST_REDRAWS = 4  # the first redraws are drawn together, then the rest: most rows are in order after a few
 EVENT_ID = "event_id"
 _EVENT_ONLY = ("selection", "event_columns", "target_features", "training_selection", "outputs")
 
@@ -272,17 +273,30 @@ class MultiplicityKind(UnitKind):
     def _keep_order(unit: Unit, objects: dict[str, np.ndarray], previous: np.ndarray, context: np.ndarray,
                     refs: Mapping[str, np.ndarray], noise: RowNoise, device: torch.device, batch_size: int) -> None:
         """Redraw objects that would sort before the previous one (the flow's leak across the ordering edge),
-        up to ``ORDER_REDRAWS`` times, then cap the rest at it: the model's density truncated to descending order."""
+        up to ``ORDER_REDRAWS`` times, then cap the rest at it: the model's density truncated to descending order.
+
+        Attempt ``a`` of a row draws from its own keyed stream, so the attempts of a block are drawn in one call
+        and the first in order is kept: the result is that of redrawing one attempt after the other."""
         key = unit.spec.sort_by
         assert key is not None
-        for attempt in range(ORDER_REDRAWS):
-            bad = np.flatnonzero(objects[key] > previous)
+        bad = np.flatnonzero(objects[key] > previous)
+        split = min(FIRST_REDRAWS, ORDER_REDRAWS)
+        for first, stop in ((0, split), (split, ORDER_REDRAWS)):
             if len(bad) == 0:
                 return
-            redrawn = unit.target_pipeline.inverse(unit.draw(context[bad], noise.derive(f"order{attempt}").subset(bad), device, batch_size),
-                                                   {r: v[bad] for r, v in refs.items()})
-            for column, values in redrawn.items():
-                objects[column][bad] = values
+            if stop == first:
+                continue
+            attempts = stop - first
+            rows = np.tile(bad, attempts)  # attempt-major: block row j * len(bad) + i is attempt first + j of row bad[i]
+            keys = np.concatenate([noise.derive(f"order{a}").subset(bad).keys for a in range(first, stop)])
+            drawn = unit.target_pipeline.inverse(unit.draw(context[rows], RowNoise(keys), device, batch_size),
+                                                 {r: v[rows] for r, v in refs.items()})
+            ok = (drawn[key] <= previous[rows]).reshape(attempts, len(bad))
+            kept = np.where(ok.any(axis=0), ok.argmax(axis=0), attempts - 1)  # the first in order, else the last
+            pick = kept * len(bad) + np.arange(len(bad))
+            for column, values in drawn.items():
+                objects[column][bad] = values[pick]
+            bad = bad[~ok.any(axis=0)]
         objects[key] = np.minimum(objects[key], previous).astype(objects[key].dtype)
 
     @override

@@ -250,7 +250,7 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
     for model in models.values():
         if model is not None:
             model.name = spec.name
-            model.to(device)
+            model.to(device).eval()  # a loaded unit samples: no mode switch per call
     return Unit(spec, context, targets, cast(ConditionalModel, models["model"]), cast(EfficiencyModel | None, models["efficiency"]),
                 cast(EfficiencyModel | None, models["multiplicity"]))
 

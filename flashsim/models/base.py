@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 import builtins
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -23,7 +24,21 @@ from flashsim.streams import Noise, as_noise
 if TYPE_CHECKING:
     from flashsim.models.efficiency import EfficiencyModel
 
-__all__ = ["ConditionalModel", "SamplingError", "MODELS", "build_model", "check_model_config"]
+__all__ = ["ConditionalModel", "SamplingError", "MODELS", "build_model", "check_model_config", "evaluating"]
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; the mode is switched (a walk over every submodule) only when training."""
+    training = module.training
+    if training:
+        module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if training:
+            module.train()
 
 
 class SamplingError(FlashsimError, RuntimeError):
@@ -95,25 +110,20 @@ class ConditionalModel(nn.Module, abc.ABC):
         noise = as_noise(source)
         if context.dim() != 2 or context.shape[1] != self.n_context:
             raise UnitError(f"model {self.name!r}: context must have shape (n, {self.n_context}), got {tuple(context.shape)}")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                out = self._draw_split(context, noise, 0)
+        with evaluating(self):
+            out = self._draw_split(context, noise, 0)
+            bad = ~torch.isfinite(out).all(dim=1)
+            tries = 0
+            while bool(bad.any()):
+                if tries >= int(self.config["max_redraws"]):
+                    raise SamplingError(
+                        f"model {self.name!r} ({self.type}): {int(bad.sum())} of {out.shape[0]} rows still "
+                        f"non-finite after {tries} redraws"
+                    )
+                idx = bad.nonzero(as_tuple=True)[0]
+                tries += 1
+                out[idx] = self._draw_split(context[idx], noise.subset(idx), tries).to(out.dtype)
                 bad = ~torch.isfinite(out).all(dim=1)
-                tries = 0
-                while bool(bad.any()):
-                    if tries >= int(self.config["max_redraws"]):
-                        raise SamplingError(
-                            f"model {self.name!r} ({self.type}): {int(bad.sum())} of {out.shape[0]} rows still "
-                            f"non-finite after {tries} redraws"
-                        )
-                    idx = bad.nonzero(as_tuple=True)[0]
-                    tries += 1
-                    out[idx] = self._draw_split(context[idx], noise.subset(idx), tries).to(out.dtype)
-                    bad = ~torch.isfinite(out).all(dim=1)
-        finally:
-            self.train(was_training)
         return out
 
     def n_parameters(self) -> int:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from flashsim.errors import UnitError
-from flashsim.models.base import MODELS, check_model_config
+from flashsim.models.base import MODELS, check_model_config, evaluating
 from flashsim.models.mean_quantile import mlp
 from flashsim.streams import Noise, as_noise
 
@@ -65,23 +65,14 @@ class EfficiencyModel(nn.Module):
 
     def sample(self, context: Tensor, source: Noise | torch.Generator) -> Tensor:
         """Boolean (n,) decisions, u < p with u from ``source`` (keyed rows or a generator); no gradients, eval mode."""
-        was = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                p = self.probability(context)
-                u = as_noise(source).uniform(p.shape[0], 0, p.device, p.dtype)
-                return u < p
-        finally:
-            self.train(was)
+        with evaluating(self):
+            p = self.probability(context)
+            return as_noise(source).uniform(p.shape[0], 0, p.device, p.dtype) < p
 
     def calibrate(self, context: Tensor, targets: Tensor, steps: int = 100) -> tuple[float, float]:
         """Fit the Platt parameters (a, b) on validation data by BCE (LBFGS); returns them."""
-        was = self.training
-        self.eval()
-        with torch.no_grad():
+        with evaluating(self):
             raw = self.net(context).squeeze(-1)
-        self.train(was)
         y = targets.reshape(-1).to(raw.dtype)
         a = torch.ones((), requires_grad=True)
         b = torch.zeros((), requires_grad=True)
