@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import re
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -146,9 +146,16 @@ def _run_partitioned(run: Callable[..., Any], fileset: Optional[Path], input: li
     r = manifest.run
     console.print(f"{manifest.events:,} events in {r['partitions']} partitions ({r['ran']} run, {r['skipped']} already done) "
                   f"in {elapsed:.1f} s; manifest {manifest.path}")
+    _print_skipped(manifest.skipped_events)
     if merge:
         for path in merge_outputs(manifest.path):
             console.print(f"merged {path}")
+
+
+def _print_skipped(skipped: Mapping[str, int]) -> None:
+    """One line per GEN branch whose bad values made events be skipped."""
+    for branch, n in sorted(skipped.items()):
+        console.print(f"skipped {n:,} events with a non-finite or unphysical {branch}")
 
 
 @app.command()
@@ -194,13 +201,11 @@ def generate(
             raise typer.BadParameter("re-simulate selected events into one file (--output), not partitions", param_hint="'--select'")
         if jobs:
             raise typer.BadParameter("--jobs is for one --output file; with --output-dir give --workers", param_hint="'--jobs'")
-        if on_bad_input != "error":
-            raise typer.BadParameter("skipping bad events is for one --output file", param_hint="'--on-bad-input'")
 
         _run_partitioned(lambda inputs, client, progress: generate_partitions(
             names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
             keep_gen=keep_gen, oversample=oversample, device=device, batch_size=batch_size, threads=threads,
-            progress=progress),
+            on_bad_input=on_bad_input, progress=progress),
             fileset, input, workers, scheduler, merge, "generate")
         return
     if output is None:  # not reached: _scale_out_options wants --output or --output-dir
@@ -225,8 +230,7 @@ def generate(
                                  keep_gen=keep_gen, oversample=oversample, select=events, processes=processes,
                                  on_bad_input=on_bad_input, progress=advance)
     elapsed = time.perf_counter() - start
-    for branch, n in sorted(units.skipped_events.items()):
-        console.print(f"skipped {n:,} events with a non-finite or unphysical {branch}")
+    _print_skipped(units.skipped_events)
     console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
 
 

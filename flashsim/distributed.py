@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -116,6 +117,14 @@ class Manifest:
         return [self.path.parent / p["output"] for p in self.partitions
                 if p["status"] == "done" and (dataset is None or p["dataset"] == dataset)
                 and (p["events"] or self.kind == "dataset")]
+
+    @property
+    def skipped_events(self) -> Counter[str]:
+        """Events dropped for a non-finite or unphysical GEN value (``on_bad_input = "skip"``), per branch."""
+        total: Counter[str] = Counter()
+        for p in self.partitions:
+            total.update(p.get("skipped", {}))
+        return total
 
     @property
     def datasets(self) -> list[str]:
@@ -216,6 +225,7 @@ class _Job:
     oversample: int = 1
     format: str = "root"
     threads: int = 1
+    skip_bad: bool = False  # drop and count events with a non-finite or unphysical GEN value
 
 
 def _plan(files: list[dict[str, Any]], partition_size: int, seed: int, suffix: str) -> list[Partition]:
@@ -256,6 +266,22 @@ def _unit_record(name: str) -> dict[str, Any]:
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(path.relative_to(directory).as_posix().encode() + b"\0" + path.read_bytes())
     return {"name": spec.name, "path": str(directory), "format_version": FORMAT_VERSION, "sha256": digest.hexdigest()}
+
+
+def _record(part: Partition, result: dict[str, Any] | None, failures: list[dict[str, Any]], output_dir: Path) -> dict[str, Any]:
+    """A partition's line in the manifest (a failure also appended to ``failures``)."""
+    assert result is not None
+    record = {**asdict(part), "status": result["status"], "events": result.get("events", 0)}
+    if result.get("skipped"):
+        record["skipped"] = result["skipped"]
+    if result["status"] == "failed":
+        record["error"] = result["error"]
+        failures.append({"input": part.path, "what": f"entries {part.entry_start}-{part.entry_stop}", "error": result["error"]})
+    else:
+        _remove_stale_temporaries(output_dir / part.output)
+        if "report" in result:
+            record["report"] = result["report"]
+    return record
 
 
 def _worker_count(client: Client | None) -> int:
@@ -316,20 +342,21 @@ def _generate_task(part: Partition, job: _Job) -> dict[str, Any]:
 
     started = time.perf_counter()
     with _torch_threads(job.threads):
-        record, device = _simulate(part, job)
+        record, device, skipped = _simulate(part, job)
     if len(record) == 0:  # an event selection kept nothing: done, with no file
-        return {**_finish(job, part, 0, started, device=device), "warnings": []}
+        return {**_finish(job, part, 0, started, device=device, skipped=skipped), "warnings": []}
     with warnings.catch_warnings(record=True) as caught, \
             NanoAODWriter(Path(job.output_dir) / part.output, job.format) as writer:
         warnings.simplefilter("always")
         writer.write(record)
     # the writer names the partition file; the client shows each message once, without it
     notes = sorted({str(w.message).split(": ", 1)[-1] for w in caught})
-    return {**_finish(job, part, writer.num_events, started, device=device), "warnings": notes}
+    return {**_finish(job, part, writer.num_events, started, device=device, skipped=skipped), "warnings": notes}
 
 
-def _simulate(part: Partition, job: _Job) -> tuple[Any, str]:
-    """The chain's output record for one partition (the chain loaded once per process), and its device."""
+def _simulate(part: Partition, job: _Job) -> tuple[Any, str, dict[str, int]]:
+    """The chain's output record for one partition (the chain loaded once per process), its device and the
+    events skipped per branch."""
     from flashsim.chain import Chain
     from flashsim.events import from_branches
     from flashsim.io import open_source
@@ -339,8 +366,10 @@ def _simulate(part: Partition, job: _Job) -> tuple[Any, str]:
     events = from_branches(source.read(source.select(), part.entry_start, part.entry_stop))
     if len(events) != part.entry_stop - part.entry_start:
         raise InputError(f"{part.path}: has {source.num_entries} entries, fewer than planned; rerun to re-plan")
-    return chain.process(events, seed=part.seed, batch_size=job.batch_size, keep_gen=job.keep_gen,
-                         oversample=job.oversample), str(chain.device)
+    skipped: Counter[str] = Counter()
+    record = chain.process(events, seed=part.seed, batch_size=job.batch_size, keep_gen=job.keep_gen,
+                           oversample=job.oversample, skipped=skipped if job.skip_bad else None)
+    return record, str(chain.device), dict(skipped)
 
 
 @contextmanager
@@ -485,19 +514,7 @@ def _run(kind: str, task: Callable[[Partition, _Job], dict[str, Any]], inputs: I
             progress(done, len(partitions), done_events, total_events)
     for note in sorted({n for r in results if r for n in r.get("warnings", ())}):
         warnings.warn(f"{output_dir}: {note}", stacklevel=3)
-    records = []
-    for part, result in zip(partitions, results):
-        assert result is not None
-        record = {**asdict(part), "status": result["status"], "events": result.get("events", 0)}
-        if result["status"] == "failed":
-            record["error"] = result["error"]
-            failures.append({"input": part.path, "what": f"entries {part.entry_start}-{part.entry_stop}",
-                             "error": result["error"]})
-        else:
-            _remove_stale_temporaries(output_dir / part.output)
-            if "report" in result:
-                record["report"] = result["report"]
-        records.append(record)
+    records = [_record(part, result, failures, Path(output_dir)) for part, result in zip(partitions, results)]
     report = _merged_report(records) if kind == "dataset" else None
     manifest = Manifest(output_dir / MANIFEST, kind, __version__, settings, units,
                         [{k: v for k, v in f.items() if k != "file_index"} for f in files], records, failures, report,
@@ -548,6 +565,7 @@ def generate_partitions(
     device: str = "cpu",
     batch_size: int = 100_000,
     threads: int = 1,
+    on_bad_input: str = "error",
     progress: Progress | None = None,
 ) -> Manifest:
     """Run a chain on every partition of the inputs, one output file each, and write the manifest.
@@ -563,13 +581,16 @@ def generate_partitions(
         format_of("x", format)  # raises the standard message
     if oversample < 1:
         raise InputError(f"oversample must be >= 1, got {oversample}")
+    if on_bad_input not in ("error", "skip"):
+        raise ConfigError(f"on_bad_input must be 'error' or 'skip', got {on_bad_input!r}")
     settings = {"seed": seed, "partition_size": partition_size, "format": format, "keep_gen": keep_gen,
-                "oversample": oversample, "device": device, "batch_size": batch_size, "threads": threads}
+                "oversample": oversample, "device": device, "batch_size": batch_size, "threads": threads,
+                "on_bad_input": on_bad_input}
     units = [os.fspath(u) for u in chain_units]
     return _run("generate", _generate_task, inputs, output_dir, client, seed, partition_size,
                 ".root" if format == "root" else ".parquet", settings, units, progress,
                 {"device": device, "batch_size": batch_size, "keep_gen": keep_gen, "oversample": oversample,
-                 "format": format, "threads": threads})
+                 "format": format, "threads": threads, "skip_bad": on_bad_input == "skip"})
 
 
 def extract_partitions(

@@ -229,7 +229,6 @@ USAGE_ERRORS = [  # every command, a bad option value or combination: exit 2, no
     ["generate", "--chain", "jet", "--input", "x.root"],
     ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--output-dir", "d"],
     ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--workers", "2"],
-    ["generate", "--chain", "jet", "--input", "x.root", "--output-dir", "d", "--on-bad-input", "skip"],
     ["generate", "--chain", "jet", "--input", "x.root", "--output", "o.root", "--bogus"],
     ["dataset", "jet", "--input", "x.root", "--output", "t.parquet", "--max-events", "0"],
     ["dataset", "jet", "--input", "x.root", "--output-dir", "d", "--partition-size", "0"],
