@@ -5,6 +5,7 @@ chunks of GEN events, and streams NANOAOD-like output.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, OutputError
 from flashsim.events import collection_of, from_branches
 from flashsim.io import NanoAODWriter, open_source, resolve_inputs
+from flashsim.io.schema import NanoVersion, nano_version
 from flashsim.input_checks import bad_events
 from flashsim.processes import Chunk, chunks_of, run_in_processes
 from flashsim.unit import Unit, load_unit
@@ -27,7 +29,8 @@ __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
 DEFAULT_CHAIN = ("muon", "jet", "fakejet", "met")  # the zoo's default chain, in dependency order
 EVENT_ID_COLUMNS = ("run", "luminosityBlock", "event")
 MIN_PARALLEL_CHUNK = 1_000  # events: below this a chunk's overheads outweigh its simulation
-GEN_PREFIXES = ("Gen", "LHE", "Pileup", "genWeight", "PSWeight", "HTXS", "FlashSim")  # kept by --keep-gen
+# kept by --keep-gen: GenPart, GenJet, GenMET, GenVtx, Generator, genWeight, genTtbarId, LHE*, PSWeight, Pileup, HTXS
+GEN_PREFIXES = ("Gen", "gen", "LHE", "Pileup", "PSWeight", "HTXS", "FlashSim")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -110,6 +113,7 @@ class Chain:
         select: Iterable[tuple[int, int, int]] | None = None,
         processes: int = 1,
         on_bad_input: Literal["error", "skip"] = "error",
+        nano_version: str | NanoVersion | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Stream GEN files through the chain into one NANOAOD-like file; returns the number of events written.
@@ -120,7 +124,8 @@ class Chain:
         then cut smaller than ``step_size`` where needed to give every process several (the output does not
         depend on the chunking). As with any multiprocessing, a script doing this needs the
         ``if __name__ == "__main__":`` guard. With ``on_bad_input = "skip"`` events with a non-finite or
-        unphysical GEN value are dropped; ``skipped_events`` then counts them by branch.
+        unphysical GEN value are dropped; ``skipped_events`` then counts them by branch. The output names and types
+        its branches as NanoAOD ``nano_version`` does (default: the inputs' version, so that kept GEN is as it was).
         """
         if oversample < 1:
             raise ChainError(f"oversample must be >= 1, got {oversample}")
@@ -129,6 +134,7 @@ class Chain:
         files = resolve_inputs(inputs)
         target = os.path.realpath(output)
         entries = []
+        versions: dict[str, list[str]] = {}
         for path in files:  # before writing anything: each input has what the chain needs, none is the output
             if os.path.realpath(path) == target:
                 raise OutputError(f"{output}: the output is also an input; writing it would replace the input")
@@ -138,6 +144,8 @@ class Chain:
             except ChainError as exc:
                 raise InputError(f"{path}: {exc}") from exc
             entries.append(source.num_entries)
+            versions.setdefault(source.version.name, []).append(str(path))
+        self.nano_version = self._output_version(nano_version, versions)
         if processes > 1:  # several chunks per process, so that all stay busy to the end
             step_size = min(step_size, max(MIN_PARALLEL_CHUNK, -(-sum(entries) // (4 * processes))))
         chunks = chunks_of(files, entries, step_size)
@@ -153,13 +161,28 @@ class Chain:
             simulate = self._simulator(settings)
             results = (simulate(chunk) for chunk in chunks)
         self.skipped_events: Counter[str] = Counter()
-        with NanoAODWriter(output, format) as writer:
+        with NanoAODWriter(output, format, version=self.nano_version) as writer:
             for chunk, (result, skipped) in zip(chunks, results):
                 writer.write(result)
                 self.skipped_events.update(skipped)
                 if progress is not None:
                     progress(chunk.stop - chunk.start)
         return writer.num_events
+
+    def _output_version(self, asked: str | NanoVersion | None, found: dict[str, list[str]]) -> NanoVersion:
+        """The version asked for, else the inputs' one; warns of unit branches that version does not have."""
+        if asked is None and len(found) > 1:
+            listed = "; ".join(f"{v}: {', '.join(paths)}" for v, paths in found.items())
+            raise InputError(f"the inputs are of different NanoAOD versions ({listed}); choose the output's with nano_version")
+        version = nano_version(asked if asked is not None else next(iter(found)))
+        stored = set(version.types)
+        known = {collection_of(b) for b in stored}
+        for unit in self.units:
+            lacking = [b for b in unit.spec.reco_branches if version.file_name(b) not in stored and collection_of(b) in known]
+            if lacking:
+                warnings.warn(f"unit {unit.name!r}: NanoAOD {version} has no {', '.join(version.file_name(b) for b in lacking)}; "
+                              "written as extra branches", stacklevel=3)
+        return version
 
     def _simulator(self, settings: _Settings) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
         """A function from a chunk of an input file to its output record and the events it skipped (files opened once)."""

@@ -181,6 +181,8 @@ def generate(
     select: list[str] = typer.Option([], "--select", help="simulate only the event RUN:LUMI:EVENT (repeatable), exactly as in a full run"),
     on_bad_input: Literal["error", "skip"] = typer.Option(
         "error", "--on-bad-input", help="a non-finite or unphysical GEN value: stop with an error, or skip its event and count it"),
+    nano_version: Optional[str] = typer.Option(None, "--nano-version", help="NanoAOD version of the output's branch names and "
+                                               "types: v7, v9, v12, v15 (default: the input's)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
                                        help="local worker processes writing one --output file (default: every core on CPU, "
                                             "at most one per 10k events; 1 on a GPU)"),
@@ -205,7 +207,7 @@ def generate(
         _run_partitioned(lambda inputs, client, progress: generate_partitions(
             names, inputs, output_dir, client=client, seed=seed, partition_size=partition_size, format=format or "root",
             keep_gen=keep_gen, oversample=oversample, device=device, batch_size=batch_size, threads=threads,
-            on_bad_input=on_bad_input, progress=progress),
+            on_bad_input=on_bad_input, nano_version=nano_version, progress=progress),
             fileset, input, workers, scheduler, merge, "generate")
         return
     if output is None:  # not reached: _scale_out_options wants --output or --output-dir
@@ -228,10 +230,11 @@ def generate(
 
         written = units.generate(files, output, format=format, seed=seed, step_size=step_size, batch_size=batch_size,
                                  keep_gen=keep_gen, oversample=oversample, select=events, processes=processes,
-                                 on_bad_input=on_bad_input, progress=advance)
+                                 on_bad_input=on_bad_input, nano_version=nano_version, progress=advance)
     elapsed = time.perf_counter() - start
     _print_skipped(units.skipped_events)
-    console.print(f"wrote {written:,} events to {output} in {elapsed:.1f} s ({written / elapsed:,.0f} events/s)")
+    console.print(f"wrote {written:,} events to {output} (NanoAOD {units.nano_version}) in {elapsed:.1f} s "
+                  f"({written / elapsed:,.0f} events/s)")
 
 
 @app.command()
@@ -313,6 +316,7 @@ def units(
     schema: Optional[Literal["unit", "recipe"]] = typer.Option(None, "--schema", help="print the JSON Schema of unit.toml or of a recipe"),
 ) -> None:
     """List the units found by name ($FLASHSIM_UNITS directories, then the packaged zoo) and whether they are trained."""
+    from flashsim.io.schema import versions_storing
     from flashsim.locations import find_units, zoo_dir
     from flashsim.unit import UnitSpec
 
@@ -328,12 +332,13 @@ def units(
         _print_registries()
         return
     zoo = zoo_dir().resolve()
-    table = Table("unit", "type", "output", "model", "trained", "from", "description")
+    table = Table("unit", "type", "output", "model", "trained", "trains from", "writes", "from", "description")
     for directory in find_units().values():
         spec = UnitSpec.load(directory / "unit.toml")
         trained = "yes" if (directory / "model.safetensors").is_file() else "no"
         origin = "zoo" if directory.resolve().parent == zoo else str(directory.parent)
-        table.add_row(spec.name, spec.type, spec.output, spec.model.get("type", "?"), trained, origin, spec.description)
+        reads, writes = (", ".join(versions_storing(spec.reco_branches, derived=d)) or "-" for d in (True, False))
+        table.add_row(spec.name, spec.type, spec.output, spec.model.get("type", "?"), trained, reads, writes, origin, spec.description)
     Console().print(table)
 
 

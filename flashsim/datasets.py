@@ -25,6 +25,7 @@ from flashsim.errors import InputError
 from flashsim.events import from_branches
 from flashsim.files import atomic_output, file_digest
 from flashsim.io import EventSource, open_source, resolve_inputs
+from flashsim.io.schema import versions_storing
 from flashsim.kinds import EVENT_ID
 from flashsim.unit import Unit
 
@@ -137,6 +138,10 @@ def extract_range(unit: Unit, source: EventSource, file_index: int, start: int, 
     Event ids are ``file_index << 40 | entry``, so any split of the same files into ranges gives
     the same rows as one pass (the per-partition step of :func:`extract` and of scale-out).
     """
+    missing = [b for b in unit.spec.reco_branches if b not in source.keys]
+    if missing:
+        raise InputError(f"{source.path}: this NanoAOD {source.version} file has no {', '.join(missing)}, which unit {unit.name!r} "
+                         f"trains on (it trains from NanoAOD {', '.join(versions_storing(unit.spec.reco_branches, derived=True)) or 'none'})")
     events = from_branches(source.read(source.select(), start, stop))
     event_ids = (np.int64(file_index) << np.int64(40)) + start + np.arange(len(events), dtype=np.int64)
     # derived targets (px, pz...) may legitimately lie below the NanoAOD placeholder threshold

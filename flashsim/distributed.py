@@ -226,6 +226,7 @@ class _Job:
     format: str = "root"
     threads: int = 1
     skip_bad: bool = False  # drop and count events with a non-finite or unphysical GEN value
+    nano_version: str | None = None  # of the output; None: each input's own
 
 
 def _plan(files: list[dict[str, Any]], partition_size: int, seed: int, suffix: str) -> list[Partition]:
@@ -272,8 +273,9 @@ def _record(part: Partition, result: dict[str, Any] | None, failures: list[dict[
     """A partition's line in the manifest (a failure also appended to ``failures``)."""
     assert result is not None
     record = {**asdict(part), "status": result["status"], "events": result.get("events", 0)}
-    if result.get("skipped"):
-        record["skipped"] = result["skipped"]
+    for key in ("skipped", "nano_version"):
+        if result.get(key):
+            record[key] = result[key]
     if result["status"] == "failed":
         record["error"] = result["error"]
         failures.append({"input": part.path, "what": f"entries {part.entry_start}-{part.entry_stop}", "error": result["error"]})
@@ -342,21 +344,22 @@ def _generate_task(part: Partition, job: _Job) -> dict[str, Any]:
 
     started = time.perf_counter()
     with _torch_threads(job.threads):
-        record, device, skipped = _simulate(part, job)
+        record, device, skipped, version = _simulate(part, job)
     if len(record) == 0:  # an event selection kept nothing: done, with no file
         return {**_finish(job, part, 0, started, device=device, skipped=skipped), "warnings": []}
     with warnings.catch_warnings(record=True) as caught, \
-            NanoAODWriter(Path(job.output_dir) / part.output, job.format) as writer:
+            NanoAODWriter(Path(job.output_dir) / part.output, job.format, version=version) as writer:
         warnings.simplefilter("always")
         writer.write(record)
     # the writer names the partition file; the client shows each message once, without it
     notes = sorted({str(w.message).split(": ", 1)[-1] for w in caught})
-    return {**_finish(job, part, writer.num_events, started, device=device, skipped=skipped), "warnings": notes}
+    return {**_finish(job, part, writer.num_events, started, device=device, skipped=skipped, nano_version=version),
+            "warnings": notes}
 
 
-def _simulate(part: Partition, job: _Job) -> tuple[Any, str, dict[str, int]]:
-    """The chain's output record for one partition (the chain loaded once per process), its device and the
-    events skipped per branch."""
+def _simulate(part: Partition, job: _Job) -> tuple[Any, str, dict[str, int], str]:
+    """The chain's output record for one partition (the chain loaded once per process), its device, the
+    events skipped per branch and the NanoAOD version to write."""
     from flashsim.chain import Chain
     from flashsim.events import from_branches
     from flashsim.io import open_source
@@ -369,7 +372,7 @@ def _simulate(part: Partition, job: _Job) -> tuple[Any, str, dict[str, int]]:
     skipped: Counter[str] = Counter()
     record = chain.process(events, seed=part.seed, batch_size=job.batch_size, keep_gen=job.keep_gen,
                            oversample=job.oversample, skipped=skipped if job.skip_bad else None)
-    return record, str(chain.device), dict(skipped)
+    return record, str(chain.device), dict(skipped), job.nano_version or source.version.name
 
 
 @contextmanager
@@ -405,23 +408,18 @@ def _extract_task(part: Partition, job: _Job) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Final:
-    """A FlashsimError raised by a task, returned as its result so that dask does not retry it."""
+    """The message of a FlashsimError raised by a task, returned as its result so that dask does not retry it."""
 
-    error: FlashsimError
+    message: str
 
 
 def _final_errors(fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` in a dask task: a FlashsimError (bad input, unit or setting) is deterministic, so it
     comes back as a result, failing the call at once; anything else raises and is retried."""
-    import pickle
-
     try:
         return fn(*args)
     except FlashsimError as exc:
-        try:  # the driver gets the error itself, or its message if it does not pickle
-            return _Final(pickle.loads(pickle.dumps(exc)))
-        except Exception:  # noqa: BLE001
-            return _Final(FlashsimError(str(exc)))
+        return _Final(str(exc))
 
 
 def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> Iterator[tuple[int, Any]]:
@@ -447,7 +445,7 @@ def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> I
         except Exception as exc:  # noqa: BLE001 - the task's error, KilledWorker, or a cancellation
             result = exc
         future.release()
-        yield index, result.error if isinstance(result, _Final) else result
+        yield index, FlashsimError(result.message) if isinstance(result, _Final) else result
 
 
 def _scan_inputs(inputs: Inputs, output_dir: Path, client: Client | None) -> list[dict[str, Any]]:
@@ -566,6 +564,7 @@ def generate_partitions(
     batch_size: int = 100_000,
     threads: int = 1,
     on_bad_input: str = "error",
+    nano_version: str | None = None,
     progress: Progress | None = None,
 ) -> Manifest:
     """Run a chain on every partition of the inputs, one output file each, and write the manifest.
@@ -573,9 +572,11 @@ def generate_partitions(
     ``inputs``: a path, a glob, a list of them, or a fileset (dict or ``.json``). ``client=None`` runs
     in-process; with a dask client, one task per partition. ``threads``: torch threads per task (fixed,
     since CPU results differ in the last bit with their number; scale out with workers). Raises :class:`PartitionsFailed` (after
-    writing everything else and the manifest) when an input or partition failed.
+    writing everything else and the manifest) when an input or partition failed. ``nano_version``: that of the
+    output (default: each input's own).
     """
     from flashsim.io import format_of
+    from flashsim.io.schema import nano_version as version_named
 
     if format not in ("root", "parquet"):
         format_of("x", format)  # raises the standard message
@@ -583,14 +584,15 @@ def generate_partitions(
         raise InputError(f"oversample must be >= 1, got {oversample}")
     if on_bad_input not in ("error", "skip"):
         raise ConfigError(f"on_bad_input must be 'error' or 'skip', got {on_bad_input!r}")
+    version = None if nano_version is None else version_named(nano_version).name
     settings = {"seed": seed, "partition_size": partition_size, "format": format, "keep_gen": keep_gen,
                 "oversample": oversample, "device": device, "batch_size": batch_size, "threads": threads,
-                "on_bad_input": on_bad_input}
+                "on_bad_input": on_bad_input, "nano_version": version}
     units = [os.fspath(u) for u in chain_units]
     return _run("generate", _generate_task, inputs, output_dir, client, seed, partition_size,
                 ".root" if format == "root" else ".parquet", settings, units, progress,
                 {"device": device, "batch_size": batch_size, "keep_gen": keep_gen, "oversample": oversample,
-                 "format": format, "threads": threads, "skip_bad": on_bad_input == "skip"})
+                 "format": format, "threads": threads, "skip_bad": on_bad_input == "skip", "nano_version": version})
 
 
 def extract_partitions(
@@ -621,6 +623,7 @@ def merge_outputs(manifest_path: PathLike, output: PathLike | None = None) -> li
     from flashsim.datasets import Dataset, ExtractionReport, load_dataset
     from flashsim.events import from_branches
     from flashsim.io import NanoAODWriter, open_source
+    from flashsim.io.schema import WORKING_VERSION
 
     manifest = Manifest.load(manifest_path)
     if not manifest.complete:
@@ -646,7 +649,8 @@ def merge_outputs(manifest_path: PathLike, output: PathLike | None = None) -> li
                               if i["dataset"] == dataset]
             Dataset({k: np.concatenate([t.columns[k] for t in tables]) for k in tables[0].columns}, report).save(target)
         else:
-            with NanoAODWriter(target, manifest.settings["format"]) as writer:
+            first = next(p for p in manifest.partitions if p["status"] == "done" and p["dataset"] == dataset and p["events"])
+            with NanoAODWriter(target, manifest.settings["format"], version=first.get("nano_version", WORKING_VERSION)) as writer:
                 for path in parts:
                     source = open_source(path)
                     writer.write(from_branches(source.read(source.select())))

@@ -24,14 +24,14 @@ def collection_of(branch: str) -> str:
 
 def from_branches(branches: Mapping[str, ak.Array | np.ndarray]) -> ak.Array:
     """Group flat NanoAOD branches into an awkward event record (counters ``nX`` are dropped)."""
-    prefixes = {name.split("_", 1)[0] for name in branches if "_" in name}
+    counted = {collection_of(name) for name in branches if not is_counter(name)}  # incl. prefix-less LHEPdfWeight
     grouped: dict[str, dict[str, ak.Array | np.ndarray]] = defaultdict(dict)
     scalars: dict[str, ak.Array | np.ndarray] = {}
     for name, values in branches.items():
         if "_" in name:
             coll, field = name.split("_", 1)
             grouped[coll][field] = values
-        elif not (is_counter(name) and name[1:] in prefixes):
+        elif not (is_counter(name) and name[1:] in counted):
             scalars[name] = values
     fields: dict[str, ak.Array] = {}
     for coll, cols in grouped.items():
@@ -58,7 +58,7 @@ def is_collection(values: ak.Array) -> bool:
 
 
 def to_branches(events: ak.Array) -> dict[str, ak.Array]:
-    """Flatten an event record to NanoAOD branches: ``nX`` counters, ``X_field`` and scalars."""
+    """Flatten an event record to NanoAOD branches: ``nX`` counters, ``X_field``, prefix-less lists and scalars."""
     branches: dict[str, ak.Array] = {}
     for name in events.fields:
         values = events[name]
@@ -68,5 +68,7 @@ def to_branches(events: ak.Array) -> dict[str, ak.Array]:
             for field in values.fields:
                 branches[f"{name}_{field}"] = ak.without_parameters(values[field])
         else:
+            if values.ndim == 2:  # a prefix-less jagged branch such as LHEPdfWeight
+                branches[f"n{name}"] = ak.num(values, axis=1)
             branches[name] = ak.without_parameters(values)
     return branches

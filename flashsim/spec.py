@@ -211,6 +211,14 @@ class UnitSpec(_Table):
             used.add(self.output)
         return used
 
+    @property
+    def reco_branches(self) -> list[str]:
+        """NanoAOD branches of the reco objects this unit draws and trains on (none for event units, which write their own)."""
+        if self.outputs:
+            return []
+        fields = self.target_columns + list(self.carry) + list(self.constants) + ([self.gen_index] if self.gen_index else [])
+        return [f"{self.output}_{f}" for f in dict.fromkeys(fields)]
+
     def context_steps(self) -> list[dict[str, Any]]:
         """Preprocessing of every context column (default: standardise)."""
         out: list[dict[str, Any]] = []

@@ -55,11 +55,11 @@ def _spec_units(root: Path) -> dict[str, Path]:
     return {name: write_unit(root / name, text) for name, text in (("tinyjet", JET_UNIT), ("tinymet", MET_UNIT), ("tinyfake", FAKE_UNIT))}
 
 
-def _compare(recorded: dict[str, np.ndarray], now: dict[str, np.ndarray]) -> None:
+def _compare(recorded: dict[str, np.ndarray], now: dict[str, np.ndarray], rtol: float = 1e-5, atol: float = 1e-6) -> None:
     assert sorted(now) == sorted(recorded)
     for key, values in now.items():
         assert values.shape == recorded[key].shape, key
-        np.testing.assert_allclose(values, recorded[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(values, recorded[key], rtol=rtol, atol=atol, err_msg=key)
 
 
 def test_training_rows_unchanged(tmp_path: Path, synthetic_file: Path) -> None:
@@ -70,7 +70,9 @@ def test_training_rows_unchanged(tmp_path: Path, synthetic_file: Path) -> None:
 def test_default_chain_output_unchanged() -> None:
     pytest.importorskip("pythia8mc")
     recorded = {k: v for k, v in np.load(GOLDEN).items() if k.startswith("chain.")}
-    _compare(recorded, chain_output())
+    # sampled through float32 matrix products, whose last bits differ between CPUs' kernels (one jet's eta by
+    # 1.4e-5 relative on another Xeon): a refactor that changes the physics moves far more than that
+    _compare(recorded, chain_output(), rtol=1e-4, atol=1e-4)
 
 
 if __name__ == "__main__":

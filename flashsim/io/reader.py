@@ -1,7 +1,9 @@
 """Chunked readers of NanoAOD events from ROOT (uproot) and Parquet files.
 
-Branches are selected by name and cast on read to the NanoAOD types of the shipped schema, so
-files of any NanoAOD version (uint32 or int32 counters, int16 or int32 indices) read alike.
+Each file's NanoAOD version is told from its branches (or given). Branches are selected by name, renamed
+to flashsim's working names (v15's ``PFMET`` is ``MET``), cast on read to the working types, and branches
+the version does not store but lets one compute (:mod:`flashsim.io.derived`) are added, so files of any
+version (uint32 or int32 counters, int16 or int32 indices) read alike.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from flashsim.errors import ConfigError, InputError
 from flashsim.events import collection_of, from_branches
-from flashsim.io.schema import nanoaod_types
+from flashsim.io.derived import add_derived, derivable, derivable_branches
+from flashsim.io.schema import NanoVersion, detect_version, nano_version, nanoaod_types
 
 __all__ = ["resolve_inputs", "open_source", "iterate_events", "read_events", "EventSource"]
 
@@ -59,13 +62,20 @@ def _is_parquet(path: Path) -> bool:
 
 @dataclass
 class EventSource:
-    """One input file: its branch names, entry count and a ranged reader of named branches."""
+    """One input file: its NanoAOD version, branch names (flashsim's), entry count and a ranged reader of named branches."""
 
     path: Path
     tree: str
-    keys: list[str]
+    version: NanoVersion
+    file_keys: list[str]  # as the file names them
     num_entries: int
     _handle: Any  # an uproot TTree or a pyarrow ParquetFile; neither library ships types
+
+    @property
+    def keys(self) -> list[str]:
+        """Branch names as flashsim names them, with the branches derivable from the file's."""
+        stored = [self.version.working_name(k) for k in self.file_keys]
+        return stored + derivable_branches(set(stored))
 
     def select(self, collections: Sequence[str] | None = None, branches: Sequence[str] | None = None) -> list[str]:
         """Branch names for whole ``collections`` plus single ``branches``; errors name what is missing."""
@@ -86,19 +96,26 @@ class EventSource:
         return chosen
 
     def read(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> dict[str, ak.Array]:
-        """Read ``names`` for entries [start, stop), cast to NanoAOD types."""
+        """Read ``names`` (flashsim's names) for entries [start, stop), cast to flashsim's types."""
         stop = self.num_entries if stop is None else min(stop, self.num_entries)
+        stored = {self.version.working_name(k): k for k in self.file_keys}
+        wanted = [n for n in names if n in stored]
+        for name in names:  # the ingredients of derived branches
+            if name not in stored:
+                derivation = derivable(name, set(stored))
+                wanted += [n for n in derivation.needs if n not in wanted] if derivation else [name]
         try:
             if _is_parquet(self.path):
-                raw = _read_parquet(self._handle, names, start, stop)
+                raw = _read_parquet(self._handle, [stored.get(n, n) for n in wanted], start, stop)
             else:
-                arrays = self._handle.arrays(list(names), entry_start=start, entry_stop=stop, how=dict)
-                raw = {k: ak.Array(v) for k, v in arrays.items()}
+                raw = self._handle.arrays([stored.get(n, n) for n in wanted], entry_start=start, entry_stop=stop, how=dict)
         except InputError:
             raise
         except Exception as exc:  # uproot/pyarrow raise many types on damaged files
             raise InputError(f"{self.path}: cannot read entries {start}-{stop} ({_oneline(exc)})") from exc
-        return {name: _cast(self.path, name, raw[name]) for name in names}
+        cast = {n: _cast(self.path, n, ak.Array(raw[stored.get(n, n)])) for n in wanted}
+        complete = add_derived(cast)
+        return {name: complete[name] for name in names}
 
 
 def _read_parquet(handle, names: Sequence[str], start: int, stop: int) -> dict[str, ak.Array]:
@@ -137,8 +154,31 @@ def _cast(path: Path, name: str, values: ak.Array) -> ak.Array:
     return ak.values_astype(values, expected.dtype)
 
 
-def open_source(path: PathLike, tree: str = "Events") -> EventSource:
-    """Open one ROOT or Parquet file; errors name the file and what is wrong with it."""
+def _numpy_types(handle: Any, parquet: bool) -> dict[str, np.dtype]:
+    """Leaf dtype of every numeric branch of an open file (branch -> dtype)."""
+    out: dict[str, np.dtype] = {}
+    if parquet:
+        import pyarrow as pa
+
+        for fld in handle.schema_arrow:
+            leaf = fld.type
+            while pa.types.is_list(leaf) or pa.types.is_large_list(leaf):
+                leaf = leaf.value_type
+            if pa.types.is_integer(leaf) or pa.types.is_floating(leaf) or pa.types.is_boolean(leaf):
+                out[fld.name] = np.dtype(leaf.to_pandas_dtype())
+        return out
+    for name, typename in handle.typenames().items():
+        ctype = typename.removesuffix("[]").replace("_t", "")
+        ctype = {"bool": "bool", "float": "float32", "double": "float64"}.get(ctype, ctype)
+        try:
+            out[name] = np.dtype(ctype)
+        except TypeError:
+            continue
+    return out
+
+
+def open_source(path: PathLike, tree: str = "Events", version: str | NanoVersion | None = None) -> EventSource:
+    """Open one ROOT or Parquet file of the given NanoAOD ``version`` (default: told from its branches)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"input {str(path)!r} is a directory, not a file")
@@ -178,7 +218,8 @@ def open_source(path: PathLike, tree: str = "Events") -> EventSource:
         raise InputError(f"{path}: unreadable or truncated file ({_oneline(exc)})") from exc
     if num_entries == 0:
         raise InputError(f"{path}: tree {tree!r} has zero events")
-    return EventSource(path, tree, keys, num_entries, handle)
+    told = detect_version(_numpy_types(handle, _is_parquet(path))) if version is None else nano_version(version)
+    return EventSource(path, tree, told, keys, num_entries, handle)
 
 
 def iterate_events(

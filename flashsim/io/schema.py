@@ -1,14 +1,28 @@
-"""NanoAOD branch types, read from the table of a real CMS NanoAOD shipped with flashsim."""
+"""NanoAOD versions as data: each version's branch names and types, from tables shipped with flashsim.
+
+``data/nanoaod_<version>.tsv`` lists a version's branches (name, C type, title) as a real CMS file has
+them; ``data/nanoaod_versions.toml`` describes each version and the collections and branches it names differently.
+flashsim works in NanoAOD v9's names and types (:data:`WORKING_VERSION`): files of other versions are
+cast and renamed on read and back on write.
+"""
 
 from __future__ import annotations
 
+import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
 import numpy as np
 
-from flashsim.events import is_counter
+from flashsim.errors import ConfigError
+from flashsim.events import collection_of, is_counter
+from flashsim.registry import suggest
+
+__all__ = ["BranchType", "NanoVersion", "VERSIONS", "WORKING_VERSION", "nano_version", "detect_version", "nanoaod_types", "versions_storing"]
+
+WORKING_VERSION = "v9"
 
 _C_TYPES = {
     "bool": np.bool_,
@@ -33,23 +47,118 @@ class BranchType:
     jagged: bool
 
 
-@cache
-def nanoaod_types() -> dict[str, BranchType]:
-    """Branch name -> type for every branch of ``nanoaod_schema.tsv``."""
-    text = files("flashsim").joinpath("data/nanoaod_schema.tsv").read_text()
+@dataclass(frozen=True)
+class NanoVersion:
+    """One NanoAOD version: its branch types and the collections or branches it names unlike flashsim (``MET`` -> ``PFMET``)."""
+
+    name: str
+    description: str
+    types: Mapping[str, BranchType]
+    renamed: Mapping[str, str]  # flashsim's (v9) name of a collection or branch -> this version's
+
+    def __str__(self) -> str:
+        return self.name
+
+    def file_name(self, branch: str) -> str:
+        """This version's name of a branch named as flashsim names it (``MET_pt`` -> ``PFMET_pt`` in v15)."""
+        return _rename(branch, self.renamed)
+
+    def working_name(self, branch: str) -> str:
+        """flashsim's name of a branch of this version (``PFMET_pt`` -> ``MET_pt``)."""
+        return _rename(branch, {v: k for k, v in self.renamed.items()})
+
+    def dtype(self, branch: str) -> np.dtype | None:
+        """Type of a branch (this version's name) in this version; None where the version has no such branch."""
+        known = self.types.get(branch)
+        return None if known is None else known.dtype
+
+
+def _rename(branch: str, mapping: Mapping[str, str]) -> str:
+    """A branch renamed by name, else by its collection's name."""
+    if branch in mapping:
+        return mapping[branch]
+    coll = collection_of(branch)
+    if coll not in mapping:
+        return branch
+    if is_counter(branch):
+        return "n" + mapping[coll]
+    return mapping[coll] + branch[len(coll):]
+
+
+def _read_table(name: str) -> dict[str, BranchType]:
+    text = files("flashsim").joinpath(f"data/nanoaod_{name}.tsv").read_text()
     types: dict[str, BranchType] = {}
     for line in text.splitlines()[1:]:
-        name, ctype, *_ = line.split("\t")
-        jagged = ctype.endswith("[]")
-        types[name] = BranchType(np.dtype(_C_TYPES[ctype.removesuffix("[]")]), jagged)
+        if not line.strip() or line.startswith("#"):
+            continue
+        branch, ctype, *_ = line.split("\t")
+        types[branch] = BranchType(np.dtype(_C_TYPES[ctype.removesuffix("[]")]), ctype.endswith("[]"))
     return types
 
 
-def dtype_of(branch: str, default: np.dtype | None = None) -> np.dtype | None:
-    """NanoAOD dtype of ``branch``; counters ``nX`` are int32 as uproot writes them (NanoAOD v12+)."""
-    known = nanoaod_types().get(branch)
-    if known is not None and not is_counter(branch):
-        return known.dtype
-    if known is not None:
-        return np.dtype(np.int32)
-    return default
+@cache
+def _described() -> dict[str, dict]:
+    return tomllib.loads(files("flashsim").joinpath("data/nanoaod_versions.toml").read_text())
+
+
+VERSIONS: tuple[str, ...] = tuple(_described())  # oldest first
+
+
+@cache
+def _version(name: str) -> NanoVersion:
+    entry = _described()[name]
+    return NanoVersion(name, entry["description"], _read_table(name), dict(entry.get("renamed", {})))
+
+
+def nano_version(name: str | NanoVersion) -> NanoVersion:
+    """The version called ``name`` (``v12``, ``12`` or ``NanoAODv12``); a :class:`ConfigError` names the known ones."""
+    if isinstance(name, NanoVersion):
+        return name
+    key = str(name).strip().lower().removeprefix("nanoaod")
+    key = key if key.startswith("v") else f"v{key}"
+    if key not in VERSIONS:
+        raise ConfigError(f"unknown NanoAOD version {name!r}{suggest(key, VERSIONS)} (known: {', '.join(VERSIONS)})")
+    return _version(key)
+
+
+def nanoaod_types() -> Mapping[str, BranchType]:
+    """Branch name -> type in flashsim's working version (v9)."""
+    return _version(WORKING_VERSION).types
+
+
+def detect_version(dtypes: Mapping[str, np.dtype]) -> NanoVersion:
+    """The version whose table best matches a file's branches (name -> dtype).
+
+    Each version scores its branches present with its type, less the file's branches of the collections it
+    knows that it lacks; counters do not count (uproot writes every counter as int32). Ties go to the newest.
+    """
+    best: tuple[int, int] | None = None
+    chosen = _version(WORKING_VERSION)
+    for order, version in enumerate(map(_version, VERSIONS)):
+        collections = {collection_of(b) for b in version.types}
+        score = 0
+        for branch, dtype in dtypes.items():
+            if is_counter(branch):
+                continue
+            known = version.types.get(branch)
+            if known is not None:
+                score += 1 if known.dtype == dtype else 0
+            elif collection_of(branch) in collections:
+                score -= 1
+        if best is None or (score, order) >= best:
+            best, chosen = (score, order), version
+    return chosen
+
+
+def versions_storing(branches: Iterable[str], derived: bool = False) -> list[str]:
+    """Versions that store every branch (flashsim's names), or with ``derived`` let one compute the rest."""
+    from flashsim.io.derived import derivable
+
+    wanted = list(branches)
+    found = []
+    for name in VERSIONS:
+        version = _version(name)
+        stored = {version.working_name(b) for b in version.types}
+        if all(b in stored or (derived and derivable(b, stored)) for b in wanted):
+            found.append(name)
+    return found

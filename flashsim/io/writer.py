@@ -16,9 +16,9 @@ import awkward as ak
 import numpy as np
 
 from flashsim.errors import ConfigError, InputError, OutputError
-from flashsim.events import is_counter, to_branches
+from flashsim.events import collection_of, is_counter, to_branches
 from flashsim.files import remove_stale_temporaries, temporary_sibling
-from flashsim.io.schema import dtype_of
+from flashsim.io.schema import WORKING_VERSION, NanoVersion, nano_version, nanoaod_types
 
 __all__ = ["NanoAODWriter", "write_events", "format_of"]
 
@@ -34,12 +34,19 @@ def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
     return fmt  # type: ignore[return-value]
 
 
-def _typed_branches(events: ak.Array) -> dict[str, ak.Array]:
-    """Flat branches cast to NanoAOD dtypes (branches unknown to NanoAOD keep theirs)."""
+def _typed_branches(events: ak.Array, version: NanoVersion, strict: bool) -> dict[str, ak.Array]:
+    """Flat branches named and typed as ``version`` has them; branches it lacks keep flashsim's types, or with
+    ``strict`` are left out where the version has their collection."""
     typed = {}
+    known = {collection_of(b) for b in version.types} if strict else set()
     for name, values in to_branches(events).items():
-        dtype = dtype_of(name)
-        typed[name] = values if dtype is None else ak.values_astype(values, dtype)
+        branch = version.file_name(name)
+        if branch not in version.types and collection_of(branch) in known:
+            continue
+        dtype = version.dtype(branch)
+        if dtype is None and name in nanoaod_types():
+            dtype = nanoaod_types()[name].dtype
+        typed[branch] = values if dtype is None or is_counter(name) else ak.values_astype(values, dtype)
     return typed
 
 
@@ -50,10 +57,13 @@ def _reason(exc: OSError) -> str:
 
 
 class NanoAODWriter:
-    """Append event records to one NANOAOD-like file; use as a context manager."""
+    """Append event records to one NANOAOD-like file, named and typed as NanoAOD ``version``; use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike[str], format: str | None = None, tree: str = "Events") -> None:
+    def __init__(self, path: str | os.PathLike[str], format: str | None = None, tree: str = "Events",
+                 version: str | NanoVersion = WORKING_VERSION, strict: bool = False) -> None:
         self.path = Path(path)
+        self.version = nano_version(version)
+        self.strict = strict  # leave out branches the version lacks (of the collections it has)
         self.format: Format = format_of(path, format)
         self.tree_name = tree
         if self.path.is_dir():
@@ -72,7 +82,7 @@ class NanoAODWriter:
 
     def write(self, events: ak.Array) -> None:
         """Append one chunk of events; every chunk must have the same branches."""
-        branches = _typed_branches(events)
+        branches = _typed_branches(events, self.version, self.strict)
         try:
             if self.format == "root":
                 self._write_root(branches)
@@ -105,17 +115,21 @@ class NanoAODWriter:
 
         self._check_layout(branches)
         collections: dict[str, dict[str, ak.Array]] = {}
+        lists: dict[str, ak.Array] = {}  # prefix-less jagged branches such as LHEPdfWeight
         for name, values in branches.items():
-            if values.ndim > 1:
+            if values.ndim > 1 and "_" in name:
                 coll, field = name.split("_", 1)
                 collections.setdefault(coll, {})[field] = values
-        # uproot writes the counter nX of each jagged collection itself
+            elif values.ndim > 1:
+                lists[name] = values
+        # uproot writes the counter nX of each jagged collection or list itself
         grouped: dict[str, ak.Array | np.ndarray] = {
             name: ak.to_numpy(values)
             for name, values in branches.items()
-            if values.ndim == 1 and not (is_counter(name) and name[1:] in collections)
+            if values.ndim == 1 and not (is_counter(name) and (name[1:] in collections or name[1:] in lists))
         }
         grouped.update({coll: ak.zip(fields) for coll, fields in collections.items()})
+        grouped.update(lists)
         if self._tree is None:
             self._file = uproot.recreate(self._tmp)
             types = {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in grouped.items()}
@@ -164,8 +178,9 @@ class NanoAODWriter:
             self.abort()
 
 
-def write_events(events: ak.Array, path: str | os.PathLike[str], format: str | None = None) -> Path:
-    """Write one event record to ``path`` atomically."""
-    with NanoAODWriter(path, format) as writer:
+def write_events(events: ak.Array, path: str | os.PathLike[str], format: str | None = None,
+                 version: str | NanoVersion = WORKING_VERSION) -> Path:
+    """Write one event record to ``path`` atomically, as NanoAOD ``version`` names and types its branches."""
+    with NanoAODWriter(path, format, version=version) as writer:
         writer.write(events)
     return writer.path

@@ -21,6 +21,8 @@ def refsim(
     gen_only: bool = typer.Option(False, "--gen-only", help="Write GEN collections only (no detector)."),
     params: Optional[Path] = typer.Option(None, "--params", help="TOML file overriding DetectorParams."),
     batch_size: int = typer.Option(250, "--batch-size", min=1, help="Events per chunk."),
+    nano_version: str = typer.Option("v9", "--nano-version", help="NanoAOD version of the branches written: v7, v9, v12, "
+                                     "v15 (names, types and only the branches that version has)"),
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", help="Where the min-bias pileup pool is cached (default $FLASHSIM_CACHE_DIR/refsim "
         "or ~/.cache/flashsim/refsim)."
@@ -53,7 +55,7 @@ def refsim(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as progress, NanoAODWriter(output, format=format) as writer:
+    with Progress(*columns) as progress, NanoAODWriter(output, format=format, version=nano_version, strict=True) as writer:
         task = progress.add_task("events", total=events)
         for chunk in generate(
             process,
@@ -70,4 +72,4 @@ def refsim(
         ):
             writer.write(chunk)
             progress.advance(task, len(chunk))
-    typer.echo(f"wrote {writer.num_events} events to {output}")
+    typer.echo(f"wrote {writer.num_events} events to {output} (NanoAOD {writer.version})")

@@ -411,6 +411,10 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
         "rawFactor": 1 - 1 / np.maximum(f, 1e-9),
         "btagDeepFlavB": btag, "btagDeepFlavCvB": cvb, "btagDeepFlavCvL": cvl, "qgl": qgl,
         "jetId": jet_id,
+        # written where the NanoAOD version asked for has them: v7's C probability, v15's multiplicities
+        "btagDeepFlavC": np.where(has_trk & (ae < p.trk_eta_max), pc, -1.0),
+        "chMultiplicity": np.minimum(n_charged, 255).astype(np.uint8),
+        "neMultiplicity": np.minimum(n_neutral, 255).astype(np.uint8),
     }
     if p.extra.get("debug_features"):
         # tagger / q-g inputs, for tuning the fixed formulas (not NanoAOD branches)
