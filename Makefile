@@ -42,8 +42,13 @@ TRAIN_DATA := data/refsim/train_wjets.root data/refsim/train_ttbar.root data/ref
 	data/refsim/train_wjets_b.root data/refsim/train_ttbar_b.root
 HELDOUT_DATA := data/refsim/test_wjets.root data/refsim/test_ttbar.root data/refsim/test_ttbar_20k.root
 
-.PHONY: training-data
+# Run-3 (NanoAOD v15 schema) samples for the Run-3 jet units (flashsim/recipes/*_run3.toml)
+TRAIN_DATA_RUN3 := data/refsim/train_wjets_v15.root data/refsim/train_ttbar_v15.root
+HELDOUT_DATA_RUN3 := data/refsim/test_ttbar_v15.root
+
+.PHONY: training-data training-data-run3
 training-data: $(TRAIN_DATA) $(HELDOUT_DATA)
+training-data-run3: $(TRAIN_DATA_RUN3) $(HELDOUT_DATA_RUN3)
 
 data/refsim/train_wjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process wjets --events 50000 --seed 101 -o $@
@@ -63,6 +68,13 @@ data/refsim/test_ttbar.root: | $(VENV)/.installed-refsim
 # enough low-pT muons for the efficiency turn-on to be judged at the 0.02 level
 data/refsim/test_ttbar_20k.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --process ttbar --events 20000 --seed 203 -o $@
+
+data/refsim/train_wjets_v15.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --nano-version v15 --process wjets --events 50000 --seed 301 -o $@
+data/refsim/train_ttbar_v15.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --nano-version v15 --process ttbar --events 30000 --seed 302 -o $@
+data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
+	$(REFSIM) --nano-version v15 --process ttbar --events 5000 --seed 303 -o $@
 
 # Train the zoo's default units from their recipes (after `make training-data`).
 ZOO_UNITS := muon jet fakejet met met_genonly

@@ -52,6 +52,7 @@ class NanoVersion:
     """One NanoAOD version: its branch types and the collections or branches it names unlike flashsim (``MET`` -> ``PFMET``)."""
 
     name: str
+    run: int  # LHC Run 2 or 3
     description: str
     types: Mapping[str, BranchType]
     renamed: Mapping[str, str]  # flashsim's (v9) name of a collection or branch -> this version's
@@ -107,7 +108,7 @@ VERSIONS: tuple[str, ...] = tuple(_described())  # oldest first
 @cache
 def _version(name: str) -> NanoVersion:
     entry = _described()[name]
-    return NanoVersion(name, entry["description"], _read_table(name), dict(entry.get("renamed", {})))
+    return NanoVersion(name, entry["run"], entry["description"], _read_table(name), dict(entry.get("renamed", {})))
 
 
 def nano_version(name: str | NanoVersion) -> NanoVersion:

@@ -41,6 +41,7 @@ def refsim(
     from flashsim.io import NanoAODWriter
 
     from .core import generate
+    from .detector import tagger_names
     from .params import DetectorParams
     from .pythia import PROCESSES
 
@@ -70,6 +71,6 @@ def refsim(
             batch_size=batch_size,
             cache_dir=cache_dir,
         ):
-            writer.write(chunk)
+            writer.write(tagger_names(chunk, writer.version.run))
             progress.advance(task, len(chunk))
     typer.echo(f"wrote {writer.num_events} events to {output} (NanoAOD {writer.version})")

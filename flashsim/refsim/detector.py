@@ -431,6 +431,20 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     return ak.unflatten(ak.zip(flat), counts)
 
 
+# refsim has one toy b/c tagger and one toy q/g discriminant; Run-3 files carry them under PNet's names
+RUN3_TAGGER_NAMES = {"btagDeepFlavB": "btagPNetB", "btagDeepFlavCvB": "btagPNetCvB", "btagDeepFlavCvL": "btagPNetCvL",
+                     "qgl": "btagPNetQvG"}
+
+
+def tagger_names(events: ak.Array, run: int) -> ak.Array:
+    """Events with the toy taggers of ``Jet`` named as NanoAOD of LHC ``run`` names its taggers."""
+    if run < 3 or "Jet" not in events.fields:
+        return events
+    jets = events.Jet
+    renamed = ak.zip({RUN3_TAGGER_NAMES.get(f, f): jets[f] for f in jets.fields})
+    return ak.with_field(events, renamed, "Jet")
+
+
 def jec_response(p: DetectorParams, pt, eta):
     """Tabulated L2L3 response R(|eta|, pT), linear in log pT between nodes."""
     edges = np.asarray(p.jec_eta_edges, dtype=np.float64)
