@@ -42,7 +42,7 @@ def gen_collections(ev: FlatEvents, params: DetectorParams, pileup: float, rng: 
     return gen
 
 
-def _assemble(gen: dict, reco: dict | None, ids: dict[str, np.ndarray], extra: dict | None = None) -> ak.Array:
+def assemble_events(gen: dict, reco: dict | None, ids: dict[str, np.ndarray], extra: dict | None = None) -> ak.Array:
     """One record array per event with NanoAOD collections as fields (event ids, GEN, ``extra``, RECO)."""
     cols = {
         **ids,
@@ -75,7 +75,7 @@ class _Worker:
         reco = None
         if not self.gen_only:
             reco = simulate_detector(gen, self.pool, self.params, self.rng)
-        return _assemble(gen, reco, event_ids(first_event, n))
+        return assemble_events(gen, reco, event_ids(first_event, n))
 
 
 def _tasks(n_events: int, batch_size: int):
