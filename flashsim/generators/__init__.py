@@ -90,7 +90,7 @@ class GenSource:
     def _record(self, flat: FlatEvents, numbers: np.ndarray, extra: dict | None = None) -> ak.Array:
         """Event ids + refsim's GEN collections (+ ``extra``) of one batch."""
         n = len(numbers)
-        ids = {"run": np.full(n, self.run, np.uint32), "luminosityBlock": np.full(n, self.lumi, np.uint32),
+        ids: dict[str, np.ndarray] = {"run": np.full(n, self.run, np.uint32), "luminosityBlock": np.full(n, self.lumi, np.uint32),
                "event": np.asarray(numbers, np.uint64)}
         return assemble_events(gen_collections(flat, self.params, self.pileup, self.rng), None, ids, extra)
 

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class _Tail(io.RawIOBase):
 
 def _open(path: Path) -> IO[bytes]:
     """The file as bytes, decompressed if gzipped; its header must be that of HepMC3 ASCII."""
-    raw: IO[bytes] = gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    raw = cast(IO[bytes], gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb"))
     try:
         header = raw.read(256)
     except (OSError, EOFError, zlib.error) as exc:

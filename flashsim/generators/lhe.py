@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from xml.etree import ElementTree
 
 import awkward as ak
@@ -62,7 +62,7 @@ def check_matching(header: LHEHeader, path: Path) -> None:
 
 
 def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+    return cast(IO[bytes], gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb"))
 
 
 def read_lhe(path: str | os.PathLike[str], header: LHEHeader, max_events: int | None = None) -> Iterator[LHEEvent]:
