@@ -303,3 +303,84 @@ def test_simulate_writes_flash_collections(hepmc_file: Path, tmp_path: Path) -> 
     assert run("simulate", hepmc_file, "-o", lean, "--chain", "muon,jet", "--no-keep-gen")[0] == 0
     lean_keys = set(uproot.open(lean)["Events"].keys())
     assert "Muon_pt" in lean_keys and "MET_pt" not in lean_keys and not any(k.startswith("GenPart") for k in lean_keys)
+
+
+# ------------------------------------------------------------------------------------------- bad files ---
+
+def _hepmc_text(tmp_path: Path, n: int = 3) -> str:
+    return write_hepmc(tmp_path / "good.hepmc3", [dimuon_event(7 + k) for k in range(n)]).read_text()
+
+
+def _nan_event(tmp_path: Path) -> str:
+    events = [dimuon_event(7), dimuon_event(8)]
+    muon = [p for p in events[1].particles if p.pid == 13][0]
+    muon.momentum = pyhepmc.FourVector(float("nan"), 1.0, 1.0, 10.0)
+    return write_hepmc(tmp_path / "nan_src.hepmc3", events).read_text()
+
+
+def _cut_event(text: str, k: int) -> str:
+    """The text cut in the middle of its k-th event (1-based)."""
+    start = [i for i, line in enumerate(text.splitlines(keepends=True)) if line.startswith("E ")][k - 1]
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[: start + 4])
+
+
+BAD_FILES = {
+    # name: (file name, text made from tmp_path, words the error must hold)
+    "hepmc truncated in an event": ("cut.hepmc3", lambda t: _cut_event(_hepmc_text(t), 3), ["event 3", "truncated"]),
+    "hepmc truncated between events": ("cut.hepmc3", lambda t: _hepmc_text(t).replace("HepMC::Asciiv3-END_EVENT_LISTING\n", ""),
+                                       ["truncated after event 3"]),
+    "not hepmc": ("notes.hepmc3", lambda _: "these are my notes\n", ["not a HepMC3 ASCII file"]),
+    "hepmc without events": ("empty.hepmc3", lambda _: "HepMC::Version 3.02.05\nHepMC::Asciiv3-START_EVENT_LISTING\n"
+                             "HepMC::Asciiv3-END_EVENT_LISTING\n", ["holds no events"]),
+    "hepmc nan momentum": ("nan.hepmc3", _nan_event, ["event 8", "non-finite momentum", "pdgId 13"]),
+    "lhe truncated": ("cut.lhe", lambda _: lhe_text(4)[: lhe_text(4).index("<event>", len(lhe_text(4)) // 2) + 60],
+                      ["truncated or malformed LHE"]),
+    "lhe without init": ("noinit.lhe", lambda _: re_sub_init(lhe_text(2)), ["no <init> block"]),
+    "lhe short event": ("short.lhe", lambda _: lhe_text(2).replace("6 1 ", "7 1 ", 1), ["event 1", "NUP = 7"]),
+    "lhe not lhe": ("html.lhe", lambda _: "<html><body>hello</body></html>\n", ["not an LHE file"]),
+    "empty card": ("empty.cmnd", lambda _: "! nothing but a comment\n\n", ["holds no Pythia settings"]),
+    "unknown setting": ("typo.cmnd", lambda _: "HardQCD:all = on\nHardQCD:alll = on\n", ["typo.cmnd:2", "HardQCD:alll"]),
+    "bad value": ("value.cmnd", lambda _: "HardQCD:all = on\nPhaseSpace:pTHatMin = fast\n", ["value.cmnd:2", "pTHatMin"]),
+    "card without a process": ("noprocess.cmnd", lambda _: "Beams:eCM = 13000.\n", ["initialisation failed"]),
+    "unknown suffix": ("events.txt", lambda _: "E 1\n", ["unknown generator input", ".cmnd"]),
+}
+
+
+def re_sub_init(text: str) -> str:
+    start, stop = text.index("<init>"), text.index("</init>") + len("</init>")
+    return text[:start] + text[stop:]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_generator_file_is_one_error_line_and_no_output(case: str, tmp_path: Path) -> None:
+    name, make, words = BAD_FILES[case]
+    bad = tmp_path / "in" / name
+    bad.parent.mkdir()
+    bad.write_text(make(tmp_path))
+    out = tmp_path / "gen.root"
+    code, output = run("gen", bad, "-o", out)
+    assert_error(code, output, str(bad), *words)
+    assert_nothing_written(tmp_path, out)
+    with pytest.raises(InputError):
+        list(GenSource(bad).chunks())
+
+
+def test_gzip_truncated_hepmc_and_lhe(tmp_path: Path) -> None:
+    for name, text in (("cut.hepmc3.gz", _hepmc_text(tmp_path)), ("cut.lhe.gz", lhe_text(3))):
+        data = gzip.compress(text.encode())
+        bad = tmp_path / name
+        bad.write_bytes(data[: len(data) // 2])
+        out = tmp_path / "gen.root"
+        assert_error(*run("gen", bad, "-o", out), str(bad), "truncated")
+        assert_nothing_written(tmp_path, out)
+
+
+def test_missing_input_and_input_as_output(tmp_path: Path, hepmc_file: Path) -> None:
+    assert_error(*run("gen", tmp_path / "nope.hepmc3", "-o", tmp_path / "gen.root"), "nope.hepmc3", "no such file")
+    with pytest.raises(InputError, match="unknown generator input"):
+        input_kind("gen.root")
+    copy = tmp_path / "x.hepmc3"
+    copy.write_bytes(hepmc_file.read_bytes())
+    assert_error(*run("gen", copy, "-o", copy, "--format", "root"), str(copy), "also the input")
+    assert copy.read_bytes() == hepmc_file.read_bytes()

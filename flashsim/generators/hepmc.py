@@ -20,7 +20,7 @@ from typing import IO, Any, cast
 import numpy as np
 
 from flashsim.errors import InputError
-from flashsim.refsim.pythia import FlatEvents, charges
+from flashsim.refsim.pythia import FlatEvents, charges, quiet_stdout
 
 __all__ = ["HepMCBatch", "read_hepmc"]
 
@@ -82,7 +82,8 @@ def read_hepmc(path: str | os.PathLike[str], batch_size: int = 500, max_events: 
         while max_events is None or n < max_events:
             event = pyhepmc.GenEvent()
             try:
-                ok = reader.read_event(event)
+                with quiet_stdout(1), quiet_stdout(2):  # HepMC3 parse messages: the InputError below says it in one line
+                    ok = reader.read_event(event)
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"{path}: truncated or corrupt after event {n} ({exc})") from exc
             if not ok:
@@ -124,7 +125,7 @@ def _record(event: Any, path: Path, position: int) -> _Record:
     bad = ~np.isfinite(p4).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"{path}: event {number} (the {position}th in the file): particle {int(parts.id[i])} "
+        raise InputError(f"{path}: event {number} (number {position} in the file): particle {int(parts.id[i])} "
                          f"(pdgId {int(parts.pid[i])}) has a non-finite momentum {p4[i].tolist()}")
     order, m1, m2, d1, d2, vid = _topology(event)
     pos = _positions(event, vid)

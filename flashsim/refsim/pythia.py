@@ -58,25 +58,26 @@ _CHARGE_CACHE: dict[int, float] = {}
 
 
 @contextlib.contextmanager
-def quiet_stdout():
-    """Silence C++ chatter (Pythia warnings, the fastjet banner) on file descriptor 1."""
+def quiet_stdout(fd: int = 1):
+    """Silence C++ chatter (Pythia warnings, the fastjet banner) on file descriptor ``fd`` (1, or 2 for stderr)."""
+    stream = sys.stdout if fd == 1 else sys.stderr
     try:
-        sys.stdout.flush()
-        fd = os.dup(1)
+        stream.flush()
+        saved = os.dup(fd)
     except (OSError, ValueError):
         yield
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 1)
+        os.dup2(devnull, fd)
         yield
     finally:
         try:
-            sys.stdout.flush()
+            stream.flush()
         except ValueError:
             pass
-        os.dup2(fd, 1)
-        os.close(fd)
+        os.dup2(saved, fd)
+        os.close(saved)
         os.close(devnull)
 
 
