@@ -61,7 +61,7 @@ def simulate(
     pileup: float = typer.Option(35.0, "--pileup", min=0.0, help="mean number of pileup interactions (Pileup_nTrueInt)"),
     run: int = typer.Option(1, "--run", min=0, help="run number of every event"),
     lumi: int = typer.Option(1, "--lumi", min=0, help="luminosityBlock of every event"),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
 ) -> None:
     """Generator input -> GEN -> a chain of units -> flash NanoAOD, chunk by chunk, in one command."""

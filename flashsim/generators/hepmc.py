@@ -20,6 +20,7 @@ from typing import IO, Any, cast
 import numpy as np
 
 from flashsim.errors import InputError
+from flashsim.refsim import _kin
 from flashsim.refsim.pythia import FlatEvents, charges, quiet_stdout
 
 __all__ = ["HepMCBatch", "read_hepmc"]
@@ -119,9 +120,8 @@ def _record(event: Any, path: Path, position: int) -> _Record:
 
     number = int(event.event_number) if int(event.event_number) > 0 else position
     parts = event.numpy.particles
-    p4 = np.stack([parts.px, parts.py, parts.pz, parts.e], axis=1).astype(np.float64)
-    if event.momentum_unit == pyhepmc.Units.MEV:
-        p4 /= 1000.0
+    scale = 1000.0 if event.momentum_unit == pyhepmc.Units.MEV else 1.0  # to GeV
+    p4 = np.stack([parts.px, parts.py, parts.pz, parts.e], axis=1).astype(np.float64) / scale
     bad = ~np.isfinite(p4).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
@@ -129,8 +129,7 @@ def _record(event: Any, path: Path, position: int) -> _Record:
                          f"(pdgId {int(parts.pid[i])}) has a non-finite momentum {p4[i].tolist()}")
     order, m1, m2, d1, d2, vid = _topology(event)
     pos = _positions(event, vid)
-    mass = np.where(parts.is_generated_mass_set, parts.generated_mass / (1000.0 if event.momentum_unit == pyhepmc.Units.MEV else 1.0),
-                    np.sqrt(np.maximum(p4[:, 3] ** 2 - (p4[:, :3] ** 2).sum(axis=1), 0.0)))
+    mass = np.where(parts.is_generated_mass_set, parts.generated_mass / scale, _kin.mass(*p4.T))
     status = np.array([_STATUS.get(int(s), -abs(int(s))) for s in parts.status], dtype=np.int32)
     beams = status == -12
     system = {"pid": 90, "status": -11, "px": 0.0, "py": 0.0, "pz": 0.0, "e": float(p4[beams, 3].sum()), "m": 0.0}
