@@ -432,6 +432,8 @@ BAD_FILES = {
                       ["truncated or malformed LHE"]),
     "lhe without init": ("noinit.lhe", lambda _: re_sub_init(lhe_text(2)), ["no <init> block"]),
     "lhe short event": ("short.lhe", lambda _: lhe_text(2).replace("6 1 ", "7 1 ", 1), ["event 1", "NUP = 7"]),
+    "lhe bad weight": ("weight.lhe", lambda _: lhe_text(2).replace("<wgt id='1002'>", "<wgt id='1002'> nan", 1),
+                       ["event 1", "id='1002'", "nan"]),
     "lhe not lhe": ("html.lhe", lambda _: "<html><body>hello</body></html>\n", ["not an LHE file"]),
     "empty card": ("empty.cmnd", lambda _: "! nothing but a comment\n\n", ["holds no Pythia settings"]),
     "unknown setting": ("typo.cmnd", lambda _: "HardQCD:all = on\nHardQCD:alll = on\n", ["typo.cmnd:2", "HardQCD:alll"]),

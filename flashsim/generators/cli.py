@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import typer
 
 from flashsim.errors import OutputError
 
+if TYPE_CHECKING:
+    from flashsim.generators import GenSource
+
 INPUT_HELP = "Pythia8 card (.cmnd), LHE file (.lhe, .lhe.gz) or HepMC3 ASCII file (.hepmc, .hepmc3, optionally .gz)"
 
 
-def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup: float, run: int, lumi: int):
+def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup: float, run: int, lumi: int) -> GenSource:
     """The generator input as a GenSource, refusing an output that would replace it."""
     from flashsim.generators import GenSource
 
@@ -23,7 +26,7 @@ def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup:
     return GenSource(input, events=events, seed=seed, pileup=pileup, run=run, lumi=lumi)
 
 
-def _summary(written: int, source, output: Path, start: float) -> str:
+def _summary(written: int, source: GenSource, output: Path, start: float) -> str:
     """One line: events written, from what, where, how fast, and dropped LHE showers if any."""
     elapsed = time.perf_counter() - start
     dropped = f"; {source.dropped:,} LHE events dropped (Pythia's shower failed)" if source.dropped else ""

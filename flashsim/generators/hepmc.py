@@ -143,8 +143,10 @@ def _record(event: Any, path: Path, position: int) -> _Record:
         cols[key] = np.concatenate([[value], cols[key]]).astype(cols[key].dtype)
     for key in ("m1", "m2", "d1", "d2", "vx", "vy", "vz"):
         cols[key] = np.concatenate([[0], cols[key]]).astype(cols[key].dtype)
-    weights = list(event.weights)
-    return _Record(number, float(weights[0]) if weights else 1.0, cols)
+    weight = float(event.weights[0]) if len(event.weights) else 1.0
+    if not np.isfinite(weight):
+        raise InputError(f"{path}: event {number} (number {position} in the file): the event weight is {weight}")
+    return _Record(number, weight, cols)
 
 
 def _topology(event: Any) -> tuple[np.ndarray, ...]:

@@ -133,9 +133,22 @@ def _event(elem: Any, path: Path, n: int) -> LHEEvent:
         raise InputError(f"{path}: event {n}: NUP = {nup} particles announced, {len(table)} complete lines found")
     if not (np.isfinite(table).all() and np.isfinite(xwgtup)):
         raise InputError(f"{path}: event {n}: non-finite momentum or weight in the event block")
-    weights = {w.get("id", ""): float((w.text or "nan").strip()) for w in elem.iter("wgt")}
-    weights.update({w.get("id", ""): float((w.text or "nan").strip()) for w in elem.iter("weight")})
-    return LHEEvent(xwgtup, table, weights)
+    return LHEEvent(xwgtup, table, _weights(elem, path, n))
+
+
+def _weights(elem: Any, path: Path, n: int) -> dict[str, float]:
+    """The event's named weights (<wgt id=...> or <weight id=...>); a missing or non-finite value is an InputError."""
+    weights = {}
+    for w in [*elem.iter("wgt"), *elem.iter("weight")]:
+        key, text = w.get("id", ""), (w.text or "").strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value):
+            raise InputError(f"{path}: event {n}: weight id={key!r} has the value {text!r}")
+        weights[key] = value
+    return weights
 
 
 def lhe_collections(events: list[LHEEvent], header: LHEHeader) -> dict[str, ak.Array]:
