@@ -1,4 +1,4 @@
-"""The ``flashsim`` command: refsim, dataset, train, generate, validate, units.
+"""The ``flashsim`` command: refsim, gen, simulate, dataset, train, generate, validate, units.
 
 Exit codes: 0 success, 1 an error the user can fix (a :class:`~flashsim.errors.FlashsimError` or an
 OS error such as a missing or unreadable file, printed as one ``error:`` line on stderr), 2 a usage
@@ -359,10 +359,13 @@ def _print_registries() -> None:
 
 
 def _register_optional() -> None:
+    from flashsim.generators.cli import gen, simulate
     from flashsim.refsim.cli import refsim
     from flashsim.validate.cli import validate
 
     app.command(help="Reference simulation: Pythia8 + a particle-level detector -> paired GEN+RECO NanoAOD.")(refsim)
+    app.command(help="Generator input (Pythia8 card, LHE, HepMC3) -> GEN NanoAOD.")(gen)
+    app.command(help="Generator input -> GEN -> a chain of units -> flash NanoAOD, in one command.")(simulate)
     app.command(help="Compare a flash sample with a reference: metrics, plots and an HTML report.")(validate)
 
 

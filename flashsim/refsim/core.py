@@ -17,7 +17,7 @@ from .detector import simulate_detector
 from .gen import build_gen
 from .params import DetectorParams
 from .pileup import PileupPool, draw_pileup
-from .pythia import PROCESSES, Generator, pythia_seed
+from .pythia import PROCESSES, FlatEvents, Generator, pythia_seed
 
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext, SpawnContext
@@ -27,19 +27,31 @@ DEFAULT_BATCH_SIZE = 250
 EVENTS_PER_LUMI = 1000
 
 
-def _assemble(gen: dict, reco: dict | None, first_event: int) -> ak.Array:
-    """One record array per event with NanoAOD collections as fields."""
-    n = len(gen["genWeight"])
+def event_ids(first_event: int, n: int, run: int = 1, lumi: int | None = None) -> dict[str, np.ndarray]:
+    """run, luminosityBlock and event of ``n`` events numbered from ``first_event`` (refsim: EVENTS_PER_LUMI per lumi)."""
     event = np.arange(first_event, first_event + n, dtype=np.uint64)
+    block = (1 + (event - 1) // EVENTS_PER_LUMI) if lumi is None else np.full(n, lumi)
+    return {"run": np.full(n, run, np.uint32), "luminosityBlock": block.astype(np.uint32), "event": event}
+
+
+def gen_collections(ev: FlatEvents, params: DetectorParams, pileup: float, rng: np.random.Generator) -> dict:
+    """The GEN record of a batch (``build_gen``) with Pileup_nTrueInt / nPU drawn around ``pileup``."""
+    gen = build_gen(ev, params)
+    true, npu = draw_pileup(ev.n_events, pileup, params.pu_profile_width, rng)
+    gen["Pileup"] = ak.zip({"nPU": npu, "nTrueInt": true}, depth_limit=1)
+    return gen
+
+
+def assemble_events(gen: dict, reco: dict | None, ids: dict[str, np.ndarray], extra: dict | None = None) -> ak.Array:
+    """One record array per event with NanoAOD collections as fields (event ids, GEN, ``extra``, RECO)."""
     cols = {
-        "run": np.ones(n, np.uint32),
-        "luminosityBlock": (1 + (event - 1) // EVENTS_PER_LUMI).astype(np.uint32),
-        "event": event,
+        **ids,
         "genWeight": gen["genWeight"].astype(np.float32),
         "Pileup": gen["Pileup"],
         "GenMET": gen["GenMET"],
         "GenJet": gen["GenJet"],
         "GenPart": gen["GenPart"],
+        **(extra or {}),
     }
     if reco is not None:
         for k in ("Jet", "Muon", "MET", "fixedGridRhoFastjetAll", "PV_npvs"):
@@ -59,14 +71,11 @@ class _Worker:
         self.gen_only = gen_only
 
     def chunk(self, n: int, first_event: int) -> ak.Array:
-        ev = self.gen.batch(n)
-        gen = build_gen(ev, self.params)
-        true, npu = draw_pileup(n, self.pileup, self.params.pu_profile_width, self.rng)
-        gen["Pileup"] = ak.zip({"nPU": npu, "nTrueInt": true}, depth_limit=1)
+        gen = gen_collections(self.gen.batch(n), self.params, self.pileup, self.rng)
         reco = None
         if not self.gen_only:
             reco = simulate_detector(gen, self.pool, self.params, self.rng)
-        return _assemble(gen, reco, first_event)
+        return assemble_events(gen, reco, event_ids(first_event, n))
 
 
 def _tasks(n_events: int, batch_size: int):

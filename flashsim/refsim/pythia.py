@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import awkward as ak
 import numpy as np
 
-from flashsim.errors import ConfigError
+from flashsim.errors import ConfigError, FlashsimError, InputError
 
 PROCESSES: dict[str, list[str]] = {
     # W(->mu nu) + jet, as in Chen et al. 2021 (they select a jet pT > 30 GeV)
@@ -56,25 +58,26 @@ _CHARGE_CACHE: dict[int, float] = {}
 
 
 @contextlib.contextmanager
-def quiet_stdout():
-    """Silence C++ chatter (Pythia warnings, the fastjet banner) on file descriptor 1."""
+def quiet_stdout(fd: int = 1):
+    """Silence C++ chatter (Pythia warnings, the fastjet banner) on file descriptor ``fd`` (1, or 2 for stderr)."""
+    stream = sys.stdout if fd == 1 else sys.stderr
     try:
-        sys.stdout.flush()
-        fd = os.dup(1)
+        stream.flush()
+        saved = os.dup(fd)
     except (OSError, ValueError):
         yield
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 1)
+        os.dup2(devnull, fd)
         yield
     finally:
         try:
-            sys.stdout.flush()
+            stream.flush()
         except ValueError:
             pass
-        os.dup2(fd, 1)
-        os.close(fd)
+        os.dup2(saved, fd)
+        os.close(saved)
         os.close(devnull)
 
 
@@ -110,39 +113,76 @@ class FlatEvents:
         return len(self.counts)
 
 
+def charges(pid: np.ndarray, particle_data: Any = None) -> np.ndarray:
+    """Electric charge for an array of PDG ids (cached lookups in Pythia's ParticleData)."""
+    uniq, inv = np.unique(pid, return_inverse=True)
+    vals = np.empty(len(uniq), dtype=np.float32)
+    for i, u in enumerate(uniq.tolist()):
+        c = _CHARGE_CACHE.get(u)
+        if c is None:
+            if particle_data is None:
+                particle_data = _particle_data()
+            c = _CHARGE_CACHE[u] = float(particle_data.charge(u))
+        vals[i] = c
+    return vals[inv]
+
+
+def _particle_data() -> Any:
+    """Pythia's particle data table, from an uninitialised (cheap, silent) Pythia instance."""
+    import pythia8mc
+
+    with quiet_stdout():
+        return pythia8mc.Pythia("", False).particleData
+
+
+def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError], failed: str) -> Any:
+    """A Pythia8 instance given (where, setting) pairs: a rejected setting raises ``rejected`` naming where;
+    a failed initialisation raises ``rejected`` with ``failed``."""
+    import pythia8mc
+
+    with quiet_stdout():
+        py = pythia8mc.Pythia("", False)
+        for where, s in settings:
+            if not py.readString(s):
+                raise rejected(f"{where}: Pythia rejected the setting {s!r} (unknown key or bad value)")
+        if not py.init():
+            raise rejected(failed)
+    return py
+
+
 class Generator:
     """One Pythia8 instance configured for a process; ``batch(n)`` returns FlatEvents."""
 
     def __init__(self, process: str, sqrt_s: float = 13600.0, pthat_min: float | None = None, seed: int = 1):
         if process not in PROCESSES:
             raise ConfigError(f"unknown process {process!r}; choose from {sorted(PROCESSES)}")
-        import pythia8mc
-
         self.process = process
         if pthat_min is None:
             pthat_min = DEFAULT_PTHAT_MIN[process]
         settings = _COMMON + [f"Beams:eCM = {float(sqrt_s)}", f"Random:seed = {int(seed)}"] + PROCESSES[process]
         if pthat_min is not None:
             settings.append(f"PhaseSpace:pTHatMin = {float(pthat_min)}")
-        with quiet_stdout():
-            self._py = pythia8mc.Pythia("", False)
-            for s in settings:
-                if not self._py.readString(s):
-                    raise RuntimeError(f"Pythia rejected setting {s!r}")
-            if not self._py.init():
-                raise ConfigError(f"Pythia initialisation failed for process {process!r} at sqrt(s) = {sqrt_s} GeV, "
-                                  f"pTHatMin = {pthat_min} GeV (check --sqrt-s and --pthat-min)")
+        self._py = start_pythia([(f"process {process!r}", s) for s in settings], ConfigError,
+                                f"Pythia initialisation failed for process {process!r} at sqrt(s) = {sqrt_s} GeV, "
+                                f"pTHatMin = {pthat_min} GeV (check --sqrt-s and --pthat-min)")
+
+    @classmethod
+    def from_settings(cls, name: str, settings: Sequence[tuple[str, str]], failed: str) -> Generator:
+        """A generator for any Pythia setup: refsim's common settings (quiet, decays in flight), then ``settings``
+        as (where, setting) pairs; a rejected setting or a failed initialisation is an InputError."""
+        gen = cls.__new__(cls)
+        gen.process = name
+        gen._py = start_pythia([("refsim", s) for s in _COMMON] + list(settings), InputError, failed)
+        return gen
+
+    @property
+    def pythia(self) -> Any:
+        """The underlying ``pythia8mc.Pythia`` (e.g. for ``info.atEndOfFile()``)."""
+        return self._py
 
     def charges(self, pid: np.ndarray) -> np.ndarray:
         """Electric charge for an array of PDG ids (cached lookups in Pythia's ParticleData)."""
-        uniq, inv = np.unique(pid, return_inverse=True)
-        vals = np.empty(len(uniq), dtype=np.float32)
-        for i, u in enumerate(uniq.tolist()):
-            c = _CHARGE_CACHE.get(u)
-            if c is None:
-                c = _CHARGE_CACHE[u] = float(self._py.particleData.charge(u))
-            vals[i] = c
-        return vals[inv]
+        return charges(pid, self._py.particleData)
 
     def batch(self, n: int) -> FlatEvents:
         """Generate ``n`` events (failed events are retried) and flatten them."""
@@ -155,7 +195,18 @@ class Generator:
                     raise RuntimeError("Pythia produced no events")
                 parts.append(b)
                 got += len(b)
-        b = parts[0] if len(parts) == 1 else ak.concatenate(parts)
+        return self.flatten(parts[0] if len(parts) == 1 else ak.concatenate(parts))
+
+    def attempts(self, n: int) -> tuple[FlatEvents, np.ndarray]:
+        """Make ``n`` attempts (one input event each, e.g. from an LHE file): the events that succeeded, and
+        a mask over the attempts of those that did."""
+        with quiet_stdout():
+            b = self._py.nextBatch(n, "none")
+        ok = ~ak.to_numpy(ak.is_none(b, axis=0))
+        return self.flatten(b[ok]), ok
+
+    def flatten(self, b: ak.Array) -> FlatEvents:
+        """Pythia's awkward batch (``nextBatch``) as flat columns."""
         prt = b["prt"]
         counts = ak.to_numpy(ak.num(prt)).astype(np.int64)
         f = ak.flatten(prt)

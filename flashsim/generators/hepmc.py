@@ -1,0 +1,203 @@
+"""HepMC3 ASCII input (plain or gzipped), read with pyhepmc, as Pythia-like flat particle records.
+
+Particles are renumbered as Pythia orders its record (entry 0 the system, then particles without a production
+vertex, then the outgoing particles of each vertex together), so that daughters form one index range; HepMC
+status codes become Pythia-like ones (1 final, 2 decayed -> -91, 4 beam -> -12, others negated) so that
+refsim's GEN builder reads them as it reads Pythia's record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import numpy as np
+
+from flashsim.errors import InputError
+from flashsim.refsim import _kin
+from flashsim.refsim.pythia import FlatEvents, charges, quiet_stdout
+
+__all__ = ["HepMCBatch", "read_hepmc"]
+
+FOOTER = b"HepMC::Asciiv3-END_EVENT_LISTING"
+_STATUS = {1: 1, 2: -91, 3: -21, 4: -12}  # HepMC -> Pythia-like (3: documentation of the hard process)
+
+
+@dataclass
+class HepMCBatch:
+    """Events of a HepMC file as a FlatEvents batch and their event numbers."""
+
+    events: FlatEvents
+    numbers: np.ndarray  # uint64
+
+
+class _Tail(io.RawIOBase):
+    """A binary reader that remembers the last bytes read (to find the end-of-listing footer)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.tail = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.tail = (self.tail + data)[-256:]
+        return len(data)
+
+
+def _open(path: Path) -> IO[bytes]:
+    """The file as bytes, decompressed if gzipped; its header must be that of HepMC3 ASCII."""
+    raw = cast(IO[bytes], gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb"))
+    try:
+        header = raw.read(256)
+    except (OSError, EOFError, zlib.error) as exc:
+        raw.close()
+        raise InputError(f"{path}: cannot read as gzip ({exc})") from exc
+    if b"HepMC::Asciiv3" not in header:
+        raw.close()
+        raise InputError(f"{path}: not a HepMC3 ASCII file (no 'HepMC::Asciiv3' header)")
+    raw.seek(0)
+    return raw
+
+
+def read_hepmc(path: str | os.PathLike[str], batch_size: int = 500, max_events: int | None = None) -> Iterator[HepMCBatch]:
+    """Yield batches of the file's events; a truncated or unreadable file, NaN momenta or no events are an InputError."""
+    import pyhepmc
+    from pyhepmc.io import ReaderAscii, pyiostream
+
+    path = Path(path)
+    with _open(path) as raw:
+        tail = _Tail(raw)
+        reader = ReaderAscii(pyiostream(io.BufferedReader(tail)))
+        records: list[_Record] = []
+        n = 0
+        while max_events is None or n < max_events:
+            event = pyhepmc.GenEvent()
+            try:
+                with quiet_stdout(1), quiet_stdout(2):  # HepMC3 parse messages: the InputError below says it in one line
+                    ok = reader.read_event(event)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise InputError(f"{path}: truncated or corrupt after event {n} ({exc})") from exc
+            if not ok:
+                raise InputError(f"{path}: event {n + 1} in the file (after event number "
+                                 f"{records[-1].number if records else 'none'}) cannot be parsed: truncated or not HepMC3")
+            if reader.failed() and len(event.particles) == 0:  # end of the file
+                if FOOTER not in tail.tail:
+                    raise InputError(f"{path}: truncated after event {n} (no '{FOOTER.decode()}' line at the end)")
+                break
+            n += 1
+            records.append(_record(event, path, n))
+            if len(records) == batch_size:
+                yield _batch(records)
+                records = []
+        if n == 0:
+            raise InputError(f"{path}: holds no events")
+        if records:
+            yield _batch(records)
+
+
+@dataclass
+class _Record:
+    """One event in Pythia's record order."""
+
+    number: int
+    weight: float
+    columns: dict[str, np.ndarray]
+
+
+def _record(event: Any, path: Path, position: int) -> _Record:
+    """One HepMC event as Pythia-ordered columns; NaN momenta are an InputError naming the event."""
+    import pyhepmc
+
+    number = int(event.event_number) if int(event.event_number) > 0 else position
+    parts = event.numpy.particles
+    scale = 1000.0 if event.momentum_unit == pyhepmc.Units.MEV else 1.0  # to GeV
+    p4 = np.stack([parts.px, parts.py, parts.pz, parts.e], axis=1).astype(np.float64) / scale
+    bad = ~np.isfinite(p4).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(f"{path}: event {number} (number {position} in the file): particle {int(parts.id[i])} "
+                         f"(pdgId {int(parts.pid[i])}) has a non-finite momentum {p4[i].tolist()}")
+    order, m1, m2, d1, d2, vid = _topology(event)
+    pos = _positions(event, vid)
+    mass = np.where(parts.is_generated_mass_set, parts.generated_mass / scale, _kin.mass(*p4.T))
+    status = np.array([_STATUS.get(int(s), -abs(int(s))) for s in parts.status], dtype=np.int32)
+    beams = status == -12
+    system = {"pid": 90, "status": -11, "px": 0.0, "py": 0.0, "pz": 0.0, "e": float(p4[beams, 3].sum()), "m": 0.0}
+    cols = {
+        "pid": parts.pid.astype(np.int32)[order], "status": status[order],
+        "px": p4[order, 0], "py": p4[order, 1], "pz": p4[order, 2], "e": p4[order, 3], "m": mass[order],
+        "m1": m1, "m2": m2, "d1": d1, "d2": d2,
+        "vx": pos[:, 0], "vy": pos[:, 1], "vz": pos[:, 2],
+    }
+    for key, value in system.items():
+        cols[key] = np.concatenate([[value], cols[key]]).astype(cols[key].dtype)
+    for key in ("m1", "m2", "d1", "d2", "vx", "vy", "vz"):
+        cols[key] = np.concatenate([[0], cols[key]]).astype(cols[key].dtype)
+    weight = float(event.weights[0]) if len(event.weights) else 1.0
+    if not np.isfinite(weight):
+        raise InputError(f"{path}: event {number} (number {position} in the file): the event weight is {weight}")
+    return _Record(number, weight, cols)
+
+
+def _topology(event: Any) -> tuple[np.ndarray, ...]:
+    """Pythia order of the particles (0-based HepMC positions), mothers and daughter ranges (1-based new indices),
+    and each particle's production vertex position (-1 for none) in that order."""
+    n = len(event.particles)
+    order = [p.id - 1 for p in event.particles if p.production_vertex is None or p.production_vertex.id == 0]
+    vertex_of = [-1] * len(order)
+    for k, v in enumerate(event.vertices):
+        outs = [p.id - 1 for p in v.particles_out]
+        order += outs
+        vertex_of += [k] * len(outs)
+    new = np.zeros(n, dtype=np.int64)
+    new[np.asarray(order, dtype=np.int64)] = np.arange(1, n + 1)
+    m1 = np.zeros(n, np.int64)
+    m2 = np.zeros(n, np.int64)
+    d1 = np.zeros(n, np.int64)
+    d2 = np.zeros(n, np.int64)
+    for v in event.vertices:
+        ins = sorted(new[p.id - 1] for p in v.particles_in)
+        outs = sorted(new[p.id - 1] for p in v.particles_out)
+        for o in outs:
+            m1[o - 1] = ins[0] if ins else 0
+            m2[o - 1] = ins[-1] if len(ins) > 1 else 0
+        for i in ins:
+            d1[i - 1] = outs[0] if outs else 0
+            d2[i - 1] = outs[-1] if len(outs) > 1 else 0
+    return np.asarray(order, np.int64), m1, m2, d1, d2, np.asarray(vertex_of, np.int64)
+
+
+def _positions(event: Any, vertex_of: np.ndarray) -> np.ndarray:
+    """Production vertex (x, y, z) in mm of each particle, given its vertex position in the event (-1: none)."""
+    import pyhepmc
+
+    verts = event.numpy.vertices
+    xyz = np.stack([verts.x, verts.y, verts.z], axis=1).astype(np.float64) if len(event.vertices) else np.zeros((0, 3))
+    if event.length_unit == pyhepmc.Units.CM:
+        xyz *= 10.0
+    out = np.zeros((len(vertex_of), 3))
+    has = vertex_of >= 0
+    out[has] = xyz[vertex_of[has]]
+    return out
+
+
+def _batch(records: list[_Record]) -> HepMCBatch:
+    """Concatenate event records into one FlatEvents batch."""
+    cat = {key: np.concatenate([r.columns[key] for r in records]) for key in records[0].columns}
+    events = FlatEvents(
+        counts=np.array([len(r.columns["pid"]) for r in records], np.int64),
+        pid=cat["pid"], status=cat["status"], m1=cat["m1"], m2=cat["m2"], d1=cat["d1"], d2=cat["d2"],
+        px=cat["px"], py=cat["py"], pz=cat["pz"], e=cat["e"], m=cat["m"], vx=cat["vx"], vy=cat["vy"], vz=cat["vz"],
+        charge=charges(cat["pid"]), weight=np.array([r.weight for r in records], np.float64),
+    )
+    return HepMCBatch(events, np.array([r.number for r in records], np.uint64))
