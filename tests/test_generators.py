@@ -334,8 +334,6 @@ def test_lhe_showered_keeps_the_cms_lhe_branches(tmp_path: Path) -> None:
     assert ak.array_equal(ak.from_parquet(again).GenPart_pt, ev.GenPart_pt)
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False,
-                   reason="ROOT output of prefix-less jagged branches (LHEScaleWeight) needs the writer change on main")
 def test_lhe_weights_to_root(tmp_path: Path) -> None:
     lhe = write_lhe(tmp_path / "zg.lhe", lhe_text(2))
     source = GenSource(lhe)
