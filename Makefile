@@ -78,6 +78,9 @@ data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
 
 # Train the zoo's default units from their recipes (after `make training-data`).
 ZOO_UNITS := muon jet fakejet met met_genonly
-.PHONY: train-units
+ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
+.PHONY: train-units train-units-run3
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done
+train-units-run3: training-data-run3
+	for unit in $(ZOO_UNITS_RUN3); do $(VENV)/bin/flashsim train $$unit || exit 1; done

@@ -384,6 +384,37 @@ def test_shipped_cards_exist() -> None:
 
 # --------------------------------------------------------------------------------------------- simulate ---
 
+def test_one_command_from_lhe_to_coffea(tmp_path: Path) -> None:
+    """simulate: an LHE file -> shower -> GEN -> the default chain -> a file coffea reads with matched_gen, its
+    genWeight summing to the LHE file's event weights."""
+    import re
+    import warnings
+
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    text = lhe_text(8, seed=4)
+    lhe = write_lhe(tmp_path / "zg.lhe.gz", text)
+    out = tmp_path / "flash.root"
+    code, output = run("simulate", lhe, "-o", out, "--seed", 2)
+    assert code == 0, output
+    tree = uproot.open(out)["Events"]
+    v15 = tmp_path / "flash_v15.root"
+    assert run("simulate", lhe, "-o", v15, "--seed", 2, "--chain", "muon,jet_run3,fakejet_run3,met", "--nano-version", "v15")[0] == 0
+    run3 = uproot.open(v15)["Events"].typenames()
+    assert run3["LHEScaleWeight"] == "float[]" and run3["GenPart_statusFlags"] == "uint16_t[]" and "PFMET_pt" in run3
+    lhe_weights = [float(line.split()[2]) for line in re.findall(r"<event>\n([^\n]*)", text)]
+    assert len(lhe_weights) == tree.num_entries == 8  # no shower failed: every LHE event is in the output
+    assert float(np.sum(tree["genWeight"].array(library="np"))) == pytest.approx(sum(lhe_weights), rel=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nano = NanoEventsFactory.from_root({str(out): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+        matched = nano.Jet.matched_gen
+        muons = nano.Muon.matched_gen
+    jets = tree.arrays(["Jet_genJetIdx", "Muon_genPartIdx"])
+    assert ak.sum(~ak.is_none(matched.pt, axis=1)) == ak.sum(jets.Jet_genJetIdx >= 0) > 0
+    assert ak.sum(~ak.is_none(muons.pt, axis=1)) == ak.sum(jets.Muon_genPartIdx >= 0) > 0
+
+
 def test_simulate_writes_flash_collections(hepmc_file: Path, tmp_path: Path) -> None:
     """The zoo's default chain (muon, jet, fakejet, met) on three hand-made HepMC events."""
     out = tmp_path / "flash.root"

@@ -224,3 +224,56 @@ def test_cli_nano_version(version_files: dict[str, Path], tmp_path: Path) -> Non
     code, output = run("generate", "--chain", "muon", "-i", version_files["v12"], "-o", tmp_path / "out.root", "--nano-version", "15")
     assert code == 0 and "(NanoAOD v15)" in output, output
     assert "Muon_genPartIdx" in uproot.open(tmp_path / "out.root")["Events"].keys()
+
+
+RUN3_CHAIN = ("muon", "jet_run3", "fakejet_run3", "met")
+
+
+def test_run3_chain_writes_nanoaod_v15(version_files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "flash_v15.root"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every branch the Run-3 units write is one NanoAOD v15 has: no warning
+        Chain(RUN3_CHAIN).generate(version_files["v15"], out, keep_gen=True)
+    types = uproot.open(out)["Events"].typenames()
+    assert {"Jet_btagPNetB", "Jet_btagPNetQvG", "Jet_chMultiplicity", "PFMET_pt"} <= set(types)
+    assert not {"Jet_qgl", "Jet_jetId", "MET_pt"} & set(types)
+    assert types["Jet_chMultiplicity"] == "uint8_t[]" and types["Jet_genJetIdx"] == "int16_t[]"
+    flash = read_events(out)
+    assert set(np.unique(ak.to_numpy(ak.flatten(flash.Jet.jetId)))) <= {0, 2, 6}  # derived on read, as v15 readers must
+    fractions = flash.Jet.chHEF + flash.Jet.neHEF + flash.Jet.chEmEF + flash.Jet.neEmEF + flash.Jet.muEF
+    assert ak.all(fractions <= 1 + 1e-5) and ak.all(flash.Jet.pt >= 15)
+    assert versions_storing(load_unit("jet_run3").spec.reco_branches, derived=True) == ["v15"]
+
+
+@pytest.mark.parametrize("counter, index, run", [("i", "I", 2), ("I", "S", 3)])
+def test_root_written_counters_and_indices_of_each_run(tmp_path: Path, counter: str, index: str, run: int) -> None:
+    """Files written by ROOT itself with Run-2 (uint32 counter, int32 index) and Run-3 (int32, int16) leaf types."""
+    ROOT = pytest.importorskip("ROOT", reason="ROOT is part of the test extra; install with `make test`")
+    from array import array
+
+    path = tmp_path / f"root_run{run}.root"
+    out = ROOT.TFile(str(path), "RECREATE")
+    tree = ROOT.TTree("Events", "Events")
+    n_jet, n_gen = array("I" if counter == "i" else "i", [0]), array("i", [0])  # ROOT i: UInt_t, I: Int_t, S: Short_t
+    pt, idx = array("f", [0.0] * 8), array("i" if index == "I" else "h", [0] * 8)
+    gen_pt = array("f", [0.0] * 8)
+    tree.Branch("nJet", n_jet, f"nJet/{counter}")
+    tree.Branch("Jet_pt", pt, "Jet_pt[nJet]/F")
+    tree.Branch("Jet_genJetIdx", idx, f"Jet_genJetIdx[nJet]/{index}")
+    tree.Branch("nGenJet", n_gen, "nGenJet/I")
+    tree.Branch("GenJet_pt", gen_pt, "GenJet_pt[nGenJet]/F")
+    for event in range(5):
+        n_jet[0], n_gen[0] = event % 3, 2
+        for j in range(n_jet[0]):
+            pt[j], idx[j] = 20.0 + j, j - 1
+        gen_pt[0], gen_pt[1] = 25.0, 30.0
+        tree.Fill()
+    out.Write()
+    out.Close()
+    written = uproot.open(path)["Events"].typenames()
+    assert (written["nJet"], written["Jet_genJetIdx"]) == (("uint32_t", "int32_t[]") if run == 2 else ("int32_t", "int16_t[]"))
+    assert open_source(path).version.run == run  # these few branches cannot tell v7 from v9 nor v12 from v15
+    events = read_events(path)
+    assert ak.to_list(ak.num(events.Jet)) == [0, 1, 2, 0, 1]
+    assert ak.to_list(events.Jet.genJetIdx) == [[], [-1], [-1, 0], [], [-1]]
+    assert str(events.Jet.genJetIdx.type.content.content) == "int32"

@@ -14,6 +14,7 @@ from flashsim.errors import OutputError
 if TYPE_CHECKING:
     from flashsim.generators import GenSource
 
+VERSION_HELP = "NanoAOD version of the branch names and types written: v7, v9, v12, v15"
 INPUT_HELP = "Pythia8 card (.cmnd), LHE file (.lhe, .lhe.gz) or HepMC3 ASCII file (.hepmc, .hepmc3, optionally .gz)"
 
 
@@ -42,13 +43,14 @@ def gen(
     run: int = typer.Option(1, "--run", min=0, help="run number of every event"),
     lumi: int = typer.Option(1, "--lumi", min=0, help="luminosityBlock of every event"),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
+    nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
 ) -> None:
     """Generator input -> GEN NanoAOD (GenPart, GenJet, GenMET, Pileup, genWeight; LHE branches for LHE input)."""
     from flashsim.io import NanoAODWriter
 
     start = time.perf_counter()
     source = _source(input, output, events, seed, pileup, run, lumi)
-    with NanoAODWriter(output, format=format) as writer:
+    with NanoAODWriter(output, format=format, version=nano_version) as writer:
         for chunk in source.chunks():
             writer.write(chunk)
     typer.echo(_summary(writer.num_events, source, output, start))
@@ -66,6 +68,7 @@ def simulate(
     lumi: int = typer.Option(1, "--lumi", min=0, help="luminosityBlock of every event"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
+    nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
 ) -> None:
     """Generator input -> GEN -> a chain of units -> flash NanoAOD, chunk by chunk, in one command."""
     from flashsim.chain import Chain
@@ -77,7 +80,7 @@ def simulate(
         raise typer.BadParameter("give at least one unit, e.g. --chain muon,jet,fakejet,met", param_hint="'--chain'")
     source = _source(input, output, events, seed, pileup, run, lumi)
     units = Chain(names, device=device)
-    with NanoAODWriter(output, format=format) as writer:
+    with NanoAODWriter(output, format=format, version=nano_version) as writer:
         for chunk in source.chunks():
             writer.write(units.process(chunk, seed=seed, keep_gen=keep_gen))
     typer.echo(_summary(writer.num_events, source, output, start))
