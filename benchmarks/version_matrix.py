@@ -1,5 +1,6 @@
 """Every NanoAOD version end to end: refsim in that version's schema -> `dataset` rows for every zoo unit ->
-a short training -> `generate --keep-gen` with the zoo chain -> uproot, coffea (Jet.matched_gen) and ROOT.
+a short training -> `generate --keep-gen` with the zoo's Run-2 chain (v7, v9) or Run-3 chain (v12, v15) -> uproot,
+coffea (Jet.matched_gen) and ROOT.
 
 Prints one markdown table (version x unit: training rows with a reco target, or why none) and the readers'
 verdicts. About 4 minutes on 2 cores at the default 1,000 ttbar events per version.
@@ -24,11 +25,12 @@ from flashsim.chain import DEFAULT_CHAIN, Chain
 from flashsim.datasets import extract
 from flashsim.errors import FlashsimError
 from flashsim.io import open_source
-from flashsim.io.schema import VERSIONS
+from flashsim.io.schema import VERSIONS, nano_version
 from flashsim.recipe import load_recipe
 from flashsim.train import train_unit
 from flashsim.unit import load_unit
 
+RUN3_CHAIN = ("muon", "jet_run3", "fakejet_run3", "met")
 SHORT_RECIPE = """unit = "{unit}"
 output = "{output}"
 [data]
@@ -63,15 +65,15 @@ def rows_and_training(unit_name: str, source: Path, workdir: Path) -> str:
     return f"{rows:,} rows, trains"
 
 
-def readers(source: Path, output: Path) -> str:
-    """Generate with the zoo chain, keeping GEN, and check the output in uproot, coffea and ROOT."""
+def readers(source: Path, output: Path, chain: tuple[str, ...]) -> str:
+    """Generate with a zoo chain, keeping GEN, and check the output in uproot, coffea and ROOT."""
     from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
     import ROOT
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        Chain(DEFAULT_CHAIN).generate(source, output, keep_gen=True)
+        Chain(chain).generate(source, output, keep_gen=True)
         nano = NanoEventsFactory.from_root({str(output): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
         matched = int(ak.sum(~ak.is_none(nano.Jet.matched_gen.pt, axis=1)))
     jets = uproot.open(output)["Events"].arrays(["Jet_pt", "Jet_genJetIdx"])
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/flashsim-versions"))
     args = parser.parse_args()
-    units = ["muon", "jet", "fakejet", "met"]
+    units = ["muon", "jet", "fakejet", "jet_run3", "fakejet_run3", "met"]
     print(f"| version | detected | {' | '.join(units)} | generate --keep-gen, then readers |")
     print("|---" * (len(units) + 3) + "|")
     for version in VERSIONS:
@@ -96,7 +98,8 @@ def main() -> None:
         started = time.perf_counter()
         refsim(version, args.events, source)
         cells = [rows_and_training(u, source, workdir) for u in units]
-        verdict = readers(source, workdir / "flash.root")
+        chain = RUN3_CHAIN if nano_version(version).run == 3 else DEFAULT_CHAIN
+        verdict = f"{','.join(chain)}: " + readers(source, workdir / "flash.root", chain)
         print(f"| {version} | {open_source(source).version} | {' | '.join(cells)} | {verdict} |"
               f"  <!-- {time.perf_counter() - started:.0f} s -->", flush=True)
 
