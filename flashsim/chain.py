@@ -175,10 +175,9 @@ class Chain:
             listed = "; ".join(f"{v}: {', '.join(paths)}" for v, paths in found.items())
             raise InputError(f"the inputs are of different NanoAOD versions ({listed}); choose the output's with nano_version")
         version = nano_version(asked if asked is not None else next(iter(found)))
-        stored = set(version.types)
-        known = {collection_of(b) for b in stored}
         for unit in self.units:
-            lacking = [b for b in unit.spec.reco_branches if version.file_name(b) not in stored and collection_of(b) in known]
+            lacking = [b for b in unit.spec.reco_branches
+                       if version.file_name(b) not in version.types and collection_of(b) in version.collections]
             if lacking:
                 warnings.warn(f"unit {unit.name!r}: NanoAOD {version} has no {', '.join(version.file_name(b) for b in lacking)}; "
                               "written as extra branches", stacklevel=3)

@@ -12,6 +12,7 @@ import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from flashsim.errors import ConfigError, InputError
 from flashsim.events import collection_of, from_branches
 from flashsim.io.derived import add_derived, derivable, derivable_branches
-from flashsim.io.schema import NanoVersion, detect_version, nano_version, nanoaod_types
+from flashsim.io.schema import NanoVersion, ctype_dtype, detect_version, nano_version, nanoaod_types
 
 __all__ = ["resolve_inputs", "open_source", "iterate_events", "read_events", "EventSource"]
 
@@ -71,11 +72,15 @@ class EventSource:
     num_entries: int
     _handle: Any  # an uproot TTree or a pyarrow ParquetFile; neither library ships types
 
-    @property
+    @cached_property
+    def _file_names(self) -> dict[str, str]:
+        """flashsim's name -> the file's name of every stored branch."""
+        return {self.version.working_name(k): k for k in self.file_keys}
+
+    @cached_property
     def keys(self) -> list[str]:
         """Branch names as flashsim names them, with the branches derivable from the file's."""
-        stored = [self.version.working_name(k) for k in self.file_keys]
-        return stored + derivable_branches(set(stored))
+        return list(self._file_names) + derivable_branches(set(self._file_names))
 
     def select(self, collections: Sequence[str] | None = None, branches: Sequence[str] | None = None) -> list[str]:
         """Branch names for whole ``collections`` plus single ``branches``; errors name what is missing."""
@@ -98,7 +103,7 @@ class EventSource:
     def read(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> dict[str, ak.Array]:
         """Read ``names`` (flashsim's names) for entries [start, stop), cast to flashsim's types."""
         stop = self.num_entries if stop is None else min(stop, self.num_entries)
-        stored = {self.version.working_name(k): k for k in self.file_keys}
+        stored = self._file_names
         wanted = [n for n in names if n in stored]
         for name in names:  # the ingredients of derived branches
             if name not in stored:
@@ -168,12 +173,9 @@ def _numpy_types(handle: Any, parquet: bool) -> dict[str, np.dtype]:
                 out[fld.name] = np.dtype(leaf.to_pandas_dtype())
         return out
     for name, typename in handle.typenames().items():
-        ctype = typename.removesuffix("[]").replace("_t", "")
-        ctype = {"bool": "bool", "float": "float32", "double": "float64"}.get(ctype, ctype)
-        try:
-            out[name] = np.dtype(ctype)
-        except TypeError:
-            continue
+        dtype = ctype_dtype(typename)
+        if dtype is not None:
+            out[name] = dtype
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib.resources import files
 
 import numpy as np
@@ -20,7 +20,8 @@ from flashsim.errors import ConfigError
 from flashsim.events import collection_of, is_counter
 from flashsim.registry import suggest
 
-__all__ = ["BranchType", "NanoVersion", "VERSIONS", "WORKING_VERSION", "nano_version", "detect_version", "nanoaod_types", "versions_storing"]
+__all__ = ["BranchType", "NanoVersion", "VERSIONS", "WORKING_VERSION", "nano_version", "detect_version", "nanoaod_types", "versions_storing",
+           "ctype_dtype"]
 
 WORKING_VERSION = "v9"
 
@@ -60,13 +61,22 @@ class NanoVersion:
     def __str__(self) -> str:
         return self.name
 
+    @cached_property
+    def collections(self) -> frozenset[str]:
+        """Names of the collections (and prefix-less branches) this version has."""
+        return frozenset(collection_of(b) for b in self.types)
+
+    @cached_property
+    def _working_names(self) -> dict[str, str]:
+        return {v: k for k, v in self.renamed.items()}
+
     def file_name(self, branch: str) -> str:
         """This version's name of a branch named as flashsim names it (``MET_pt`` -> ``PFMET_pt`` in v15)."""
         return _rename(branch, self.renamed)
 
     def working_name(self, branch: str) -> str:
         """flashsim's name of a branch of this version (``PFMET_pt`` -> ``MET_pt``)."""
-        return _rename(branch, {v: k for k, v in self.renamed.items()})
+        return _rename(branch, self._working_names)
 
     def dtype(self, branch: str) -> np.dtype | None:
         """Type of a branch (this version's name) in this version; None where the version has no such branch."""
@@ -84,6 +94,12 @@ def _rename(branch: str, mapping: Mapping[str, str]) -> str:
     if is_counter(branch):
         return "n" + mapping[coll]
     return mapping[coll] + branch[len(coll):]
+
+
+def ctype_dtype(ctype: str) -> np.dtype | None:
+    """Numpy dtype of a ROOT leaf's C type (``int16_t``, ``float``; a trailing ``[]`` ignored); None if not numeric."""
+    known = _C_TYPES.get(ctype.removesuffix("[]"))
+    return None if known is None else np.dtype(known)
 
 
 def _read_table(name: str) -> dict[str, BranchType]:
@@ -136,7 +152,6 @@ def detect_version(dtypes: Mapping[str, np.dtype]) -> NanoVersion:
     best: tuple[int, int] | None = None
     chosen = _version(WORKING_VERSION)
     for order, version in enumerate(map(_version, VERSIONS)):
-        collections = {collection_of(b) for b in version.types}
         score = 0
         for branch, dtype in dtypes.items():
             if is_counter(branch):
@@ -144,7 +159,7 @@ def detect_version(dtypes: Mapping[str, np.dtype]) -> NanoVersion:
             known = version.types.get(branch)
             if known is not None:
                 score += 1 if known.dtype == dtype else 0
-            elif collection_of(branch) in collections:
+            elif collection_of(branch) in version.collections:
                 score -= 1
         if best is None or (score, order) >= best:
             best, chosen = (score, order), version

@@ -38,10 +38,9 @@ def _typed_branches(events: ak.Array, version: NanoVersion, strict: bool) -> dic
     """Flat branches named and typed as ``version`` has them; branches it lacks keep flashsim's types, or with
     ``strict`` are left out where the version has their collection."""
     typed = {}
-    known = {collection_of(b) for b in version.types} if strict else set()
     for name, values in to_branches(events).items():
         branch = version.file_name(name)
-        if branch not in version.types and collection_of(branch) in known:
+        if strict and branch not in version.types and collection_of(branch) in version.collections:
             continue
         dtype = version.dtype(branch)
         if dtype is None and name in nanoaod_types():
