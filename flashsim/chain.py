@@ -20,7 +20,7 @@ from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, 
 from flashsim.events import collection_of, from_branches
 from flashsim.io import NanoAODWriter, open_source, resolve_inputs
 from flashsim.io.schema import NanoVersion, nano_version
-from flashsim.input_checks import bad_events
+from flashsim.input_checks import DeclaredRange, bad_events, declared_ranges
 from flashsim.processes import Chunk, chunks_of, run_in_processes
 from flashsim.unit import Unit, load_unit
 
@@ -72,6 +72,13 @@ class Chain:
         produced = set(self.outputs)
         return {c for u in self.units for c in u.spec.inputs if c not in produced}
 
+    @property
+    def input_ranges(self) -> dict[str, DeclaredRange]:
+        """GEN branch -> the range every unit reading it declares (``ranges.inputs`` of the unit files)."""
+        produced = set(self.outputs)
+        return declared_ranges((u.name, {k: r for k, r in u.spec.ranges.inputs.items() if k.partition(".")[0] not in produced})
+                               for u in self.units)
+
     def check(self, available: Iterable[str]) -> None:
         """Fail clearly when an input collection nobody provides is missing."""
         have = set(available)
@@ -91,7 +98,7 @@ class Chain:
         analysis-specific sample), so the result may hold fewer events than the input.
         """
         self.check(events.fields)
-        bad_events(events, self.inputs, skip=False)  # a non-finite or unphysical GEN value is an error
+        bad_events(events, self.inputs, skip=False, declared=self.input_ranges)  # a non-finite or unphysical GEN value is an error
         return self._run_units(events, seed, batch_size)
 
     def _run_units(self, events: ak.Array, seed: int, batch_size: int) -> ak.Array:
@@ -210,7 +217,7 @@ class Chain:
         GEN value is an error, or, given a ``skipped`` counter, dropped and counted by branch.
         """
         self.check(chunk.fields)
-        good, failed = bad_events(chunk, self.inputs, skip=skipped is not None)
+        good, failed = bad_events(chunk, self.inputs, skip=skipped is not None, declared=self.input_ranges)
         if skipped is not None and failed:
             skipped.update(failed)
             chunk = chunk[good]

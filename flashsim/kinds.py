@@ -104,7 +104,7 @@ class UnitKind:
 
     @staticmethod
     def _finish(unit: Unit, output: ak.Array) -> ak.Array:
-        """Apply the ``output_rules`` in order, then the ``output_selection``."""
+        """Apply the ``output_rules`` in order, then the ``output_selection``; the values kept are checked (``check_drawn``)."""
         spec = unit.spec
         for rule in spec.output_rules:
             mask = select(rule.where, output, f"unit {unit.name!r} output_rules")
@@ -113,6 +113,7 @@ class UnitKind:
                 output = ak.with_field(output, ak.values_astype(ak.where(mask, rule.value, output[column]), dtype), column)
         if spec.output_selection:
             output = output[select(spec.output_selection, output, f"unit {unit.name!r} output_selection")]
+        unit.check_drawn({c: output[c] for c in output.fields})
         return output
 
     @staticmethod
@@ -352,6 +353,7 @@ class EventKind(UnitKind):
         context = unit.context_array(raw)
         refs = {k: _flat64(v) for k, v in unit.reference_columns(events, None, raw).items()}
         columns = unit.target_pipeline.inverse(unit.draw(context, noise.derive("model"), device, batch_size), refs)
+        unit.check_drawn(columns)
         if not spec.outputs:
             return events, {spec.output: ak.zip(columns, depth_limit=1)}
         available = {k: _flat64(v) for k, v in (raw | unit.event_columns(events)).items()} | columns

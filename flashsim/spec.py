@@ -22,7 +22,7 @@ from flashsim.models import check_model_config
 from flashsim.registry import suggest
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
-__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Multiplicity", "OutputRule", "describe_errors"]
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
 
 FORMAT_VERSION = 1
 DEFAULT_CONTEXT_STEPS: list[dict[str, Any]] = [{"type": "standardize"}]
@@ -68,6 +68,22 @@ class OutputRule(_Table):
     value: float
 
 
+class Ranges(_Table):
+    """Physical ranges the unit declares (inclusive): of GEN branches it reads (``"GenJet.pt" = [0, 6800]``),
+    outside which an input value is bad input, and of the columns it draws, outside which a drawn value is a fault."""
+
+    inputs: dict[str, tuple[float, float]] = {}
+    targets: dict[str, tuple[float, float]] = {}
+
+    @field_validator("inputs", "targets")
+    @classmethod
+    def _ordered(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for key, (low, high) in value.items():
+            if not low <= high:
+                raise ValueError(f"{key}: range [{low}, {high}] is empty")
+        return value
+
+
 class UnitSpec(_Table):
     """What a unit is: its rows, conditioning columns, targets and model, as read from unit.toml."""
 
@@ -95,6 +111,7 @@ class UnitSpec(_Table):
     target_features: list[dict[str, Any]] = []
     training_selection: str | None = None
     outputs: list[dict[str, Any]] = []
+    ranges: Ranges = Ranges()
     path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("format_version")
@@ -134,7 +151,19 @@ class UnitSpec(_Table):
         self.kind.check(self)
         self._check_pipelines()
         self._check_derived_columns()
+        self._check_ranges()
         return self
+
+    def _check_ranges(self) -> None:
+        """Declared input ranges name a field of a collection the unit reads; target ranges name a target."""
+        for key in self.ranges.inputs:
+            collection, _, field = key.partition(".")
+            if not field or collection not in self.inputs:
+                raise ValueError(f"ranges.inputs: {key!r} is not 'Collection.field' of a collection the unit reads "
+                                 f"({', '.join(sorted(self.inputs))})")
+        unknown = [c for c in self.ranges.targets if c not in self.target_columns]
+        if unknown:
+            raise ValueError(f"ranges.targets: {unknown} are not targets of the unit ({self.target_columns})")
 
     def _check_pipelines(self) -> None:
         """The target and context steps build (their types and options are known)."""

@@ -33,7 +33,7 @@ from flashsim.expressions import parse
 from flashsim.files import atomic_write_text, file_digest
 from flashsim.kinds import POSITION, PREVIOUS, flat
 from flashsim.locations import resolve_unit_dir
-from flashsim.models import ConditionalModel, EfficiencyModel, load_model, save_model
+from flashsim.models import ConditionalModel, EfficiencyModel, SamplingError, load_model, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
 from flashsim.streams import RowNoise, event_keys
 from flashsim.transforms import ContextPipeline, TargetPipeline
@@ -170,6 +170,20 @@ class Unit:
         out = [model.sample(torch.as_tensor(context[s : s + batch_size], device=device), noise.subset(slice(s, s + batch_size))).cpu().numpy()
                for s in range(0, len(context), batch_size)]
         return np.concatenate(out).astype(bool) if out else np.zeros(0, bool)
+
+    def check_drawn(self, columns: Mapping[str, Any]) -> None:
+        """Every drawn target finite and within the range the unit declares; a value outside is the unit's fault, never written."""
+        for column in self.spec.target_columns:
+            if column not in columns:
+                continue
+            values = _flat(columns[column])
+            low, high = self.spec.ranges.targets.get(column, (-np.inf, np.inf))
+            wrong = ~np.isfinite(values) | (values < low) | (values > high)
+            if wrong.any():
+                where = self.spec.path.parent if self.spec.path else "no directory"
+                raise SamplingError(f"unit {self.name!r} ({where}) drew {self.spec.output}_{column} = {values[wrong][0]:g} in "
+                                f"{int(wrong.sum())} of {len(values)} rows, outside its declared range [{low:g}, {high:g}]; "
+                                "the unit is faulty (its weights or preprocessing): retrain or replace it")
 
     def context_array(self, columns: Mapping[str, ak.Array]) -> np.ndarray:
         """Raw context columns through the fitted context preprocessing."""

@@ -3,6 +3,8 @@ branch, event and value; with --on-bad-input skip its event is dropped and count
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import awkward as ak
@@ -13,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import synthetic_events
 from flashsim.chain import Chain
 from flashsim.cli import app
-from flashsim.input_checks import BadInput, bad_events
+from flashsim.input_checks import BadInput, DeclaredRange, bad_events, declared_ranges
 from flashsim.io import read_events, write_events
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
@@ -83,3 +85,41 @@ def test_the_in_memory_chain_refuses_bad_values_too(trained_units) -> None:
     events = _with(synthetic_events(50, seed=3), "GenJet", "pt", 3, np.nan)
     with pytest.raises(BadInput, match="branch GenJet_pt: nan"):
         Chain([trained_units["tinyjet"]]).run(events, seed=1)
+
+
+def _declaring(unit_dir: Path, tmp_path: Path, table: str) -> Path:
+    """A copy of a trained unit whose unit.toml declares ``table`` under [ranges] (unit.toml is not digested)."""
+    copy = shutil.copytree(unit_dir, tmp_path / unit_dir.name)
+    (copy / "unit.toml").write_text((copy / "unit.toml").read_text() + f"\n[ranges]\n{table}\n")
+    return copy
+
+
+def test_a_value_outside_a_declared_input_range_is_bad_input(trained_units, tmp_path: Path) -> None:
+    unit = _declaring(trained_units["tinyjet"], tmp_path, 'inputs = { "GenJet.eta" = [-2.6, 2.6], "Pileup.nPU" = [0, 60] }')
+    events = _with(synthetic_events(200, seed=3), "GenJet", "eta", 17, 3.0)  # physical, but not for this unit
+    path = write_events(events, tmp_path / "gen.root")
+    with pytest.raises(BadInput, match=r"branch GenJet_eta: 3 in event \d+ .* within \[-2.6, 2.6\] \(declared by unit 'tinyjet'\)"):
+        Chain([unit]).generate(path, tmp_path / "out.root", seed=1)
+    assert not (tmp_path / "out.root").exists()
+    npu = ak.to_numpy(events.Pileup.nPU).copy()
+    npu[5] = 61  # an integer branch is checked where a unit declares its range
+    events = ak.with_field(events, ak.with_field(events.Pileup, npu, "nPU"), "Pileup")
+    good, failed = bad_events(events, ["GenJet", "Pileup"], skip=True, declared=Chain([unit]).input_ranges)
+    assert failed == {"GenJet_eta": 1, "Pileup_nPU": 1} and int((~good).sum()) == 2 and not good[5]
+
+
+def test_declared_input_ranges_of_several_units_intersect() -> None:
+    ranges = declared_ranges([("a", {"GenJet.pt": (0.0, 100.0)}), ("b", {"GenJet.pt": (10.0, 200.0), "GenMET.pt": (0.0, 50.0)})])
+    assert ranges["GenJet_pt"] == DeclaredRange(10.0, 100.0, ("a", "b")) and ranges["GenMET_pt"] == DeclaredRange(0.0, 50.0, ("b",))
+
+
+def test_a_drawn_value_outside_the_declared_target_range_is_never_written(trained_units, synthetic_file: Path, tmp_path: Path) -> None:
+    unit = _declaring(trained_units["tinyjet"], tmp_path, "targets = { pt = [12, 40] }")  # jets above 40 GeV are common
+    result = CliRunner().invoke(app, ["generate", "--chain", str(unit), "--input", str(synthetic_file), "--output",
+                                      str(tmp_path / "out.root"), "--jobs", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert re.search(r"unit 'tinyjet' \(.*tinyjet\) drew Jet_pt = [\d.]+ in \d+ of \d+ rows, outside its declared range \[12, 40\]",
+                     " ".join(result.output.split()))
+    assert not (tmp_path / "out.root").exists() and not list(tmp_path.glob(".out.root*"))
+    wide = _declaring(trained_units["tinyjet"], tmp_path / "wide", "targets = { pt = [12, 6800], eta = [-10, 10] }")
+    assert Chain([wide]).generate(synthetic_file, tmp_path / "wide.root", seed=1) == 3000

@@ -40,6 +40,7 @@ CASES = {
     "event feature": (MET_UNIT, 'gen_collection = "GenJet"', 'gen_colection = "GenJet"', r"context\[2\]: unknown key 'gen_colection' \(did you mean 'gen_collection'\?\)"),
     "clean table": (WJET_UNIT, "dr = 0.5 }, fields = [\"index\"]", "dR = 0.5 }, fields = [\"index\"]", r"event_columns\[1\]\.clean: unknown key 'dR' \(did you mean 'dr'\?\)"),
     "delta_r to table": (WJET_UNIT, 'to = { collection = "GenJet"', 'to = { colection = "GenJet"', r"event_columns\[3\]\.to: unknown key 'colection' \(did you mean 'collection'\?\)"),
+    "ranges": (WJET_UNIT, 'inputs = { "GenPart.pt"', 'input = { "GenPart.pt"', r"ranges\.input: unknown key 'input' \(did you mean 'inputs'\?\)"),
     "outputs entry": (WJET_UNIT, '{ collection = "MET", layout = "record"', '{ collection = "MET", layuot = "record"', r"outputs.*unknown key 'layuot' \(did you mean 'layout'\?\)"),
 }
 
@@ -107,3 +108,21 @@ def test_recipe_override_sections_are_checked(tmp_path: Path) -> None:
     assert load_recipe(path, ["split.validation=0.3"]).split.validation == 0.3
     with pytest.raises(InputError, match=r"split\.validaton: unknown key 'validaton' \(did you mean 'validation'\?\)"):
         load_recipe(path, ["split.validaton=0.3"])
+
+
+RANGE_CASES = {  # a [ranges] table appended to the tiny jet unit -> what the error says
+    'inputs = { "GenMET.pt" = [0, 100] }': r"ranges.inputs: 'GenMET.pt' is not 'Collection.field' of a collection the unit reads \(GenJet, Pileup\)",
+    'inputs = { "GenJet" = [0, 100] }': r"ranges.inputs: 'GenJet' is not 'Collection.field'",
+    'targets = { area = [0, 1] }': r"ranges.targets: \['area'\] are not targets of the unit",
+    'targets = { pt = [100, 10] }': r"ranges.targets: .*pt: range \[100.0, 10.0\] is empty",
+    'targets = { pt = [0] }': r"ranges.targets.pt",
+    'targets = { pt = "wide" }': r"ranges.targets.pt",
+}
+
+
+@pytest.mark.parametrize("table", sorted(RANGE_CASES))
+def test_declared_ranges_are_checked(table: str, tmp_path: Path) -> None:
+    path = tmp_path / "unit.toml"
+    path.write_text(JET_UNIT + f"\n[ranges]\n{table}\n")
+    with pytest.raises(UnitError, match=RANGE_CASES[table]):
+        UnitSpec.load(path)

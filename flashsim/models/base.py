@@ -42,7 +42,7 @@ def evaluating(module: nn.Module) -> Iterator[None]:
 
 
 class SamplingError(FlashsimError, RuntimeError):
-    """Sampling kept producing non-finite values after the allowed redraws."""
+    """Sampling produced values a unit cannot write: non-finite after the allowed redraws, or outside its declared ranges."""
 
 
 class ConditionalModel(nn.Module, abc.ABC):
