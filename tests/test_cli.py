@@ -3,19 +3,22 @@ a usage error exit 2, ``--debug`` (or FLASHSIM_DEBUG=1) the full traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import awkward as ak
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from conftest import synthetic_events
 from flashsim.cli import app
 from flashsim.errors import InputError, UnitError
-from flashsim.io import write_events
+from flashsim.chain import Chain
+from flashsim.io import read_events, write_events
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,30 +193,33 @@ def test_select_takes_run_lumi_event(tmp_path: Path) -> None:
     assert parts.exit_code == 2 and "--select" in parts.output
 
 
-def test_sigterm_mid_write_leaves_no_file_and_a_rerun_cleans_killed_temporaries(trained_units, tmp_path: Path) -> None:
+SLOW = pytest.mark.slow  # each case runs generate two or three times in subprocesses (~20 s)
+
+
+@pytest.mark.parametrize("signum", [pytest.param("SIGINT", marks=SLOW), "SIGTERM", "SIGKILL"])
+def test_a_signal_mid_write_leaves_no_file_and_a_rerun_cleans_killed_temporaries(trained_units, tmp_path: Path, signum: str) -> None:
     import signal
     import time
 
+    sig = getattr(signal, signum)
     gen = write_events(synthetic_events(20_000, seed=4), tmp_path / "gen.root")
     out = tmp_path / "out.root"
     args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
             "--input", str(gen), "--output", str(out), "--step-size", "200", "--jobs", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list(tmp_path.glob(".out.root.*.tmp")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it was interrupted"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 128 + signal.SIGTERM
-    assert not out.exists() and not list(tmp_path.glob(".out.root.*")), "no output and no temporary after SIGTERM"
-    # a temporary left by a killed process (a pid that no longer runs) is removed by the next run
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / f".out.root.{dead.pid}.deadbeef.tmp"
-    stale.write_bytes(b"partial")
+    proc.send_signal(sig)
+    assert proc.wait(60) == (-sig if sig == signal.SIGKILL else 128 + sig)
+    assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    assert not out.exists(), "no output from an interrupted run"
+    left = list(tmp_path.glob(".out.root.*"))
+    assert (len(left) == 1) if sig == signal.SIGKILL else not left, "only a killed run leaves its temporary"
     done = subprocess.run(args[:-4] + ["--step-size", "5000", "--jobs", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert out.exists() and not stale.exists()
+    assert out.exists() and not list(tmp_path.glob(".out.root.*")), "the next run removes a killed run's temporary"
 
 
 USAGE_ERRORS = [  # every command, a bad option value or combination: exit 2, no traceback
@@ -264,3 +270,65 @@ def test_bad_training_data_is_a_clear_error(trained_units, tmp_path: Path) -> No
     assert_one_error_line(*run("train", "tinyjet", "--recipe", recipe), "nothing_*.root")
     recipe.write_text(f'unit = "{tmp_path}/no_such_unit"\n[data]\ninputs = ["x.root"]\n')
     assert_one_error_line(*run("train", "tinyjet", "--recipe", recipe), "no_such_unit")
+
+
+@pytest.mark.parametrize("signum", [pytest.param("SIGINT", marks=SLOW), "SIGTERM", pytest.param("SIGKILL", marks=SLOW)])
+def test_a_signal_mid_partitioned_run_leaves_whole_partitions_only_and_a_rerun_completes(trained_units, tmp_path: Path,
+                                                                                       signum: str) -> None:
+    import signal
+    import time
+
+    from flashsim.distributed import Manifest
+
+    sig = getattr(signal, signum)
+    gen = write_events(synthetic_events(6_000, seed=4), tmp_path / "gen.root")
+    out = tmp_path / "parts"
+    args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
+            "--input", str(gen), "--output-dir", str(out), "--partition-size", "300"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.rglob(".*.done.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it was interrupted"
+    proc.send_signal(sig)
+    code = proc.wait(60)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert code == (-sig if sig == signal.SIGKILL else 128 + sig) and "Traceback" not in stderr
+    assert not (out / "manifest.json").exists(), "an interrupted run writes no manifest"
+    files = [f for f in out.rglob("*.root") if not f.name.startswith(".")]
+    assert files, "partitions finished before the signal stay"
+    for f in files:  # every visible partition file is whole: it has its done marker and all its events
+        marker = json.loads(f.with_name(f".{f.name}.done.json").read_text())
+        assert len(read_events(f)) == marker["events"] > 0
+    if sig != signal.SIGKILL:
+        assert not [f for f in out.rglob("*.tmp")], "a handled signal removes the partition in progress"
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    manifest = Manifest.load(out / "manifest.json")
+    assert manifest.run["skipped"] >= len(files) and manifest.events == 6_000
+    assert not list(out.rglob("*.tmp")), "the rerun removes temporaries of killed runs"
+    whole = read_events(sorted(out.rglob("*.root"), key=lambda f: int(f.stem.split("_")[-2])))
+    Chain([trained_units["tinyjet"], trained_units["tinymet"]]).generate(gen, tmp_path / "one.root", seed=0)  # the CLI default
+    straight = read_events(tmp_path / "one.root")
+    assert ak.array_equal(whole.Jet.pt, straight.Jet.pt)  # the same events: float kernels differ with torch's thread count
+    assert np.allclose(ak.to_numpy(whole.MET.pt), ak.to_numpy(straight.MET.pt), rtol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["root", "parquet"])
+def test_a_disk_that_refuses_more_bytes_is_a_clear_error_and_leaves_nothing(trained_units, tmp_path: Path, suffix: str) -> None:
+    """The output's filesystem stops taking bytes mid-write (RLIMIT_FSIZE: the kernel refuses writes past 200 kB, as a full disk does)."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write then fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    gen = write_events(synthetic_events(20_000, seed=4), tmp_path / "gen.root")  # written before the limit applies
+    out = tmp_path / f"out.{suffix}"
+    args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
+            "--input", str(gen), "--output", str(out), "--jobs", "1", "--keep-gen"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "File too large" in result.stderr, result.stderr
+    assert not out.exists() and not list(tmp_path.glob(f".out.{suffix}*")), "no output and no temporary"
