@@ -992,7 +992,7 @@ def _img(out_dir: Path, rel: str) -> str:
 
 def _html(res: dict, out_dir: Path) -> str:
     """The self-contained report page: a header, the summary table, then one section per collection."""
-    parts = _html_header(res) + (_html_summary(res) if res["collections"] else [])
+    parts = _html_header(res) + (_html_summary(res) if res["collections"] else []) + _html_analysis_summary(res.get("analyses", {}))
     for c, r in res["collections"].items():
         parts += _html_collection(c, r, out_dir)
     for a in res.get("analyses", {}).values():
@@ -1011,10 +1011,10 @@ def _html_header(res: dict) -> list[str]:
             f"<h1>{e(res['title'])}{(' — PASS' if res['pass'] else ' — FAIL') if res['collections'] else ''}</h1>",
             f"<p class='sub'>{e(res['created'])} · flash events {cfg['n_events_flash']} · reference events "
             f"{cfg['n_events_reference']} · {e(mode)} · {cfg['n_splits']} event splits · seed {cfg['seed']}</p>",
-            "<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
+            *([] if not res["collections"] else ["<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
             " over random event splits: 1 is as close as two halves of the reference; the median R is the headline. "
             "The classifier AUC (0.5 = indistinguishable) is shown beside the same test between two reference halves. "
-            "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"]
+            "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"])]
 
 
 def _html_summary(res: dict) -> list[str]:
@@ -1138,6 +1138,23 @@ def _html_by_category(bc: dict | None) -> list[str]:
     return parts
 
 
+def _html_analysis_summary(analyses: dict) -> list[str]:
+    """One row per analysis: the yields after the last cut, their pulls, the largest |pull| and shape χ²/ndf."""
+    e = html.escape
+    if not analyses:
+        return []
+    parts = ["<h2>Analyses</h2><table><tr><th class='l'>analysis</th><th>selected flash</th><th>selected ref</th>"
+             "<th>flash / ref</th><th>pull</th><th>paired pull</th><th>max |pull| (cut flow)</th><th>max χ²/ndf (shapes)</th></tr>"]
+    for name, a in analyses.items():
+        last = a["cutflow"][-1]
+        parts.append(f"<tr><td class='l'><a href='#analysis-{e(name)}'>{e(name)}</a></td>"
+                     f"<td>{_pm(last['yield_flash'], last['yield_flash_err'])}</td><td>{_pm(last['yield_reference'], last['yield_reference_err'])}</td>"
+                     f"<td>{_f(last['ratio'])}</td><td>{_f(last['pull'], 2)}</td><td>{_f(last.get('pull_paired'), 2)}</td>"
+                     f"<td>{_f(a['max_abs_pull'], 2)}</td><td>{_f(a['max_chi2_ndf'], 2)}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
 def _pm(value: float, err: float) -> str:
     return f"{_f(value, 1)} ± {_f(err, 1)}"
 
@@ -1152,7 +1169,9 @@ def _html_analysis(a: dict, out_dir: Path) -> list[str]:
              f"{e(', '.join(w['flash']) or 'none')}, reference {e(', '.join(w['reference']) or 'none')}</p>",
              "<p class='note'>Yields are sums of weights ± sqrt(sum of squared weights); pull = (flash − reference) / "
              "sqrt(σ<sub>flash</sub>² + σ<sub>ref</sub>²)" + ("; the paired pull divides by the spread of the per-event "
-             "differences, as flash and reference share their GEN events." if paired else ".") + "</p>",
+             "differences, as flash and reference share their GEN events (which also makes the shape χ²/ndf, computed as "
+             "for independent samples, smaller than 1 for a perfect model)" if paired else "") + ". Shapes are normalised to "
+             "unit area; the χ² uses bins with entries and is only χ²-distributed with several entries per bin.</p>",
              "<table><tr><th class='l'>cut</th><th>events flash</th><th>events ref</th><th>yield flash</th>"
              "<th>yield ref</th><th>flash / ref</th><th>pull</th>" + ("<th>paired pull</th>" if paired else "") + "</tr>"]
     for row in a["cutflow"]:
