@@ -142,6 +142,15 @@ def test_cut_flow_weights_and_observables_on_known_events(tmp_path: Path) -> Non
     assert np.allclose(sel.observables["ht"][0], [115])
 
 
+def test_oversampled_flash_weights_multiply_gen_weights(tmp_path: Path) -> None:
+    events = tiny_events()
+    events = ak.with_field(events, ak.zip({"weight": np.full(5, 0.25), "oversampleIndex": np.zeros(5, np.int32)}), "FlashSim")
+    sel = run_analysis(_spec(tmp_path), events)
+    assert sel.weight_columns == ["genWeight", "FlashSim_weight"]
+    assert np.allclose(sel.weights, [0.5, 0.25, 0.25, 0.25, 0.25])
+    assert M.weighted_yield(sel.weights[sel.passed[1]]) == (1.0, math.sqrt(0.5**2 + 2 * 0.25**2))
+
+
 def test_kinematic_functions(tmp_path: Path) -> None:
     spec = _spec(tmp_path, """
 name = "kin"
