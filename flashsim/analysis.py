@@ -365,10 +365,16 @@ def _check_names(spec: AnalysisSpec, ns: Mapping[str, Any], label: str) -> None:
 
 
 def _evaluate(cut: Cut, ns: Mapping[str, Any], where: str) -> Any:
+    """The expression's values; its errors (awkward's too: lists that do not line up) name ``where``."""
     try:
-        return cut(ns, where)
+        values = cut(ns, where)
     except FlashsimError as exc:
         raise type(exc)(f"{where}: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{where}: cannot evaluate {cut.expression!r}: {str(exc).strip().splitlines()[0]}") from None
+    if isinstance(values, ak.Array) and values.fields:
+        raise InputError(f"{where}: {cut.expression!r} gives objects, not numbers; read a field, e.g. goodmu.pt")
+    return values
 
 
 def _event_values(values: Any, n: int, where: str) -> np.ndarray:

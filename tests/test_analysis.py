@@ -202,6 +202,8 @@ bins = [1, 0, 1000]
     (('"sum(jet.pt)"', '"sum(jet.ptt)"'), InputError, r"observables\[2\] \(ht\): jet\.ptt: .*did you mean 'pt'"),
     (('"leading(jet.pt) > 30"', '"jet.pt > 30"'), InputError, r"cuts\[1\] \(a jet\).*a list per event"),
     (('"mt(mu, MET)"', '"mass(mu, MET)"'), InputError, r"observables\[0\] \(mt\): mass\(\) needs the field 'eta'"),
+    (('"mt(mu, MET)"', '"mu.pt + jet.pt"'), InputError, r"observables\[0\] \(mt\): cannot evaluate 'mu.pt \+ jet.pt'"),
+    (('"MET_pt > 10"', '"MET"'), InputError, r"cuts\[2\] \(MET\): 'MET' gives objects, not numbers"),
 ])
 def test_names_a_sample_lacks_are_errors_naming_the_spec(tmp_path: Path, change, error, message) -> None:
     spec = _spec(tmp_path, SPEC.replace(*change, 1))

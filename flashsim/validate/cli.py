@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import typer
 
+from flashsim.locations import analysis_names
+
 if TYPE_CHECKING:
     from flashsim.analysis import AnalysisSpec
 
@@ -88,7 +90,8 @@ def validate(
     collections: Optional[str] = typer.Option(None, "--collections",
                                               help="comma-separated collections to compare (default Jet,Muon; none with --analysis)"),
     analysis: Optional[list[str]] = typer.Option(None, "--analysis",
-                                                 help="analysis spec, packaged name or TOML file (repeatable): cut flow, yields, shapes"),
+                                                 help=f"analysis spec (repeatable): a TOML file or a packaged name "
+                                                      f"({', '.join(analysis_names())}); cut flow, yields, shapes"),
     out: Path = typer.Option(..., "--out", help="output folder for report.html, metrics.json and plots/"),
     thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="TOML file of pass/fail thresholds"),
     splits: int = typer.Option(8, "--splits", min=1, help="random event splits summed in the noise-floor ratio"),
