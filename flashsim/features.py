@@ -5,7 +5,7 @@ one-hot classes such as the jet flavour).
 A feature is declared in a unit's TOML as a table, e.g. ``{field = "pt"}`` (``abs = true`` for
 ``|eta|``, ``name`` to use a field twice with different steps),
 ``{event = "Pileup.nTrueInt"}`` or ``{feature = "nearest", collection = "GenPart",
-selection = "abs(pdgId) == 13 & status == 1", k = 2}`` (``exclude_self = true`` when the
+selection = "(abs(pdgId) == 13) & (status == 1)", k = 2}`` (``exclude_self = true`` when the
 collection is the unit's own source: the nearest *other* jet); :func:`compute` turns it into named
 columns aligned with the unit's rows (one per selected object, or one per event).
 

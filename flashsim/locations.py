@@ -1,7 +1,8 @@
 """Where units and training recipes are found.
 
-The unit zoo (``flashsim/zoo/<name>/unit.toml`` plus weights) and the training recipes
-(``flashsim/recipes/<name>.toml``) are package data: they ship in the wheel and are located with
+The unit zoo (``flashsim/zoo/<name>/unit.toml`` plus weights), the training recipes
+(``flashsim/recipes/<name>.toml``) and the analysis specs of ``flashsim validate --analysis``
+(``flashsim/analyses/<name>.toml``) are package data: they ship in the wheel and are located with
 :mod:`importlib.resources`, so a plain ``pip install flashsim`` has the same zoo as a checkout.
 
 A unit given by name is looked up on the search path: the directories listed in the environment
@@ -19,7 +20,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flashsim.errors import InputError, UnitError
+from flashsim.errors import ConfigError, FlashsimError, InputError, UnitError
 from flashsim.registry import suggest
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UNITS_ENV", "zoo_dir", "recipes_dir", "unit_search_path", "zoo_unit_names", "find_units",
-    "resolve_unit_dir", "recipe_names", "resolve_recipe",
+    "resolve_unit_dir", "recipe_names", "resolve_recipe", "analyses_dir", "analysis_names", "resolve_analysis",
 ]
 
 UNITS_ENV = "FLASHSIM_UNITS"
@@ -50,6 +51,11 @@ def zoo_dir() -> Path:
 def recipes_dir() -> Path:
     """The packaged training recipes, ``<unit>.toml``."""
     return _as_path(files("flashsim") / "recipes")
+
+
+def analyses_dir() -> Path:
+    """The packaged analysis specs, ``<name>.toml``."""
+    return _as_path(files("flashsim") / "analyses")
 
 
 def unit_search_path() -> list[Path]:
@@ -99,22 +105,40 @@ def resolve_unit_dir(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
+def _toml_names(directory: Path) -> list[str]:
+    return sorted(p.stem for p in directory.glob("*.toml")) if directory.is_dir() else []
+
+
+def _resolve_toml(path_or_name: str | os.PathLike[str], directory: Path, what: str, error: type[FlashsimError]) -> Path:
+    """A file path as it is, else the packaged ``directory/<name>.toml``; ``error`` lists the known names."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    packaged = directory / f"{path_or_name}.toml"
+    if packaged.is_file():
+        return packaged
+    known = _toml_names(directory)
+    raise error(
+        f"no {what} {str(path_or_name)!r}: not a file, nor a {what} in {directory}; "
+        f"known {what}s: {', '.join(known) or 'none'}{suggest(str(path_or_name), known)}"
+    )
+
+
 def recipe_names() -> list[str]:
     """The packaged training recipes by unit name."""
-    directory = recipes_dir()
-    return sorted(p.stem for p in directory.glob("*.toml")) if directory.is_dir() else []
+    return _toml_names(recipes_dir())
 
 
 def resolve_recipe(path_or_name: str | os.PathLike[str]) -> Path:
     """A training recipe from a file path, else the packaged ``recipes/<name>.toml``."""
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
-    packaged = recipes_dir() / f"{path_or_name}.toml"
-    if packaged.is_file():
-        return packaged
-    known = recipe_names()
-    raise InputError(
-        f"no training recipe {str(path_or_name)!r}: not a file, nor a recipe in {recipes_dir()}; "
-        f"known recipes: {', '.join(known) or 'none'}{suggest(str(path_or_name), known)}"
-    )
+    return _resolve_toml(path_or_name, recipes_dir(), "training recipe", InputError)
+
+
+def analysis_names() -> list[str]:
+    """The packaged analysis specs by name."""
+    return _toml_names(analyses_dir())
+
+
+def resolve_analysis(path_or_name: str | os.PathLike[str]) -> Path:
+    """An analysis spec from a file path, else the packaged ``analyses/<name>.toml``."""
+    return _resolve_toml(path_or_name, analyses_dir(), "analysis spec", ConfigError)

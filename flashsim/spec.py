@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -276,8 +276,10 @@ def _table_path(loc: tuple[int | str, ...]) -> str:
 def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The pydantic model of the table at ``loc`` (to suggest its valid keys), if it is one."""
     current: Any = model
+    key = False  # the part after a table of tables (``objects.goodmu``) is a key, not a field
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or key:
+            key = False
             continue
         field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
         if field is None:
@@ -288,6 +290,7 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
         tables = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
         if not tables:
             return None
+        key = get_origin(field.annotation) is dict
         current = tables[0]
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 

@@ -52,6 +52,9 @@ def test_wheel_in_a_fresh_venv_runs_the_default_chain(tmp_path: Path) -> None:
     module_file, zoo = (Path(line) for line in where.stdout.split())
     assert module_file.is_relative_to(venv) and zoo.is_relative_to(venv), where.stdout
     assert not module_file.is_relative_to(REPO) and {p.name for p in zoo.iterdir()} >= set(DEFAULT_CHAIN)
+    specs = _run([python, "-c", "from flashsim.analysis import load_analysis as l; from flashsim.locations import analysis_names as n; "
+                  "print(*[l(a).name for a in n()])"], 300, env=env, cwd=work)
+    assert set(specs.stdout.split()) == {p.stem for p in (REPO / "flashsim" / "analyses").glob("*.toml")}
 
     gen = tmp_path / "gen.root"
     write_events(ak.concatenate(list(generate("ttbar", 100, pileup=35.0, seed=5, gen_only=True, params=DetectorParams(pu_pool_size=200)))), gen)

@@ -41,6 +41,10 @@ __all__ = [
     "response_profile",
     "efficiency_profile",
     "profile_chi2_ndf",
+    "weighted_yield",
+    "yield_pull",
+    "paired_pull",
+    "shape_chi2",
     "matched_mask",
     "gather_matched",
     "roc_by_flavour",
@@ -424,6 +428,41 @@ def profile_chi2_ndf(a: np.ndarray, a_err: np.ndarray, b: np.ndarray, b_err: np.
     if not ok.any():
         return float("nan")
     return float(np.sum((a[ok] - b[ok]) ** 2 / var[ok]) / ok.sum())
+
+
+def weighted_yield(weights: np.ndarray) -> tuple[float, float]:
+    """Sum of weights and its error sqrt(sum of squared weights)."""
+    w = np.asarray(weights, np.float64)
+    return float(w.sum()), float(np.sqrt(np.sum(w**2)))
+
+
+def yield_pull(a: float, a_err: float, b: float, b_err: float) -> float:
+    """(a - b) / sqrt(a_err² + b_err²) of two independent yields; NaN without any error (no events)."""
+    var = a_err**2 + b_err**2
+    return (a - b) / np.sqrt(var) if var > 0 else float("nan")
+
+
+def paired_pull(a_weights: np.ndarray, b_weights: np.ndarray) -> float:
+    """Pull of the yield difference of two samples of the same events, ``*_weights`` per event (0 where
+    it fails): sum d / sqrt(sum d²), d = a - b per event, so events both samples agree on add no error."""
+    d = np.asarray(a_weights, np.float64) - np.asarray(b_weights, np.float64)
+    var = float(np.sum(d**2))
+    return float(d.sum() / np.sqrt(var)) if var > 0 else float("nan")
+
+
+def shape_chi2(a: np.ndarray, a_var: np.ndarray, b: np.ndarray, b_var: np.ndarray) -> tuple[float, int]:
+    """χ² and ndf of two histograms' shapes (each normalised to unit sum, errors from both), over the
+    bins with entries; ndf = bins - 1 (the normalisation). NaN and 0 when either histogram is empty."""
+    a, b, a_var, b_var = (np.asarray(v, np.float64) for v in (a, b, a_var, b_var))
+    ta, tb = a.sum(), b.sum()
+    if ta <= 0 or tb <= 0:
+        return float("nan"), 0
+    var = a_var / ta**2 + b_var / tb**2
+    ok = var > 0
+    ndf = int(ok.sum()) - 1
+    if ndf < 1:
+        return float("nan"), 0
+    return float(np.sum((a[ok] / ta - b[ok] / tb) ** 2 / var[ok])), ndf
 
 
 def _efficiency_err(p: dict) -> np.ndarray:

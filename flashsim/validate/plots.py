@@ -61,9 +61,9 @@ def _finish(fig, path: str | Path | None):
     return fig
 
 
-def _hist(values: np.ndarray, bins: np.ndarray) -> hist.Hist:
+def _hist(values: np.ndarray, bins: np.ndarray, weights: np.ndarray | None = None) -> hist.Hist:
     h = hist.Hist(hist.axis.Variable(np.asarray(bins, np.float64), flow=False), storage=hist.storage.Weight())
-    h.fill(np.asarray(values, np.float64))
+    h.fill(np.asarray(values, np.float64), weight=None if weights is None else np.asarray(weights, np.float64))
     return h
 
 
@@ -92,14 +92,17 @@ def plot_hist_ratio(
     logy: bool = False,
     flash_label: str = "flashsim",
     ref_label: str = "reference",
+    flash_weights: np.ndarray | None = None,
+    ref_weights: np.ndarray | None = None,
 ):
     """Density-normalised 1-D histograms of flash and reference with a flash/reference ratio panel.
 
     ref_band: (low, high) bootstrap band of the reference density (e.g. from ``bootstrap_band``).
     ensemble: ``ensemble_band`` output for K flash trainings, drawn as the flash systematic band.
+    flash_weights, ref_weights: event weights (errors from the sums of squared weights).
     """
     bins = np.asarray(bins, np.float64)
-    hf, hr = _hist(flash, bins), _hist(reference, bins)
+    hf, hr = _hist(flash, bins, flash_weights), _hist(reference, bins, ref_weights)
     df, ef = _density(hf)
     dr, er = _density(hr)
     centers = 0.5 * (bins[1:] + bins[:-1])

@@ -1,7 +1,8 @@
 """The validation report: per collection, every variable's noise-floor ratio, a classifier two-sample
 test, correlations, efficiency/response/resolution profiles, tagger ROCs and distributions split by
-gen flavour or status, judged against thresholds, written as PNGs, ``metrics.json`` and one
-self-contained HTML page.
+gen flavour or status, judged against thresholds; and per analysis spec a cut flow with yields and
+pulls and its observables' shapes (:mod:`flashsim.validate.analysis`); written as PNGs, ``metrics.json``
+and one self-contained HTML page.
 
 Usage::
 
@@ -20,13 +21,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import awkward as ak
 import numpy as np
 
 from flashsim.errors import InputError
+from flashsim.files import atomic_write_text
 from flashsim.validate import metrics as M
+
+if TYPE_CHECKING:
+    from flashsim.analysis import AnalysisSpec
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -854,9 +859,10 @@ def validate(
     make_plots: bool = True,
     progress: Callable[[str], None] | None = None,
     title: str = "flashsim validation",
+    analyses: Sequence[AnalysisSpec] = (),
 ) -> dict:
-    """Compare flash events to reference events collection by collection; write ``plots/*.png``,
-    ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics.
+    """Compare flash events to reference events collection by collection and analysis by analysis;
+    write ``plots/*.png``, ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics.
 
     flash: one event array, or a list of K (K trainings) whose bin-by-bin spread is drawn as a
         systematic band; the metrics are those of the first, with every member's ratios beside.
@@ -865,6 +871,8 @@ def validate(
         reference halves of the flash sample's size.
     thresholds: overrides of :data:`DEFAULT_THRESHOLDS`, globally or per collection
         (``{"Jet": {"ratio_max": 3, "variables": {"jetId": 5}}}``).
+    analyses: analysis specs run on the (first) flash sample and the reference: cut flows with
+        pulls and observable shapes, reported beside the collections (they pass or fail nothing).
     """
     progress = progress or (lambda _msg: None)
     flashes = [flash] if isinstance(flash, ak.Array) else list(flash)
@@ -872,8 +880,8 @@ def validate(
         raise ValidationInputError("no flash sample given")
     if isinstance(collections, str):
         collections = [c.strip() for c in collections.split(",") if c.strip()]
-    if not collections:
-        raise ValidationInputError("no collection to validate")
+    if not collections and not analyses:
+        raise ValidationInputError("no collection or analysis to validate")
     out_dir = Path(out_dir)
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -894,7 +902,7 @@ def validate(
             "collections": list(collections), "n_splits": n_splits, "seed": seed, "paired": paired,
             "n_events_flash": [len(f) for f in flashes], "n_events_reference": len(reference),
             "n_bootstrap": n_bootstrap, "classifier_max_rows": classifier_max_rows,
-            "thresholds": {c: thr_by[c] for c in collections},
+            "thresholds": {c: thr_by[c] for c in collections}, "analyses": [a.name for a in analyses],
         },
         "collections": {},
     }
@@ -915,11 +923,19 @@ def validate(
             _attach_gen(fc, f, f if _has_gen(f, c) or not paired else reference)
             fl_c.append(fc)
         result["collections"][c] = _validate_collection(c, fl_c, ref_c, thr_by[c], ctx)
+    if analyses:
+        from flashsim.validate.analysis import compare_analysis
+
+        result["analyses"] = {}
+        for spec in analyses:
+            progress(f"analysis {spec.name}: cut flow and observables")
+            result["analyses"][spec.name] = compare_analysis(spec, flashes[0], reference, paired=paired,
+                                                             out_dir=out_dir if make_plots else None)
     result["pass"] = all(r["pass"] for r in result["collections"].values())
     result = _jsonable(result)
     progress("writing metrics.json and report.html")
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))
-    (out_dir / "report.html").write_text(_html(result, out_dir))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
+    atomic_write_text(out_dir / "report.html", _html(result, out_dir))
     result["files"] = {"html": str(out_dir / "report.html"), "metrics": str(out_dir / "metrics.json")}
     return result
 
@@ -976,9 +992,11 @@ def _img(out_dir: Path, rel: str) -> str:
 
 def _html(res: dict, out_dir: Path) -> str:
     """The self-contained report page: a header, the summary table, then one section per collection."""
-    parts = _html_header(res) + _html_summary(res)
+    parts = _html_header(res) + (_html_summary(res) if res["collections"] else []) + _html_analysis_summary(res.get("analyses", {}))
     for c, r in res["collections"].items():
         parts += _html_collection(c, r, out_dir)
+    for a in res.get("analyses", {}).values():
+        parts += _html_analysis(a, out_dir)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -990,13 +1008,13 @@ def _html_header(res: dict) -> list[str]:
     mode = "paired (flash and reference share GEN events)" if cfg["paired"] else "independent samples"
     return [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(res['title'])}</title>"
             f"<style>{_CSS}</style></head><body>",
-            f"<h1>{e(res['title'])} — {'PASS' if res['pass'] else 'FAIL'}</h1>",
+            f"<h1>{e(res['title'])}{(' — PASS' if res['pass'] else ' — FAIL') if res['collections'] else ''}</h1>",
             f"<p class='sub'>{e(res['created'])} · flash events {cfg['n_events_flash']} · reference events "
             f"{cfg['n_events_reference']} · {e(mode)} · {cfg['n_splits']} event splits · seed {cfg['seed']}</p>",
-            "<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
+            *([] if not res["collections"] else ["<p class='note'>Noise-floor ratio R = Σ W1(flash, ref<sub>B</sub>) / Σ W1(ref<sub>A</sub>, ref<sub>B</sub>)"
             " over random event splits: 1 is as close as two halves of the reference; the median R is the headline. "
             "The classifier AUC (0.5 = indistinguishable) is shown beside the same test between two reference halves. "
-            "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"]
+            "Grey bands: reference bootstrap 68%; orange: spread of the flash ensemble.</p>"])]
 
 
 def _html_summary(res: dict) -> list[str]:
@@ -1117,4 +1135,59 @@ def _html_by_category(bc: dict | None) -> list[str]:
         parts.append(f"<tr><td class='l'>{e(v)}</td>" + "".join(
             f"<td>{_f(bc['ratios'][k].get(v, {}).get('ratio'), 2)}</td>" for k in classes) + "</tr>")
     parts.append("</table></details>")
+    return parts
+
+
+def _html_analysis_summary(analyses: dict) -> list[str]:
+    """One row per analysis: the yields after the last cut, their pulls, the largest |pull| and shape χ²/ndf."""
+    e = html.escape
+    if not analyses:
+        return []
+    parts = ["<h2>Analyses</h2><table><tr><th class='l'>analysis</th><th>selected flash</th><th>selected ref</th>"
+             "<th>flash / ref</th><th>pull</th><th>paired pull</th><th>max |pull| (cut flow)</th><th>max χ²/ndf (shapes)</th></tr>"]
+    for name, a in analyses.items():
+        last = a["cutflow"][-1]
+        parts.append(f"<tr><td class='l'><a href='#analysis-{e(name)}'>{e(name)}</a></td>"
+                     f"<td>{_pm(last['yield_flash'], last['yield_flash_err'])}</td><td>{_pm(last['yield_reference'], last['yield_reference_err'])}</td>"
+                     f"<td>{_f(last['ratio'])}</td><td>{_f(last['pull'], 2)}</td><td>{_f(last.get('pull_paired'), 2)}</td>"
+                     f"<td>{_f(a['max_abs_pull'], 2)}</td><td>{_f(a['max_chi2_ndf'], 2)}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _pm(value: float, err: float) -> str:
+    return f"{_f(value, 1)} ± {_f(err, 1)}"
+
+
+def _html_analysis(a: dict, out_dir: Path) -> list[str]:
+    """One analysis: its cut flow with yields and pulls, its observables' χ²/ndf, notes and plots."""
+    e = html.escape
+    paired = a["paired"]
+    w = a["weights"]
+    parts = [f"<h2 id='analysis-{e(a['name'])}'>analysis {e(a['name'])}</h2>",
+             f"<p class='sub'>{e(a['description'])}<br>{e(a['reference'])} · spec {e(a['spec'])} · weights: flash "
+             f"{e(', '.join(w['flash']) or 'none')}, reference {e(', '.join(w['reference']) or 'none')}</p>",
+             "<p class='note'>Yields are sums of weights ± sqrt(sum of squared weights); pull = (flash − reference) / "
+             "sqrt(σ<sub>flash</sub>² + σ<sub>ref</sub>²)" + ("; the paired pull divides by the spread of the per-event "
+             "differences, as flash and reference share their GEN events (which also makes the shape χ²/ndf, computed as "
+             "for independent samples, smaller than 1 for a perfect model)" if paired else "") + ". Shapes are normalised to "
+             "unit area; the χ² uses bins with entries and is only χ²-distributed with several entries per bin.</p>",
+             "<table><tr><th class='l'>cut</th><th>events flash</th><th>events ref</th><th>yield flash</th>"
+             "<th>yield ref</th><th>flash / ref</th><th>pull</th>" + ("<th>paired pull</th>" if paired else "") + "</tr>"]
+    for row in a["cutflow"]:
+        parts.append(f"<tr><td class='l' title='{e(row['expression'])}'>{e(row['cut'])}</td><td>{row['events_flash']}</td>"
+                     f"<td>{row['events_reference']}</td><td>{_pm(row['yield_flash'], row['yield_flash_err'])}</td>"
+                     f"<td>{_pm(row['yield_reference'], row['yield_reference_err'])}</td><td>{_f(row['ratio'])}</td>"
+                     f"<td>{_f(row['pull'], 2)}</td>" + (f"<td>{_f(row.get('pull_paired'), 2)}</td>" if paired else "") + "</tr>")
+    parts.append("</table><table><tr><th class='l'>observable</th><th class='l'>expression</th><th>entries flash</th>"
+                 "<th>entries ref</th><th>χ²/ndf (shape)</th><th>ndf</th></tr>")
+    for name, o in a["observables"].items():
+        parts.append(f"<tr><td class='l'>{e(name)}</td><td class='l'>{e(o['expression'])}</td><td>{o['flash']['entries']}</td>"
+                     f"<td>{o['reference']['entries']}</td><td>{_f(o['chi2_ndf'], 2)}</td><td>{o['ndf']}</td></tr>")
+    parts.append("</table>")
+    if a["notes"]:
+        parts.append("<ul class='note'>" + "".join(f"<li>{e(n)}</li>" for n in a["notes"]) + "</ul>")
+    plots = [o["plot"] for o in a["observables"].values() if "plot" in o]
+    if plots:
+        parts.append("<div class='grid'>" + "".join(_img(out_dir, p) for p in plots) + "</div>")
     return parts
