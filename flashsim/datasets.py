@@ -41,7 +41,7 @@ class ExtractionReport:
     events: int = 0
     rows: int = 0
     matched: int = 0
-    dangling_index: int = 0  # reco objects whose gen index points past the (pruned) collection
+    dangling_index: int = 0  # reco objects whose gen index points past the (pruned) collection, or below -1
     placeholder_rows: dict[str, int] = field(default_factory=dict)
     non_finite_rows: dict[str, int] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)

@@ -389,7 +389,7 @@ def _first_partner(source_counts: ak.Array, reco_index: ak.Array) -> tuple[np.nd
     index = ak.to_numpy(ak.flatten(reco_index)).astype(np.int64)
     event = np.repeat(np.arange(len(n_source)), ak.to_numpy(ak.num(reco_index, axis=1)))
     valid = (index >= 0) & (index < n_source[event])
-    dangling = int(np.sum(index >= n_source[event]))
+    dangling = int(np.sum((index >= n_source[event]) | (index < -1)))  # -1 is NanoAOD's 'unmatched'
     partner = np.full(offsets[-1], -1, np.int64)
     positions = np.flatnonzero(valid)[::-1]  # assign in reverse so the first (leading) reco object wins
     partner[offsets[event[positions]] + index[positions]] = positions

@@ -4,6 +4,7 @@ input that is merely unusual (events with no objects), a correct output; never a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import awkward as ak
@@ -105,3 +106,88 @@ def test_events_without_objects_are_simulated(trained_units, tmp_path: Path) -> 
     assert code == 0, output
     out = read_events(tmp_path / "out.root")
     assert len(out) == 60 and ak.sum(ak.num(out.Jet)) == 0 and np.all(np.isfinite(ak.to_numpy(out.MET.pt)))
+
+
+READ_FIELDS = [("GenJet", "pt"), ("GenJet", "eta"), ("GenJet", "phi"), ("GenJet", "mass"), ("GenJet", "hadronFlavour"),
+               ("GenMET", "pt"), ("GenMET", "phi"), ("Pileup", "nTrueInt")]  # what the tiny jet + MET chain reads
+
+
+def _raw(events: ak.Array, path: Path) -> Path:
+    """Events written with uproot as they are (flashsim's writer would cast them to the NanoAOD types)."""
+    with uproot.recreate(path) as f:
+        columns = {name: events[name] for name in events.fields}
+        f.mktree("Events", {k: v.type for k, v in columns.items()})
+        f["Events"].extend(columns)
+    return path
+
+
+@pytest.mark.parametrize("collection,field", READ_FIELDS)
+@pytest.mark.parametrize("wrong", ["bool", "int8"])
+def test_every_read_branch_of_a_wrong_element_type_is_refused(trained_units, collection: str, field: str, wrong: str,
+                                                              tmp_path: Path) -> None:
+    events = synthetic_events(100, seed=3)
+    values = events[collection][field]
+    if str(ak.type(values)).endswith(wrong):
+        pytest.skip(f"{collection}_{field} is {wrong} in NanoAOD")
+    bad_values = values > 1 if wrong == "bool" else ak.values_astype(values, np.int8)
+    bad = _raw(ak.with_field(events, ak.with_field(events[collection], bad_values, field), collection), tmp_path / f"{wrong}.root")
+    assert_clear_failure(*generate(trained_units, bad, tmp_path / "out.root"), bad, tmp_path / "out.root", f"{collection}_{field}")
+
+
+@pytest.mark.parametrize("collection,field", [f for f in READ_FIELDS if f[1] != "hadronFlavour"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_every_read_float_branch_refuses_non_finite_values(trained_units, collection: str, field: str, value: float,
+                                                           tmp_path: Path) -> None:
+    events = synthetic_events(100, seed=3)
+    values = events[collection][field]
+    flat = ak.to_numpy(ak.flatten(values, axis=None)).copy()
+    flat[len(flat) // 2] = value
+    new = ak.unflatten(flat, ak.num(values)) if values.ndim > 1 else flat
+    bad = write_events(ak.with_field(events, ak.with_field(events[collection], new, field), collection), tmp_path / "bad.root")
+    assert_clear_failure(*generate(trained_units, bad, tmp_path / "out.root"), bad, tmp_path / "out.root",
+                         f"branch {collection}_{field}: {value}", "--on-bad-input skip")
+
+
+def test_a_file_with_zero_events_is_a_clear_error(trained_units, tmp_path: Path) -> None:
+    empty = write_events(synthetic_events(50, seed=3)[:0], tmp_path / "empty.root")
+    assert_clear_failure(*generate(trained_units, empty, tmp_path / "out.root"), empty, tmp_path / "out.root", "zero events")
+
+
+def test_a_huge_event_is_simulated(trained_units, tmp_path: Path) -> None:
+    """One event with 5,000 gen jets (10x the largest in real files) among ordinary ones: simulated, finite."""
+    events = synthetic_events(20, seed=3)
+    rng = np.random.default_rng(5)
+    n = np.array([5000] + [int(k) for k in ak.num(events.GenJet)[1:]])
+    total = int(n.sum())
+    big = ak.zip({"pt": ak.unflatten(rng.uniform(10, 200, total).astype(np.float32), n),
+                  "eta": ak.unflatten(rng.uniform(-2.5, 2.5, total).astype(np.float32), n),
+                  "phi": ak.unflatten(rng.uniform(-3, 3, total).astype(np.float32), n),
+                  "mass": ak.unflatten(rng.uniform(1, 20, total).astype(np.float32), n),
+                  "hadronFlavour": ak.unflatten(rng.choice(np.array([0, 4, 5], np.uint8), total), n)})
+    path = write_events(ak.with_field(events, big, "GenJet"), tmp_path / "huge.root")
+    code, output = generate(trained_units, path, tmp_path / "out.root")
+    assert code == 0, output
+    out = read_events(tmp_path / "out.root")
+    assert 3000 < ak.num(out.Jet)[0] <= 5000 and np.all(np.isfinite(ak.to_numpy(ak.flatten(out.Jet.pt))))
+
+
+@pytest.mark.parametrize("index", [60, -7])
+def test_a_dangling_cross_reference_in_training_input_is_counted_as_unmatched(trained_units, index: int, tmp_path: Path) -> None:
+    """NanoAOD's Jet_genJetIdx may point past nGenJet (GenJet is stored above 10 GeV only): such a reco jet, or one with
+    an index below -1, is unmatched, and the summary says how many (the documented policy, not an error)."""
+    events = synthetic_events(100, seed=3)
+    jets = events.Jet
+    flat = ak.to_numpy(ak.flatten(jets.genJetIdx)).copy()
+    flat[np.flatnonzero(flat >= 0)[:30]] = index
+    bad = write_events(ak.with_field(events, ak.with_field(jets, ak.unflatten(flat, ak.num(jets)), "genJetIdx"), "Jet"),
+                       tmp_path / "dangling.root")
+    outputs = {}
+    for name, path in (("clean", write_events(events, tmp_path / "clean.root")), ("dangling", bad)):
+        result = CliRunner().invoke(app, ["dataset", str(trained_units["tinyjet"]), "--input", str(path), "--output",
+                                          str(tmp_path / f"{name}.parquet")])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        outputs[name] = " ".join(result.output.split())
+    found = re.search(r"(\d+) reco objects with an out-of-range gen index treated as unmatched", outputs["dangling"])
+    assert found and 20 <= int(found.group(1)) <= 30 and "out-of-range" not in outputs["clean"], outputs
+    matched = [int(re.search(r"(\d+) with a reco target", outputs[k]).group(1)) for k in ("clean", "dangling")]
+    assert matched[0] - matched[1] == int(found.group(1))

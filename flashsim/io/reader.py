@@ -154,8 +154,14 @@ def _cast(path: Path, name: str, values: ak.Array) -> ak.Array:
         raise InputError(f"{path}: branch {name!r} is not numeric (expected {expected.dtype})") from exc
     if kind not in "biuf":
         raise InputError(f"{path}: branch {name!r} has non-numeric type {values.type.content}, expected {expected.dtype}")
-    if kind == "b" and expected.dtype.kind == "f":  # a flag where a measured value belongs: not a different version
-        raise InputError(f"{path}: branch {name!r} holds booleans, expected {expected.dtype} values")
+    # versions differ in integer widths and signs only: another kind of value is a foreign or broken file, never cast
+    # (integer 0/1 flags are accepted for a boolean)
+    want = expected.dtype.kind
+    same_kind = kind == want or {kind, want} <= set("iu")
+    if not same_kind and not (want == "b" and kind in "iu" and np.isin(np.asarray(leaf), (0, 1)).all()):
+        found = {"b": "booleans", "i": "integers", "u": "integers", "f": "floating-point values"}[kind]
+        raise InputError(f"{path}: branch {name!r} holds {found} ({np.asarray(leaf).dtype}), expected {expected.dtype}: "
+                         "no NanoAOD version stores it so")
     return ak.values_astype(values, expected.dtype)
 
 
