@@ -334,3 +334,31 @@ def test_met_resolution_grows_with_sumet(sample):
         sig.append(np.sqrt((np.var(dx[s]) + np.var(dy[s])) / 2))
     print("MET resolution in sumEt terciles: " + ", ".join(f"{x:.1f}" for x in sig) + " GeV")
     assert sig[0] < sig[1] < sig[2]
+
+
+def test_pileup_pools_are_drawn_per_seed_and_each_overlay_is_rotated_and_mirrored(cache_dir):
+    """Samples of different seeds share no min-bias event; one pool event overlaid many times lands at a uniform
+    azimuth and mirrored in z half the time, with its particles' momenta and their relative geometry kept."""
+    from scipy.stats import kstest
+
+    from flashsim.refsim.pileup import pool_seed
+
+    assert pool_seed(1) == pool_seed(1) != pool_seed(2)
+    pools = [PileupPool.load_or_generate(30, cache_dir=cache_dir, seed=pool_seed(s)) for s in (1, 2)]
+    events = [{tuple(np.round(p.columns["e"][s : s + n], 3)) for s, n in zip(np.r_[0, np.cumsum(p.counts)[:-1]], p.counts)}
+              for p in pools]
+    assert not events[0] & events[1], "two seeds' pools hold no common min-bias event"
+    pool = pools[0]
+    n = int(pool.counts[0])
+    one = PileupPool(pool.counts[:1], {c: v[:n] for c, v in pool.columns.items()}, pool.sqrt_s)
+    out, counts = one.overlay(np.ones(2000, np.int64), np.random.default_rng(1), sigma_z=50.0)
+    assert np.all(counts == n)
+    px, py, pz = (out[c].reshape(2000, n) for c in ("px", "py", "pz"))
+    lead = np.argmax(np.hypot(px[0], py[0]))
+    assert kstest(np.arctan2(py[:, lead], px[:, lead]), "uniform", args=(-np.pi, 2 * np.pi)).pvalue > 0.001
+    assert 0.45 < np.mean(np.sign(pz[:, lead]) == np.sign(one.columns["pz"][lead])) < 0.55
+    assert np.allclose(np.hypot(px, py), np.hypot(one.columns["px"], one.columns["py"]), rtol=1e-5, atol=1e-5)
+    assert np.allclose(np.abs(pz), np.abs(one.columns["pz"]), rtol=1e-6)
+    angle = np.arctan2(py[:, 1], px[:, 1]) - np.arctan2(py[:, 0], px[:, 0])  # opening between two particles: kept
+    original = np.arctan2(one.columns["py"][1], one.columns["px"][1]) - np.arctan2(one.columns["py"][0], one.columns["px"][0])
+    assert np.allclose(np.angle(np.exp(1j * (angle - original))), 0, atol=1e-4)

@@ -16,7 +16,7 @@ from flashsim.errors import ConfigError, FlashsimError
 from .detector import simulate_detector
 from .gen import build_gen
 from .params import DetectorParams
-from .pileup import PileupPool, draw_pileup
+from .pileup import PileupPool, draw_pileup, pool_seed
 from .pythia import PROCESSES, FlatEvents, Generator, pythia_seed
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def generate(
     params = params or DetectorParams()
     pool = None
     if not gen_only and pileup > 0:
-        pool = PileupPool.load_or_generate(params.pu_pool_size, sqrt_s=sqrt_s, cache_dir=cache_dir)
+        pool = PileupPool.load_or_generate(params.pu_pool_size, sqrt_s=sqrt_s, cache_dir=cache_dir, seed=pool_seed(seed))
     tasks = _tasks(int(n_events), max(int(batch_size), 1))
     workers = max(1, min(int(workers), len(tasks)))
     args = (process, sqrt_s, pthat_min, seed, pileup, params, pool, gen_only)

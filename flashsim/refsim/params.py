@@ -35,8 +35,8 @@ class DetectorParams:
     """Relative Gaussian width of the per-event nTrueInt around the requested mean."""
     pu_vertex_sigma_z: float = 50.0
     """Spread in z (mm) of pileup vertices relative to the primary vertex."""
-    pu_pool_size: int = 2000
-    """Number of cached min-bias events from which pileup interactions are drawn."""
+    pu_pool_size: int = 5000
+    """Number of min-bias events (generated per sample seed, then cached) from which pileup interactions are drawn."""
     pv_reco_eff: float = 0.7
     """Probability that a pileup vertex is reconstructed (PV_npvs)."""
 

@@ -1,4 +1,6 @@
-"""Pileup: a cached pool of Pythia min-bias events and its overlay on a batch."""
+"""Pileup: a cached pool of Pythia min-bias events per sample seed, and its overlay on a batch, each overlaid
+event at its own azimuth and z orientation, so that samples of different seeds share no pileup and a pool
+event reused within a sample never lands on the same particles twice."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ def default_cache_dir() -> Path:
     base = os.environ.get("FLASHSIM_CACHE_DIR")
     root = Path(base) if base else Path.home() / ".cache" / "flashsim"
     return root / "refsim"
+
+
+def pool_seed(seed: int) -> int:
+    """The min-bias pool's seed for a sample seed: samples of different seeds overlay different pools."""
+    return int(np.random.SeedSequence([POOL_SEED, int(seed)]).generate_state(1)[0])
 
 
 def draw_pileup(n_events: int, mean: float, rel_width: float, rng: np.random.Generator):
@@ -100,7 +107,8 @@ class PileupPool:
         return pool
 
     def overlay(self, npu: np.ndarray, rng: np.random.Generator, sigma_z: float):
-        """Particles of ``npu[i]`` random pool events per event, each shifted to its own z.
+        """Particles of ``npu[i]`` random pool events per event, each rotated to a random azimuth, mirrored in z
+        half the time, and shifted to its own z.
 
         Returns (columns dict, counts per event); vz includes the vertex offset (mm).
         """
@@ -110,11 +118,18 @@ class PileupPool:
             return {c: np.zeros(0, self.columns[c].dtype) for c in _COLUMNS}, np.zeros(n_ev, np.int64)
         pick = rng.integers(0, self.n, size=int(npu.sum()))
         z0 = rng.normal(0.0, sigma_z, size=len(pick)).astype(np.float32)
+        angle = rng.uniform(-np.pi, np.pi, size=len(pick))  # min-bias is symmetric in azimuth and in z -> -z
+        mirror = rng.random(len(pick)) < 0.5
         pstart = _kin.starts_of(self.counts)
         pc = self.counts[pick]
         idx = np.repeat(pstart[pick], pc) + _kin.ragged_arange(pc)
         out = {c: self.columns[c][idx] for c in _COLUMNS}
-        out["vz"] = out["vz"] + np.repeat(z0, pc)
+        cos, sin = np.repeat(np.cos(angle), pc).astype(np.float32), np.repeat(np.sin(angle), pc).astype(np.float32)
+        for x, y in (("px", "py"), ("vx", "vy")):
+            out[x], out[y] = cos * out[x] - sin * out[y], sin * out[x] + cos * out[y]
+        sign = np.where(np.repeat(mirror, pc), np.float32(-1), np.float32(1))
+        out["pz"] = sign * out["pz"]
+        out["vz"] = sign * out["vz"] + np.repeat(z0, pc)
         vertex_event = np.repeat(np.arange(n_ev), npu)
         counts = np.bincount(vertex_event, weights=pc, minlength=n_ev).astype(np.int64)
         return out, counts
