@@ -566,3 +566,38 @@ def test_missing_input_and_input_as_output(tmp_path: Path, hepmc_file: Path) -> 
     copy.write_bytes(hepmc_file.read_bytes())
     assert_error(*run("gen", copy, "-o", copy, "--format", "root"), str(copy), "also the input")
     assert copy.read_bytes() == hepmc_file.read_bytes()
+
+
+# ------------------------------------------------------------------------------- processes and event ids ---
+
+@pytest.mark.parametrize("kind", ["card", "lhe", "hepmc"])
+def test_output_does_not_depend_on_the_number_of_processes(kind: str, tmp_path: Path, hepmc_file: Path) -> None:
+    """Blocks are seeded by (seed, block): one process or two (each skipping the other's blocks) give the same events."""
+    if kind == "card":
+        path, options = CARDS / "zz_4l.cmnd", dict(events=9, batch_size=4)
+    elif kind == "lhe":  # with MLM matching: vetoes must fall on the same events
+        path = write_lhe(tmp_path / "mlm.lhe", lhe_text(12, ickkw=1, xqcut=10.0, jets=(0, 1), card=MLM_CARD))
+        options = dict(batch_size=4)
+    else:
+        path, options = hepmc_file, dict(batch_size=1)
+    one, two = (GenSource(path, seed=4, **options) for _ in range(2))  # type: ignore[arg-type]
+    single, double = ak.concatenate(list(one.chunks(jobs=1))), ak.concatenate(list(two.chunks(jobs=2)))
+    assert len(one.blocks()) == 3
+    assert ak.array_equal(single, double)
+    assert (one.vetoed, one.dropped) == (two.vetoed, two.dropped)
+    assert len(single) + one.vetoed + one.dropped == one.total
+
+
+def test_default_luminosity_block_keeps_files_and_seeds_apart(tmp_path: Path) -> None:
+    """Two generator files (or seeds) must not share (run, luminosityBlock, event), the key of the flash random numbers."""
+    from flashsim.generators import default_lumi
+
+    a, b = (write_lhe(tmp_path / f"{name}.lhe", lhe_text(2, seed=k)) for k, name in enumerate("ab"))
+    lumis = {GenSource(a, seed=1).lumi, GenSource(b, seed=1).lumi, GenSource(a, seed=2).lumi}
+    assert len(lumis) == 3 and all(1 <= lumi < 2**31 for lumi in lumis)
+    assert GenSource(a, seed=1).lumi == default_lumi(a, 1) and GenSource(a, seed=1, lumi=7).lumi == 7
+    out = tmp_path / "a.root"
+    code, output = run("gen", a, "-o", out, "--pileup", 0)
+    assert code == 0, output
+    assert f"luminosityBlock {default_lumi(a, 1)}" in output
+    assert set(uproot.open(out)["Events"]["luminosityBlock"].array().tolist()) == {default_lumi(a, 1)}

@@ -132,26 +132,30 @@ class _Record:
 
 
 def event_record(event: Any, path: Path, position: int) -> _Record:
-    """One HepMC event as Pythia-ordered columns; NaN momenta are an InputError naming the event."""
+    """One HepMC event as Pythia-ordered columns (numpy over the event's flat data); NaN momenta are an InputError
+    naming the event."""
     import pyhepmc
+    from pyhepmc._core import GenEventData
 
     number = int(event.event_number) if int(event.event_number) > 0 else position
-    parts = event.numpy.particles
-    scale = 1000.0 if event.momentum_unit == pyhepmc.Units.MEV else 1.0  # to GeV
-    p4 = np.stack([parts.px, parts.py, parts.pz, parts.e], axis=1).astype(np.float64) / scale
+    data = GenEventData()
+    event.write_data(data)  # particles, vertices and the links between them as arrays
+    parts = data.particles
+    scale = 1000.0 if data.momentum_unit == pyhepmc.Units.MEV else 1.0  # to GeV
+    p4 = np.stack([parts["px"], parts["py"], parts["pz"], parts["e"]], axis=1) / scale
     bad = ~np.isfinite(p4).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
-        raise InputError(f"{path}: event {number} (number {position} in the file): particle {int(parts.id[i])} "
-                         f"(pdgId {int(parts.pid[i])}) has a non-finite momentum {p4[i].tolist()}")
-    order, m1, m2, d1, d2, vid = _topology(event)
-    pos = _positions(event, vid)
-    mass = np.where(parts.is_generated_mass_set, parts.generated_mass / scale, _kin.mass(*p4.T))
-    status = _pythia_status(np.asarray(parts.status, np.int32))
+        raise InputError(f"{path}: event {number} (number {position} in the file): particle {i + 1} "
+                         f"(pdgId {int(parts['pid'][i])}) has a non-finite momentum {p4[i].tolist()}")
+    order, m1, m2, d1, d2, vid = _topology(data)
+    pos = _positions(data, vid)
+    mass = np.where(parts["is_mass_set"], parts["mass"] / scale, _kin.mass(*p4.T))
+    status = _pythia_status(parts["status"].astype(np.int32))
     beams = status == -12
     system = {"pid": 90, "status": -11, "px": 0.0, "py": 0.0, "pz": 0.0, "e": float(p4[beams, 3].sum()), "m": 0.0}
     cols = {
-        "pid": parts.pid.astype(np.int32)[order], "status": status[order],
+        "pid": parts["pid"].astype(np.int32)[order], "status": status[order],
         "px": p4[order, 0], "py": p4[order, 1], "pz": p4[order, 2], "e": p4[order, 3], "m": mass[order],
         "m1": m1, "m2": m2, "d1": d1, "d2": d2,
         "vx": pos[:, 0], "vy": pos[:, 1], "vz": pos[:, 2],
@@ -160,7 +164,7 @@ def event_record(event: Any, path: Path, position: int) -> _Record:
         cols[key] = np.concatenate([[value], cols[key]]).astype(cols[key].dtype)
     for key in ("m1", "m2", "d1", "d2", "vx", "vy", "vz"):
         cols[key] = np.concatenate([[0], cols[key]]).astype(cols[key].dtype)
-    weight = float(event.weights[0]) if len(event.weights) else 1.0
+    weight = float(data.weights[0]) if len(data.weights) else 1.0
     if not np.isfinite(weight):
         raise InputError(f"{path}: event {number} (number {position} in the file): the event weight is {weight}")
     return _Record(number, weight, cols)
@@ -174,13 +178,9 @@ def _pythia_status(status: np.ndarray) -> np.ndarray:
     return out
 
 
-def _topology(event: Any) -> tuple[np.ndarray, ...]:
+def _topology(data: Any) -> tuple[np.ndarray, ...]:
     """Pythia order of the particles (0-based HepMC positions), mothers and daughter ranges (1-based new indices),
     and each particle's production vertex position (-1 for none) in that order, from the event's link table."""
-    from pyhepmc._core import GenEventData
-
-    data = GenEventData()
-    event.write_data(data)
     n, n_vertices = len(data.particles), len(data.vertices)
     links1, links2 = np.asarray(data.links1, np.int64), np.asarray(data.links2, np.int64)
     out = links1 < 0  # vertex -> particle (in vertex order, as written); else particle -> vertex
@@ -214,13 +214,13 @@ def _extremes(group: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray
     return np.where(count > 0, low, 0), high, count
 
 
-def _positions(event: Any, vertex_of: np.ndarray) -> np.ndarray:
+def _positions(data: Any, vertex_of: np.ndarray) -> np.ndarray:
     """Production vertex (x, y, z) in mm of each particle, given its vertex position in the event (-1: none)."""
     import pyhepmc
 
-    verts = event.numpy.vertices
-    xyz = np.stack([verts.x, verts.y, verts.z], axis=1).astype(np.float64)
-    if event.length_unit == pyhepmc.Units.CM:
+    verts = data.vertices
+    xyz = np.stack([verts["x"], verts["y"], verts["z"]], axis=1)
+    if data.length_unit == pyhepmc.Units.CM:
         xyz *= 10.0
     out = np.zeros((len(vertex_of), 3))
     has = vertex_of >= 0
