@@ -17,7 +17,7 @@ import uproot
 from typer.testing import CliRunner
 
 from flashsim.cli import app
-from flashsim.errors import ConfigError, InputError
+from flashsim.errors import InputError
 from flashsim.generators import GenSource, input_kind
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")

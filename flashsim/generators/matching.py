@@ -82,6 +82,19 @@ def matching_of(header: LHEHeader, path: str | os.PathLike[str], q_cut: float | 
         raise InputError(f"{path}: {scheme} matching (ickkw = {ickkw:g}) needs the run card's maxjetflavor (1 to 5), "
                          f"found {header.run_card.get('maxjetflavor', 'none')}")
     ptj = _card_number(header, path, "ptj") or 0.0
+    q_cut, origin = _merging_scale(path, scheme, xqcut, ptj, q_cut)
+    if n_jet_max is None:
+        n_jet_max = highest_multiplicity(path, scheme, int(flavours))
+        origin += ", nJetMax from the file"
+    elif n_jet_max < 0:
+        raise ConfigError(f"{path}: nJetMax = {n_jet_max} must be >= 0")
+    else:
+        origin += ", nJetMax given"
+    return Matching(scheme, float(q_cut), int(n_jet_max), int(flavours), ptj if scheme == "FxFx" else 0.0, origin)
+
+
+def _merging_scale(path: Path, scheme: str, xqcut: float, ptj: float, q_cut: float | None) -> tuple[float, str]:
+    """qCut (given, or MLM's default) checked against the run card's cut, and where it came from."""
     if scheme == "MLM":
         if xqcut <= 0:
             raise InputError(f"{path}: inconsistent run card: ickkw = 1 (MLM) with xqcut = {xqcut:g}; MLM needs xqcut > 0")
@@ -98,14 +111,7 @@ def matching_of(header: LHEHeader, path: str | os.PathLike[str], q_cut: float | 
         floor, what, origin = ptj, f"the run card's ptj = {ptj:g} GeV", "qCut given"
     if q_cut <= floor:
         raise ConfigError(f"{path}: {scheme} matching: qCut = {q_cut:g} GeV must be above {what}")
-    if n_jet_max is None:
-        n_jet_max = highest_multiplicity(path, scheme, int(flavours))
-        origin += ", nJetMax from the file"
-    elif n_jet_max < 0:
-        raise ConfigError(f"{path}: nJetMax = {n_jet_max} must be >= 0")
-    else:
-        origin += ", nJetMax given"
-    return Matching(scheme, float(q_cut), int(n_jet_max), int(flavours), ptj if scheme == "FxFx" else 0.0, origin)
+    return float(q_cut), origin
 
 
 def highest_multiplicity(path: Path, scheme: str, flavours: int) -> int:
@@ -128,7 +134,7 @@ def matching_hook() -> Any:
     """Pythia8's ``JetMatchingMadgraph`` user hook, counting the events it vetoes in ``vetoes``."""
     import pythia8mc
 
-    class Counting(pythia8mc.JetMatchingMadgraph):  # type: ignore[misc,name-defined]
+    class Counting(pythia8mc.JetMatchingMadgraph):
         def __init__(self) -> None:
             super().__init__()
             self.vetoes = 0
