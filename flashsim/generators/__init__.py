@@ -33,7 +33,7 @@ from flashsim.files import file_digest
 from flashsim.processes import Chunk, run_in_processes
 from flashsim.refsim.core import DEFAULT_BATCH_SIZE, DEFAULT_SQRT_S, assemble_events, gen_collections
 from flashsim.refsim.params import DetectorParams
-from flashsim.refsim.pythia import FlatEvents, Generator, pythia_seed, quiet_stdout
+from flashsim.refsim.pythia import FlatEvents, Generator, check_settings, pythia_seed, quiet_stdout
 
 from .matching import Matching
 
@@ -67,6 +67,11 @@ def read_card(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     if not settings:
         raise InputError(f"{path}: holds no Pythia settings")
     return settings
+
+
+def _card_settings(path: Path) -> list[tuple[str, str]]:
+    """flashsim's default beam energy, then the card's settings."""
+    return [("default", f"Beams:eCM = {DEFAULT_SQRT_S}")] + read_card(path)
 
 
 def default_lumi(path: str | os.PathLike[str], seed: int) -> int:
@@ -138,6 +143,7 @@ class GenSource:
     def total(self) -> int:
         """Events to make (card) or to read from the file (LHE, HepMC3: vetoed and dropped ones included)."""
         if self.kind == "card":
+            check_settings(_card_settings(self.path), InputError)  # a bad card fails here, before any worker starts
             return DEFAULT_CARD_EVENTS if self.events is None else self.events
         from . import hepmc, lhe
 
@@ -214,7 +220,7 @@ class _Blocks:
 
     def _card(self, chunk: Chunk) -> Block:
         if self.gen is None:
-            self.gen = self._start_pythia([("default", f"Beams:eCM = {DEFAULT_SQRT_S}")] + read_card(self.path),
+            self.gen = self._start_pythia(_card_settings(self.path),
                                           f"{self.path}: Pythia initialisation failed (is a process switched on? "
                                           "are the settings consistent?)")
         self._reseed(chunk.start)

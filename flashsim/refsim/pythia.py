@@ -135,9 +135,9 @@ def _particle_data() -> Any:
         return pythia8mc.Pythia("", False).particleData
 
 
-def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError], failed: str, hooks: Any = None) -> Any:
-    """A Pythia8 instance given (where, setting) pairs and optional user ``hooks``: a rejected setting raises
-    ``rejected`` naming where; a failed initialisation raises ``rejected`` with ``failed``."""
+def check_settings(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError]) -> Any:
+    """An uninitialised Pythia8 instance that took every (where, setting) pair; a rejected one raises ``rejected``
+    naming where."""
     import pythia8mc
 
     with quiet_stdout():
@@ -145,6 +145,14 @@ def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimErr
         for where, s in settings:
             if not py.readString(s):
                 raise rejected(f"{where}: Pythia rejected the setting {s!r} (unknown key or bad value)")
+    return py
+
+
+def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError], failed: str, hooks: Any = None) -> Any:
+    """A Pythia8 instance given (where, setting) pairs and optional user ``hooks``: a rejected setting raises
+    ``rejected`` naming where; a failed initialisation raises ``rejected`` with ``failed``."""
+    with quiet_stdout():
+        py = check_settings(settings, rejected)
         if hooks is not None:
             py.setUserHooksPtr(hooks)
         if not py.init():
