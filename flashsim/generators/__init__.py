@@ -99,7 +99,7 @@ class _Spec:
 
 
 @dataclass
-class Block:
+class _Block:
     """One block's events (None when none was kept), and the LHE events it dropped (failed shower) and vetoed (matching)."""
 
     events: ak.Array | None
@@ -136,7 +136,9 @@ class GenSource:
         from .matching import matching_of
 
         header = LHEHeader()
-        next(read_lhe(self.path, header))  # reads the header; a file without <init> or events fails here
+        events = read_lhe(self.path, header)
+        next(events)  # reads the header; a file without <init> or events fails here
+        events.close()
         return matching_of(header, self.path, self.q_cut, self.n_jet_max)
 
     @cached_property
@@ -166,7 +168,7 @@ class GenSource:
                      self.events is None or self.events > self.total, self.matching)
         jobs = max(1, min(int(jobs), len(blocks)))
         local = _Blocks(spec) if jobs == 1 else None  # worker processes end without running destructors
-        made: Iterator[Block] = map(local, blocks) if local else run_in_processes(partial(_Blocks, spec), blocks, jobs)
+        made: Iterator[_Block] = map(local, blocks) if local else run_in_processes(partial(_Blocks, spec), blocks, jobs)
         try:
             for chunk, block in zip(blocks, made):
                 self.dropped += block.dropped
@@ -193,7 +195,7 @@ class _Blocks:
         self.hook: Any = None
         self.header: Any = None
 
-    def __call__(self, chunk: Chunk) -> Block:
+    def __call__(self, chunk: Chunk) -> _Block:
         return getattr(self, f"_{self.spec.kind}")(chunk)
 
     def close(self) -> None:
@@ -218,20 +220,20 @@ class _Blocks:
         assert self.gen is not None
         self.gen.pythia.rndm.init(pythia_seed(self.spec.seed, first, 1))
 
-    def _card(self, chunk: Chunk) -> Block:
+    def _card(self, chunk: Chunk) -> _Block:
         if self.gen is None:
             self.gen = self._start_pythia(_card_settings(self.path),
                                           f"{self.path}: Pythia initialisation failed (is a process switched on? "
                                           "are the settings consistent?)")
         self._reseed(chunk.start)
         flat = self.gen.batch(chunk.stop - chunk.start)
-        return Block(self._record(flat, np.arange(chunk.start + 1, chunk.stop + 1), chunk.start))
+        return _Block(self._record(flat, np.arange(chunk.start + 1, chunk.stop + 1), chunk.start))
 
     def _skip_to(self, chunk: Chunk, open_file: Callable[[], Iterator[Any]]) -> list[Any]:
         """The file's events of ``chunk`` (the reader opened again if it is past the chunk's start)."""
         if self.events is None or chunk.start < self.position:
             self.events, self.position = open_file(), 0
-            self.gen = None
+            self.close()  # Pythia starts again from the file's first event
         skip = chunk.start - self.position
         for _ in itertools.islice(self.events, skip):
             pass
@@ -244,7 +246,7 @@ class _Blocks:
                 pass
         return items
 
-    def _lhe(self, chunk: Chunk) -> Block:
+    def _lhe(self, chunk: Chunk) -> _Block:
         from .lhe import LHEHeader, lhe_collections, read_lhe
         from .matching import matching_hook
 
@@ -273,7 +275,7 @@ class _Blocks:
             raise InputError(f"{self.path}: Pythia reached the end of the file before event {chunk.start + int(np.argmin(ok)) + 1}, "
                              "which flashsim read: the file is not one Pythia can read")
         vetoed = self.hook.vetoes - vetoes if self.hook is not None else 0
-        block = Block(None, int((~ok).sum()) - vetoed, vetoed)
+        block = _Block(None, int((~ok).sum()) - vetoed, vetoed)
         if flat is not None:
             kept = [e for e, good in zip(batch, ok) if good]
             flat.weight = np.array([e.xwgtup for e in kept], np.float64)  # genWeight = the LHE event weight, as CMS
@@ -281,9 +283,9 @@ class _Blocks:
             block.events = self._record(flat, numbers, chunk.start, lhe_collections(kept, self.header))
         return block
 
-    def _hepmc(self, chunk: Chunk) -> Block:
+    def _hepmc(self, chunk: Chunk) -> _Block:
         from .hepmc import batch_of, event_record, hepmc_events
 
         events = self._skip_to(chunk, lambda: hepmc_events(self.path))
         batch = batch_of([event_record(e, self.path, n) for n, e in enumerate(events, chunk.start + 1)])
-        return Block(self._record(batch.events, batch.numbers, chunk.start))
+        return _Block(self._record(batch.events, batch.numbers, chunk.start))

@@ -12,7 +12,7 @@ import gzip
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -81,7 +81,7 @@ def _open(path: Path) -> IO[bytes]:
     return cast(IO[bytes], gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb"))
 
 
-def read_lhe(path: str | os.PathLike[str], header: LHEHeader, max_events: int | None = None) -> Iterator[LHEEvent]:
+def read_lhe(path: str | os.PathLike[str], header: LHEHeader, max_events: int | None = None) -> Generator[LHEEvent, None, None]:
     """Yield the events of an LHE file, filling ``header`` as it is read (before the first event)."""
     path = Path(path)
     n = 0
