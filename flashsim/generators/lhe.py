@@ -65,16 +65,16 @@ def count_events(path: str | os.PathLike[str]) -> int:
     return n
 
 
-def hard_partons(table: np.ndarray, flavours: int = 5) -> np.ndarray:
-    """Mask over a particle table (one event, or events concatenated with mothers already made global 1-based) of
-    the outgoing quarks (|IDUP| <= ``flavours``) and gluons whose mother is incoming: the hard process's jets."""
+def hard_partons(table: np.ndarray, flavours: int = 5, starts: np.ndarray | None = None) -> np.ndarray:
+    """Mask over a particle table (one event, or events concatenated with ``starts`` the first row of each row's event)
+    of the outgoing quarks (|IDUP| <= ``flavours``) and gluons whose mother is incoming (a mother index 0 reads the
+    event's first particle, an incoming one)."""
+    starts = np.zeros(len(table), np.int64) if starts is None else starts
     status = table[:, 1].astype(np.int32)
-    from_incoming = np.zeros(len(table), bool)
-    for column in (2, 3):
-        mother = table[:, column].astype(np.int64)
-        from_incoming |= (mother > 0) & (status[np.clip(mother - 1, 0, None)] < 0)
+    mothers = [np.clip(table[:, c].astype(np.int64) - 1, 0, None) + starts for c in (2, 3)]
+    from_incoming = (status[mothers[0]] < 0) | (status[mothers[1]] < 0)
     a = np.abs(table[:, 0].astype(np.int32))
-    return (status == 1) & ((a <= flavours) | (a == 21)) & from_incoming
+    return (status == 1) & ((a <= flavours) | (a == 21)) & from_incoming & (table[:, 2] > 0)
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -174,9 +174,7 @@ def lhe_collections(events: list[LHEEvent], header: LHEHeader) -> dict[str, ak.A
     pid, status = table[:, 0].astype(np.int32), table[:, 1].astype(np.int32)
     px, py, pz, mass = table[:, 6], table[:, 7], table[:, 8], table[:, 10]
     starts = np.repeat(np.cumsum(counts) - counts, counts)
-    global_mothers = table.copy()
-    global_mothers[:, 2:4] += np.where(table[:, 2:4] > 0, starts[:, None], 0)
-    jet = hard_partons(global_mothers)
+    jet = hard_partons(table, starts=starts)
     pt = np.hypot(px, py)
     incoming = status < 0
     with np.errstate(divide="ignore", invalid="ignore"):
