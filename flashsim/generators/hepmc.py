@@ -135,7 +135,7 @@ def event_record(event: Any, path: Path, position: int) -> _Record:
     """One HepMC event as Pythia-ordered columns (numpy over the event's flat data); NaN momenta are an InputError
     naming the event."""
     import pyhepmc
-    from pyhepmc._core import GenEventData
+    from pyhepmc import GenEventData
 
     number = int(event.event_number) if int(event.event_number) > 0 else position
     data = GenEventData()
