@@ -116,6 +116,18 @@ def test_hepmc_two_muons_become_two_genpart_muons(hepmc_file: Path, tmp_path: Pa
     assert ak.all(ev.Pileup_nTrueInt > 0)
 
 
+def test_hepmc_blocks_parse_alone(hepmc_file: Path) -> None:
+    """A block of a HepMC3 file is the header and its events' lines: parsed alone, it gives those events."""
+    from flashsim.generators.hepmc import HepMCBlocks, hepmc_events
+
+    blocks = HepMCBlocks(hepmc_file)
+    assert [e.event_number for e in hepmc_events(hepmc_file, blocks.block(1, 2), 1)] == [8]
+    assert [e.event_number for e in hepmc_events(hepmc_file, blocks.block(2, 3), 2)] == [9]
+    with pytest.raises(ValueError, match="behind"):
+        blocks.block(0, 1)
+    blocks.close()
+
+
 def test_hepmc_gzip_mev_and_unnumbered_events(tmp_path: Path) -> None:
     path = tmp_path / "mev.hepmc3.gz"
     plain = write_hepmc(tmp_path / "mev.hepmc3", [dimuon_event(0, unit="MEV"), dimuon_event(0, unit="MEV")])

@@ -190,7 +190,8 @@ class _Blocks:
         self.spec = spec
         self.path = Path(spec.path)
         self.position = 0  # events of the file read so far (LHE, HepMC3)
-        self.events: Iterator[Any] | None = None
+        self.events: Iterator[Any] | None = None  # LHE
+        self.text: Any = None  # HepMC3: the file's HepMCBlocks
         self.gen: Generator | None = None
         self.hook: Any = None
         self.header: Any = None
@@ -202,6 +203,9 @@ class _Blocks:
         """Free Pythia and the matching hook, silently (the hook prints its message statistics as it goes)."""
         with quiet_stdout():
             self.gen = self.hook = None
+        if self.text is not None:
+            self.text.close()
+            self.text = None
 
     def _record(self, flat: FlatEvents, numbers: np.ndarray, first: int, extra: dict | None = None) -> ak.Array:
         """Event ids + refsim's GEN collections (+ ``extra``) of one block; the pileup draw seeded by the block."""
@@ -230,7 +234,7 @@ class _Blocks:
         return _Block(self._record(flat, np.arange(chunk.start + 1, chunk.stop + 1), chunk.start))
 
     def _skip_to(self, chunk: Chunk, open_file: Callable[[], Iterator[Any]]) -> list[Any]:
-        """The file's events of ``chunk`` (the reader opened again if it is past the chunk's start)."""
+        """The LHE file's events of ``chunk`` (the reader opened again if it is past the chunk's start)."""
         if self.events is None or chunk.start < self.position:
             self.events, self.position = open_file(), 0
             self.close()  # Pythia starts again from the file's first event
@@ -284,8 +288,12 @@ class _Blocks:
         return block
 
     def _hepmc(self, chunk: Chunk) -> _Block:
-        from .hepmc import batch_of, event_record, hepmc_events
+        from .hepmc import HepMCBlocks, batch_of, event_record, hepmc_events
 
-        events = self._skip_to(chunk, lambda: hepmc_events(self.path))
+        if self.text is None or chunk.start < self.text.index:
+            self.text = HepMCBlocks(self.path)
+        events = list(hepmc_events(self.path, self.text.block(chunk.start, chunk.stop), chunk.start))
+        if len(events) < chunk.stop - chunk.start:
+            raise InputError(f"{self.path}: holds {chunk.start + len(events)} events, fewer than counted")
         batch = batch_of([event_record(e, self.path, n) for n, e in enumerate(events, chunk.start + 1)])
         return _Block(self._record(batch.events, batch.numbers, chunk.start))

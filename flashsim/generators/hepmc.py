@@ -24,7 +24,7 @@ from flashsim.errors import InputError
 from flashsim.refsim import _kin
 from flashsim.refsim.pythia import FlatEvents, charges, quiet_stdout
 
-__all__ = ["HepMCBatch", "batch_of", "count_events", "event_record", "hepmc_events", "read_hepmc"]
+__all__ = ["HepMCBatch", "HepMCBlocks", "batch_of", "count_events", "event_record", "hepmc_events", "read_hepmc"]
 
 FOOTER = b"HepMC::Asciiv3-END_EVENT_LISTING"
 _STATUS = {1: 1, 2: -91, 3: -21, 4: -12}  # HepMC -> Pythia-like (3: documentation of the hard process)
@@ -83,16 +83,17 @@ def count_events(path: str | os.PathLike[str]) -> int:
     return n
 
 
-def hepmc_events(path: str | os.PathLike[str]) -> Iterator[Any]:
-    """The file's events as pyhepmc GenEvents, in order; a truncated or unreadable file or no events are an InputError."""
+def hepmc_events(path: str | os.PathLike[str], text: bytes | None = None, first: int = 0) -> Iterator[Any]:
+    """The file's events as pyhepmc GenEvents, in order (or those of ``text``, a block of the file whose first event
+    is the file's ``first``, see :class:`HepMCBlocks`); a truncated or unreadable file or no events are an InputError."""
     import pyhepmc
     from pyhepmc.io import ReaderAscii, pyiostream
 
     path = Path(path)
-    with _open(path) as raw:
+    with _open(path) if text is None else io.BytesIO(text) as raw:
         tail = _Tail(raw)
         reader = ReaderAscii(pyiostream(io.BufferedReader(tail)))
-        n, number = 0, "none"
+        n, number = first, "none"
         while True:
             event = pyhepmc.GenEvent()
             try:
@@ -110,8 +111,66 @@ def hepmc_events(path: str | os.PathLike[str]) -> Iterator[Any]:
             n += 1
             number = str(event.event_number)
             yield event
-        if n == 0:
+        if n == first:
             raise InputError(f"{path}: holds no events")
+
+
+class HepMCBlocks:
+    """A HepMC3 file cut into blocks of events that pyhepmc's reader parses alone (the file's header, the events'
+    lines, an end-of-listing line): the events before a block are skipped by finding their 'E' lines, unparsed,
+    so that each of several processes parses only its own blocks."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.raw = _open(self.path)
+        self.data = b""
+        self.index = 0  # the event that starts at self.pos
+        self.pos = self._next_event(0)
+        if self.pos < 0:
+            raise InputError(f"{self.path}: holds no events")
+        self.header = self.data[: self.pos]
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def _next_event(self, start: int) -> int:
+        """Offset in ``data`` of the first event line at or after ``start``, reading on as needed; -1 at the end."""
+        while (found := self.data.find(b"\nE ", max(start - 1, 0))) < 0:
+            start = len(self.data)
+            try:
+                more = self.raw.read(1 << 22)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise InputError(f"{self.path}: truncated or corrupt after event {self.index} ({exc})") from exc
+            if not more:
+                return -1
+            self.data += more
+        return found + 1
+
+    def _drop_read(self) -> None:
+        """Forget the bytes before the current event once they are many."""
+        if self.pos > 1 << 22:
+            self.data, self.pos = self.data[self.pos:], 0
+
+    def block(self, start: int, stop: int) -> bytes:
+        """The text of events [start, stop) (0-based, ``start`` not before the events already passed), ending with
+        the file's own end when the block reaches it."""
+        if start < self.index:
+            raise ValueError(f"event {start} is behind the reader (at event {self.index})")
+        while self.index < start:
+            self.pos = self._next_event(self.pos + 1)
+            if self.pos < 0:
+                raise InputError(f"{self.path}: holds {self.index + 1} events, fewer than counted")
+            self.index += 1
+            self._drop_read()
+        end = self.pos
+        for _ in range(stop - start):
+            end = self._next_event(end + 1)
+            if end < 0:
+                text, self.pos, self.index = self.data[self.pos:], len(self.data), stop
+                return self.header + text
+        text, self.pos, self.index = self.data[self.pos:end], end, stop
+        self._drop_read()
+        return self.header + text + FOOTER + b"\n"
 
 
 def read_hepmc(path: str | os.PathLike[str], batch_size: int = 500, max_events: int | None = None) -> Iterator[HepMCBatch]:
