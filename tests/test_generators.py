@@ -7,6 +7,7 @@ Pythia cards of a few lines (a few dozen events at most).
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import awkward as ak
@@ -16,7 +17,7 @@ import uproot
 from typer.testing import CliRunner
 
 from flashsim.cli import app
-from flashsim.errors import ConfigError, InputError
+from flashsim.errors import InputError
 from flashsim.generators import GenSource, input_kind
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
@@ -113,6 +114,18 @@ def test_hepmc_two_muons_become_two_genpart_muons(hepmc_file: Path, tmp_path: Pa
     assert ak.all(ev.GenPart_statusFlags[abs(ev.GenPart_pdgId) == 13] & ((1 << 0) | (1 << 13)) == (1 << 0) | (1 << 13))
     assert ak.all((ev.GenPart_statusFlags[z] >> 7) & 1 == 1)
     assert ak.all(ev.Pileup_nTrueInt > 0)
+
+
+def test_hepmc_blocks_parse_alone(hepmc_file: Path) -> None:
+    """A block of a HepMC3 file is the header and its events' lines: parsed alone, it gives those events."""
+    from flashsim.generators.hepmc import HepMCBlocks, hepmc_events
+
+    blocks = HepMCBlocks(hepmc_file)
+    assert [e.event_number for e in hepmc_events(hepmc_file, blocks.block(1, 2), 1)] == [8]
+    assert [e.event_number for e in hepmc_events(hepmc_file, blocks.block(2, 3), 2)] == [9]
+    with pytest.raises(ValueError, match="behind"):
+        blocks.block(0, 1)
+    blocks.close()
 
 
 def test_hepmc_gzip_mev_and_unnumbered_events(tmp_path: Path) -> None:
@@ -226,7 +239,7 @@ HEADER = """<LesHouchesEvents version="3.0">
 <MGRunCard>
  {ickkw} = ickkw ! matching
  {xqcut} = xqcut ! minimum kt jet measure between partons
-</MGRunCard>
+{card}</MGRunCard>
 <initrwgt>
 <weightgroup name="Central scale variation" combine="envelope">
 <weight id="1001"> mur=1 muf=1 </weight>
@@ -255,16 +268,18 @@ def _boost_z(p, beta):
     return np.array([p[0], p[1], g * (p[2] + beta * p[3]), g * (p[3] + beta * p[2])])
 
 
-def lhe_text(n=5, ickkw=0, xqcut=0.0, seed=1):
-    """u u~ -> Z(-> mu+ mu-) g events (balanced in pT), with three scale and two PDF weights each."""
+def lhe_text(n=5, ickkw=0, xqcut=0.0, seed=1, jets=(1,), card="", nlo=False):
+    """u u~ -> Z(-> mu+ mu-) g events (balanced in pT), or u u~ -> Z(-> mu+ mu-) where the cycle ``jets`` says 0, with
+    three scale and two PDF weights each; ``card``: more run-card lines; ``nlo``: events carry MadGraph5_aMC@NLO's npNLO."""
     rng = np.random.default_rng(seed)
-    out = [HEADER.format(ickkw=ickkw, xqcut=xqcut)]
+    out = [HEADER.format(ickkw=ickkw, xqcut=xqcut, card=card)]
     mz, mmu = 91.19, 0.10566
-    for _ in range(n):
-        ptg = rng.uniform(20, 60)
+    for k in range(n):
+        jet = jets[k % len(jets)]
+        ptg = rng.uniform(20, 60) if jet else 0.0
         pzz, pzg = rng.uniform(-100, 100, 2)
         pz_ = np.array([ptg, 0.0, pzz, np.sqrt(ptg**2 + pzz**2 + mz**2)])
-        pg = np.array([-ptg, 0.0, pzg, np.hypot(ptg, pzg)])
+        pg = np.array([-ptg, 0.0, pzg, np.hypot(ptg, pzg)]) if jet else np.zeros(4)
         tot = pz_ + pg
         e1, e2 = (tot[3] + tot[2]) / 2, (tot[3] - tot[2]) / 2
         # Z -> mu mu: in the Z rest frame along a random direction, then boosted with the Z
@@ -282,18 +297,20 @@ def lhe_text(n=5, ickkw=0, xqcut=0.0, seed=1):
             p3b = p3 + ((g - 1) * bp / b2 + g * e) * b
             mus.append(np.r_[p3b, g * (e + bp)])
         xw = 100.0 * rng.uniform(0.5, 1.5)
+        colours = (501, 0, 0, 502) if jet else (501, 0, 0, 501)
         lines = [
-            f"6 1 {xw:.10e} 9.1e+01 7.5e-03 1.3e-01",
-            _line(2, -1, 0, 0, 501, 0, [0, 0, e1, e1], 0.0),
-            _line(-2, -1, 0, 0, 0, 502, [0, 0, -e2, e2], 0.0),
+            f"{5 + jet} 1 {xw:.10e} 9.1e+01 7.5e-03 1.3e-01",
+            _line(2, -1, 0, 0, colours[0], colours[1], [0, 0, e1, e1], 0.0),
+            _line(-2, -1, 0, 0, colours[2], colours[3], [0, 0, -e2, e2], 0.0),
             _line(23, 2, 1, 2, 0, 0, pz_, mz),
-            _line(21, 1, 1, 2, 501, 502, pg, 0.0),
+            *([_line(21, 1, 1, 2, 501, 502, pg, 0.0)] if jet else []),
             _line(-13, 1, 3, 3, 0, 0, mus[0], mmu, 1),
             _line(13, 1, 3, 3, 0, 0, mus[1], mmu, -1),
         ]
         wgts = {"1001": xw, "1002": 0.9 * xw, "1003": 1.1 * xw, "2001": xw, "2002": 1.02 * xw}
         rw = "<rwgt>\n" + "\n".join(f"<wgt id='{k}'> {v:.6e} </wgt>" for k, v in wgts.items()) + "\n</rwgt>"
-        out.append("<event>\n" + "\n".join(lines) + "\n" + rw + "\n</event>\n")
+        tag = f'<event npLO=" -1 " npNLO=" {jet} ">' if nlo else "<event>"
+        out.append(tag + "\n" + "\n".join(lines) + "\n" + rw + "\n</event>\n")
     out.append("</LesHouchesEvents>\n")
     return "".join(out)
 
@@ -343,15 +360,67 @@ def test_lhe_weights_to_root(tmp_path: Path) -> None:
     assert "LHEScaleWeight" in uproot.open(tmp_path / "gen.root")["Events"].keys()
 
 
-@pytest.mark.parametrize("ickkw, xqcut", [(1, 0.0), (0, 20.0), (3, 0.0)])
-def test_lhe_asking_for_matching_is_refused(tmp_path: Path, ickkw: int, xqcut: float) -> None:
-    lhe = write_lhe(tmp_path / "matched.lhe", lhe_text(2, ickkw=ickkw, xqcut=xqcut))
+MLM_CARD = " 5 = maxjetflavor ! matched flavours\n"
+
+
+def test_mlm_matching_vetoes_events_and_keeps_genweight_honest(tmp_path: Path) -> None:
+    """ickkw = 1: Pythia's MLM matching runs (nJetMax from the file, qCut 1.5 x xqcut by default); vetoed events are
+    counted and not written; the same events without matching in the header are all written."""
+    lhe = write_lhe(tmp_path / "mlm.lhe", lhe_text(16, ickkw=1, xqcut=10.0, jets=(0, 1), card=MLM_CARD))
+    out = tmp_path / "gen.parquet"
+    code, output = run("gen", lhe, "-o", out, "--qcut", 50, "--pileup", 0)
+    assert code == 0, output
+    assert "MLM jet matching: qCut = 50 GeV, nJetMax = 1, nQmatch = 5" in output
+    vetoed = int(output.split("LHE events not written: ")[1].split(" vetoed")[0])
+    ev = ak.from_parquet(out)
+    assert 0 < vetoed < 16 and len(ev) + vetoed == 16 and "dropped" not in output
+    weights = [float(line.split()[2]) for line in re.findall(r"<event>\n([^\n]*)", lhe.read_text())]
+    assert np.allclose(ev.genWeight, [weights[k - 1] for k in ev.event.tolist()])  # the kept events' own weights
+    assert set(ev.LHE_Njets.tolist()) == {0, 1}
+
+    default = GenSource(lhe, pileup=0)
+    assert default.matching is not None and default.matching.q_cut == pytest.approx(15.0) and default.matching.n_jet_max == 1
+    assert GenSource(lhe, n_jet_max=3).matching.n_jet_max == 3  # type: ignore[union-attr]
+    zero_jets = write_lhe(tmp_path / "z0.lhe", lhe_text(4, ickkw=1, xqcut=10.0, jets=(0,), card=MLM_CARD))
+    assert GenSource(zero_jets).matching.n_jet_max == 0  # type: ignore[union-attr]
+
+    plain = write_lhe(tmp_path / "plain.lhe", lhe_text(16, jets=(0, 1), card=MLM_CARD))
+    source = GenSource(plain, pileup=0)
+    assert source.matching is None and len(ak.concatenate(list(source.chunks()))) == 16
+    assert source.vetoed == source.dropped == 0
+
+
+def test_fxfx_matching_is_recognised(tmp_path: Path) -> None:
+    lhe = write_lhe(tmp_path / "fxfx.lhe", lhe_text(8, ickkw=3, jets=(0, 1), card=MLM_CARD + " 10.0 = ptj\n", nlo=True))
+    code, output = run("gen", lhe, "-o", tmp_path / "gen.root")
+    assert_error(code, output, str(lhe), "FxFx", "--qcut", "ptj = 10")
+    source = GenSource(lhe, pileup=0, q_cut=30.0)
+    assert source.matching is not None
+    assert (source.matching.scheme, source.matching.q_cut_me, source.matching.n_jet_max) == ("FxFx", 10.0, 1)
+    assert ("FxFx matching", "JetMatching:doFxFx = on") in source.matching.settings()
+    ev = ak.concatenate(list(source.chunks()))
+    assert len(ev) + source.vetoed + source.dropped == 8
+
+
+BAD_MATCHING = {
+    # name: (run-card arguments, extra options, words the error must hold)
+    "xqcut without ickkw": (dict(ickkw=0, xqcut=20.0), [], ["inconsistent run card", "xqcut = 20", "ickkw = 0"]),
+    "MLM without xqcut": (dict(ickkw=1, xqcut=0.0, card=MLM_CARD), [], ["inconsistent run card", "MLM needs xqcut > 0"]),
+    "MLM without maxjetflavor": (dict(ickkw=1, xqcut=10.0), [], ["maxjetflavor"]),
+    "FxFx with xqcut": (dict(ickkw=3, xqcut=10.0, card=MLM_CARD + " 10 = ptj\n"), ["--qcut", 30], ["inconsistent run card", "ickkw = 3"]),
+    "qCut below xqcut": (dict(ickkw=1, xqcut=10.0, card=MLM_CARD), ["--qcut", 8], ["qCut = 8 GeV must be above", "xqcut = 10"]),
+    "CKKW": (dict(ickkw=2, xqcut=10.0, card=MLM_CARD), [], ["ickkw = 2", "1: MLM, 3: FxFx"]),
+    "qcut without matching": (dict(), ["--qcut", 20], ["--qcut/--njetmax given", "ickkw = 0"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MATCHING))
+def test_inconsistent_matching_header_is_one_error_line(tmp_path: Path, case: str) -> None:
+    card, options, words = BAD_MATCHING[case]
+    lhe = write_lhe(tmp_path / "bad.lhe", lhe_text(2, **card))  # type: ignore[arg-type]
     out = tmp_path / "gen.root"
-    code, output = run("gen", lhe, "-o", out)
-    assert_error(code, output, str(lhe), "matching is not implemented")
+    assert_error(*run("gen", lhe, "-o", out, *options), str(lhe), *words)
     assert_nothing_written(tmp_path, out)
-    with pytest.raises(ConfigError):
-        list(GenSource(lhe).chunks())
 
 
 # ------------------------------------------------------------------------------------------ Pythia8 cards ---
@@ -509,3 +578,38 @@ def test_missing_input_and_input_as_output(tmp_path: Path, hepmc_file: Path) -> 
     copy.write_bytes(hepmc_file.read_bytes())
     assert_error(*run("gen", copy, "-o", copy, "--format", "root"), str(copy), "also the input")
     assert copy.read_bytes() == hepmc_file.read_bytes()
+
+
+# ------------------------------------------------------------------------------- processes and event ids ---
+
+@pytest.mark.parametrize("kind", ["card", "lhe", "hepmc"])
+def test_output_does_not_depend_on_the_number_of_processes(kind: str, tmp_path: Path, hepmc_file: Path) -> None:
+    """Blocks are seeded by (seed, block): one process or two (each skipping the other's blocks) give the same events."""
+    if kind == "card":
+        path, options = CARDS / "zz_4l.cmnd", dict(events=9, batch_size=4)
+    elif kind == "lhe":  # with MLM matching: vetoes must fall on the same events
+        path = write_lhe(tmp_path / "mlm.lhe", lhe_text(12, ickkw=1, xqcut=10.0, jets=(0, 1), card=MLM_CARD))
+        options = dict(batch_size=4)
+    else:
+        path, options = hepmc_file, dict(batch_size=1)
+    one, two = (GenSource(path, seed=4, **options) for _ in range(2))  # type: ignore[arg-type]
+    single, double = ak.concatenate(list(one.chunks(jobs=1))), ak.concatenate(list(two.chunks(jobs=2)))
+    assert len(one.blocks()) == 3
+    assert ak.array_equal(single, double)
+    assert (one.vetoed, one.dropped) == (two.vetoed, two.dropped)
+    assert len(single) + one.vetoed + one.dropped == one.total
+
+
+def test_default_luminosity_block_keeps_files_and_seeds_apart(tmp_path: Path) -> None:
+    """Two generator files (or seeds) must not share (run, luminosityBlock, event), the key of the flash random numbers."""
+    from flashsim.generators import default_lumi
+
+    a, b = (write_lhe(tmp_path / f"{name}.lhe", lhe_text(2, seed=k)) for k, name in enumerate("ab"))
+    lumis = {GenSource(a, seed=1).lumi, GenSource(b, seed=1).lumi, GenSource(a, seed=2).lumi}
+    assert len(lumis) == 3 and all(1 <= lumi < 2**31 for lumi in lumis)
+    assert GenSource(a, seed=1).lumi == default_lumi(a, 1) and GenSource(a, seed=1, lumi=7).lumi == 7
+    out = tmp_path / "a.root"
+    code, output = run("gen", a, "-o", out, "--pileup", 0)
+    assert code == 0, output
+    assert f"luminosityBlock {default_lumi(a, 1)}" in output
+    assert set(uproot.open(out)["Events"]["luminosityBlock"].array().tolist()) == {default_lumi(a, 1)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Optional
 
@@ -12,26 +13,70 @@ import typer
 from flashsim.errors import OutputError
 
 if TYPE_CHECKING:
+    import awkward as ak
+
     from flashsim.generators import GenSource
 
 VERSION_HELP = "NanoAOD version of the branch names and types written: v7, v9, v12, v15"
 INPUT_HELP = "Pythia8 card (.cmnd), LHE file (.lhe, .lhe.gz) or HepMC3 ASCII file (.hepmc, .hepmc3, optionally .gz)"
+LUMI_HELP = ("luminosityBlock of every event (default: a number from --seed and the input file's content, so that "
+             "samples from other files or seeds never share event ids; give each job its own, as CMS does)")
+JOBS_HELP = "processes generating events (default: every core, one per block of events); the output does not depend on it"
+QCUT_HELP = "LHE with MLM/FxFx matching: the merging scale qCut in GeV (default MLM: 1.5 x the run card's xqcut)"
+NJETMAX_HELP = "LHE with MLM/FxFx matching: nJetMax (default: the highest jet multiplicity in the file)"
 
 
-def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup: float, run: int, lumi: int) -> GenSource:
+def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup: float, run: int, lumi: Optional[int],
+            qcut: Optional[float], njetmax: Optional[int]) -> GenSource:
     """The generator input as a GenSource, refusing an output that would replace it."""
     from flashsim.generators import GenSource
 
     if os.path.realpath(input) == os.path.realpath(output):
         raise OutputError(f"{output}: the output is also the input; writing it would replace the input")
-    return GenSource(input, events=events, seed=seed, pileup=pileup, run=run, lumi=lumi)
+    return GenSource(input, events=events, seed=seed, pileup=pileup, run=run, lumi=lumi, q_cut=qcut, n_jet_max=njetmax)
+
+
+def _chunks(source: GenSource, jobs: Optional[int], what: str) -> Iterator[ak.Array]:
+    """The source's chunks made by ``jobs`` processes (default: every core), under a progress bar of events."""
+    from flashsim.cli import _progress, console
+    from flashsim.processes import available_cores
+
+    total = source.total  # reads the file's header and counts its events: a bad file fails before the bar
+    processes = jobs or min(available_cores(), len(source.blocks()))
+    if source.matching is not None:
+        console.print(f"{source.path}: {source.matching.describe()}", soft_wrap=True)
+    start = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task(what, total=total, rate=f"{processes} process(es)")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            done = bar.tasks[task].completed
+            bar.update(task, rate=f"{processes} process(es) {done / (time.perf_counter() - start):,.0f} ev/s")
+
+        yield from source.chunks(jobs=processes, progress=advance)
 
 
 def _summary(written: int, source: GenSource, output: Path, start: float) -> str:
-    """One line: events written, from what, where, how fast, and dropped LHE showers if any."""
+    """One line: events written, from what, where, with which event ids, how fast, and LHE events not written."""
     elapsed = time.perf_counter() - start
-    dropped = f"; {source.dropped:,} LHE events dropped (Pythia's shower failed)" if source.dropped else ""
-    return f"wrote {written:,} events from {source.path} ({source.kind}) to {output} in {elapsed:.1f} s{dropped}"
+    lost = [f"{source.vetoed:,} vetoed by the jet matching"] if source.matching is not None else []
+    lost += [f"{source.dropped:,} dropped (Pythia's shower failed)"] if source.dropped else []
+    lhe = f"; LHE events not written: {', '.join(lost)}" if lost else ""
+    return (f"wrote {written:,} events from {source.path} ({source.kind}) to {output} in {elapsed:.1f} s "
+            f"(run {source.run}, luminosityBlock {source.lumi}){lhe}")
+
+
+def _write(source: GenSource, output: Path, format: Optional[str], nano_version: str, jobs: Optional[int], what: str,
+           flash: Callable[[ak.Array], ak.Array] | None = None) -> None:
+    """Write the source's chunks (through ``flash`` if given) to one file, atomically, and echo the summary."""
+    from flashsim.io import NanoAODWriter
+
+    start = time.perf_counter()
+    with NanoAODWriter(output, format=format, version=nano_version) as writer:
+        for chunk in _chunks(source, jobs, what):
+            writer.write(chunk if flash is None else flash(chunk))
+    typer.echo(_summary(writer.num_events, source, output, start))
 
 
 def gen(
@@ -41,19 +86,16 @@ def gen(
     seed: int = typer.Option(1, "--seed", min=0, help="Pythia and pileup seed (same seed -> same file)"),
     pileup: float = typer.Option(35.0, "--pileup", min=0.0, help="mean number of pileup interactions (Pileup_nTrueInt)"),
     run: int = typer.Option(1, "--run", min=0, help="run number of every event"),
-    lumi: int = typer.Option(1, "--lumi", min=0, help="luminosityBlock of every event"),
+    lumi: Optional[int] = typer.Option(None, "--lumi", min=1, help=LUMI_HELP),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help=JOBS_HELP),
+    qcut: Optional[float] = typer.Option(None, "--qcut", min=0.0, help=QCUT_HELP),
+    njetmax: Optional[int] = typer.Option(None, "--njetmax", min=0, help=NJETMAX_HELP),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
     nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
 ) -> None:
     """Generator input -> GEN NanoAOD (GenPart, GenJet, GenMET, Pileup, genWeight; LHE branches for LHE input)."""
-    from flashsim.io import NanoAODWriter
-
-    start = time.perf_counter()
-    source = _source(input, output, events, seed, pileup, run, lumi)
-    with NanoAODWriter(output, format=format, version=nano_version) as writer:
-        for chunk in source.chunks():
-            writer.write(chunk)
-    typer.echo(_summary(writer.num_events, source, output, start))
+    source = _source(input, output, events, seed, pileup, run, lumi, qcut, njetmax)
+    _write(source, output, format, nano_version, jobs, "gen")
 
 
 def simulate(
@@ -65,22 +107,20 @@ def simulate(
     seed: int = typer.Option(1, "--seed", min=0, help="seed of the generator, the pileup draw and the units"),
     pileup: float = typer.Option(35.0, "--pileup", min=0.0, help="mean number of pileup interactions (Pileup_nTrueInt)"),
     run: int = typer.Option(1, "--run", min=0, help="run number of every event"),
-    lumi: int = typer.Option(1, "--lumi", min=0, help="luminosityBlock of every event"),
+    lumi: Optional[int] = typer.Option(None, "--lumi", min=1, help=LUMI_HELP),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help=JOBS_HELP + " (the units run in the main process)"),
+    qcut: Optional[float] = typer.Option(None, "--qcut", min=0.0, help=QCUT_HELP),
+    njetmax: Optional[int] = typer.Option(None, "--njetmax", min=0, help=NJETMAX_HELP),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
     nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
 ) -> None:
-    """Generator input -> GEN -> a chain of units -> flash NanoAOD, chunk by chunk, in one command."""
+    """Generator input -> GEN -> a chain of units -> flash NanoAOD, block by block, in one command."""
     from flashsim.chain import Chain
-    from flashsim.io import NanoAODWriter
 
-    start = time.perf_counter()
     names = [name.strip() for name in chain.split(",") if name.strip()]
     if not names:
         raise typer.BadParameter("give at least one unit, e.g. --chain muon,jet,fakejet,met", param_hint="'--chain'")
-    source = _source(input, output, events, seed, pileup, run, lumi)
+    source = _source(input, output, events, seed, pileup, run, lumi, qcut, njetmax)
     units = Chain(names, device=device)
-    with NanoAODWriter(output, format=format, version=nano_version) as writer:
-        for chunk in source.chunks():
-            writer.write(units.process(chunk, seed=seed, keep_gen=keep_gen))
-    typer.echo(_summary(writer.num_events, source, output, start))
+    _write(source, output, format, nano_version, jobs, "simulate", lambda chunk: units.process(chunk, seed=seed, keep_gen=keep_gen))

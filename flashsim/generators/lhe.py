@@ -12,7 +12,7 @@ import gzip
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -21,11 +21,12 @@ from xml.etree import ElementTree
 import awkward as ak
 import numpy as np
 
-from flashsim.errors import ConfigError, InputError
+from flashsim.errors import InputError
 
-__all__ = ["LHEEvent", "LHEHeader", "check_matching", "lhe_collections", "read_lhe"]
+__all__ = ["LHEEvent", "LHEHeader", "count_events", "hard_partons", "lhe_collections", "read_lhe"]
 
-_RUN_CARD = re.compile(r"^\s*(\S+)\s*=\s*(ickkw|xqcut)\b", re.MULTILINE)
+_RUN_CARD = re.compile(r"^\s*(\S+)\s*=\s*(ickkw|xqcut|ptj|maxjetflavor)\b", re.MULTILINE)
+_END = b"</event>"
 _PDF_COMBINE = ("hessian", "replicas", "gaussian", "symmhessian")
 
 
@@ -41,31 +42,46 @@ class LHEHeader:
 
 @dataclass
 class LHEEvent:
-    """One event: XWGTUP, particle table (NUP x 13 floats: IDUP ISTUP MOTHUP1-2 ICOLUP1-2 PUP1-5 VTIMUP SPINUP), weights."""
+    """One event: XWGTUP, particle table (NUP x 13 floats: IDUP ISTUP MOTHUP1-2 ICOLUP1-2 PUP1-5 VTIMUP SPINUP), weights,
+    and the <event> tag's attributes (e.g. MadGraph5_aMC@NLO's npNLO)."""
 
     xwgtup: float
     particles: np.ndarray
     weights: dict[str, float]
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
-def check_matching(header: LHEHeader, path: Path) -> None:
-    """Refuse a file whose MadGraph run card asks for MLM/FxFx matching (not implemented)."""
-    ickkw = header.run_card.get("ickkw", "0")
-    xqcut = header.run_card.get("xqcut", "0")
+def count_events(path: str | os.PathLike[str]) -> int:
+    """The number of </event> tags in the file (a fast scan, no parsing)."""
+    n, carry = 0, b""
     try:
-        asks = int(float(ickkw)) in (1, 3) or float(xqcut) > 0
-    except ValueError as exc:
-        raise InputError(f"{path}: run card ickkw = {ickkw!r}, xqcut = {xqcut!r} are not numbers") from exc
-    if asks:
-        raise ConfigError(f"{path}: the run card asks for jet matching (ickkw = {ickkw}, xqcut = {xqcut}); "
-                          "MLM/FxFx matching is not implemented, so flashsim will not shower this file")
+        with _open(Path(path)) as handle:
+            while block := handle.read(1 << 22):
+                data = carry + block
+                n += data.count(_END)
+                carry = data[-(len(_END) - 1):]
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: truncated or corrupt gzip ({exc})") from exc
+    return n
+
+
+def hard_partons(table: np.ndarray, flavours: int = 5, starts: np.ndarray | None = None) -> np.ndarray:
+    """Mask over a particle table (one event, or events concatenated with ``starts`` the first row of each row's event)
+    of the outgoing quarks (|IDUP| <= ``flavours``) and gluons whose mother is incoming (a mother index 0 reads the
+    event's first particle, an incoming one)."""
+    starts = np.zeros(len(table), np.int64) if starts is None else starts
+    status = table[:, 1].astype(np.int32)
+    mothers = [np.clip(table[:, c].astype(np.int64) - 1, 0, None) + starts for c in (2, 3)]
+    from_incoming = (status[mothers[0]] < 0) | (status[mothers[1]] < 0)
+    a = np.abs(table[:, 0].astype(np.int32))
+    return (status == 1) & ((a <= flavours) | (a == 21)) & from_incoming & (table[:, 2] > 0)
 
 
 def _open(path: Path) -> IO[bytes]:
     return cast(IO[bytes], gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb"))
 
 
-def read_lhe(path: str | os.PathLike[str], header: LHEHeader, max_events: int | None = None) -> Iterator[LHEEvent]:
+def read_lhe(path: str | os.PathLike[str], header: LHEHeader, max_events: int | None = None) -> Generator[LHEEvent, None, None]:
     """Yield the events of an LHE file, filling ``header`` as it is read (before the first event)."""
     path = Path(path)
     n = 0
@@ -133,7 +149,7 @@ def _event(elem: Any, path: Path, n: int) -> LHEEvent:
         raise InputError(f"{path}: event {n}: NUP = {nup} particles announced, {len(table)} complete lines found")
     if not (np.isfinite(table).all() and np.isfinite(xwgtup)):
         raise InputError(f"{path}: event {n}: non-finite momentum or weight in the event block")
-    return LHEEvent(xwgtup, table, _weights(elem, path, n))
+    return LHEEvent(xwgtup, table, _weights(elem, path, n), {k: v.strip() for k, v in elem.attrib.items()})
 
 
 def _weights(elem: Any, path: Path, n: int) -> dict[str, float]:
@@ -158,10 +174,7 @@ def lhe_collections(events: list[LHEEvent], header: LHEHeader) -> dict[str, ak.A
     pid, status = table[:, 0].astype(np.int32), table[:, 1].astype(np.int32)
     px, py, pz, mass = table[:, 6], table[:, 7], table[:, 8], table[:, 10]
     starts = np.repeat(np.cumsum(counts) - counts, counts)
-    mothers = [np.clip(table[:, c].astype(np.int64) - 1, 0, None) + starts for c in (2, 3)]
-    from_incoming = (status[mothers[0]] < 0) | (status[mothers[1]] < 0)
-    a = np.abs(pid)
-    jet = (status == 1) & ((a <= 5) | (a == 21)) & from_incoming & (table[:, 2] > 0)
+    jet = hard_partons(table, starts=starts)
     pt = np.hypot(px, py)
     incoming = status < 0
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -135,9 +135,9 @@ def _particle_data() -> Any:
         return pythia8mc.Pythia("", False).particleData
 
 
-def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError], failed: str) -> Any:
-    """A Pythia8 instance given (where, setting) pairs: a rejected setting raises ``rejected`` naming where;
-    a failed initialisation raises ``rejected`` with ``failed``."""
+def check_settings(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError]) -> Any:
+    """An uninitialised Pythia8 instance that took every (where, setting) pair; a rejected one raises ``rejected``
+    naming where."""
     import pythia8mc
 
     with quiet_stdout():
@@ -145,6 +145,16 @@ def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimErr
         for where, s in settings:
             if not py.readString(s):
                 raise rejected(f"{where}: Pythia rejected the setting {s!r} (unknown key or bad value)")
+    return py
+
+
+def start_pythia(settings: Sequence[tuple[str, str]], rejected: type[FlashsimError], failed: str, hooks: Any = None) -> Any:
+    """A Pythia8 instance given (where, setting) pairs and optional user ``hooks``: a rejected setting raises
+    ``rejected`` naming where; a failed initialisation raises ``rejected`` with ``failed``."""
+    with quiet_stdout():
+        py = check_settings(settings, rejected)
+        if hooks is not None:
+            py.setUserHooksPtr(hooks)
         if not py.init():
             raise rejected(failed)
     return py
@@ -167,12 +177,13 @@ class Generator:
                                 f"pTHatMin = {pthat_min} GeV (check --sqrt-s and --pthat-min)")
 
     @classmethod
-    def from_settings(cls, name: str, settings: Sequence[tuple[str, str]], failed: str) -> Generator:
+    def from_settings(cls, name: str, settings: Sequence[tuple[str, str]], failed: str, hooks: Any = None) -> Generator:
         """A generator for any Pythia setup: refsim's common settings (quiet, decays in flight), then ``settings``
-        as (where, setting) pairs; a rejected setting or a failed initialisation is an InputError."""
+        as (where, setting) pairs, and optional user ``hooks``; a rejected setting or a failed initialisation is an
+        InputError."""
         gen = cls.__new__(cls)
         gen.process = name
-        gen._py = start_pythia([("refsim", s) for s in _COMMON] + list(settings), InputError, failed)
+        gen._py = start_pythia([("refsim", s) for s in _COMMON] + list(settings), InputError, failed, hooks)
         return gen
 
     @property
@@ -197,13 +208,13 @@ class Generator:
                 got += len(b)
         return self.flatten(parts[0] if len(parts) == 1 else ak.concatenate(parts))
 
-    def attempts(self, n: int) -> tuple[FlatEvents, np.ndarray]:
-        """Make ``n`` attempts (one input event each, e.g. from an LHE file): the events that succeeded, and
-        a mask over the attempts of those that did."""
+    def attempts(self, n: int) -> tuple[FlatEvents | None, np.ndarray]:
+        """Make ``n`` attempts (one input event each, e.g. from an LHE file): the events that succeeded (None if
+        none did), and a mask over the attempts of those that did."""
         with quiet_stdout():
             b = self._py.nextBatch(n, "none")
         ok = ~ak.to_numpy(ak.is_none(b, axis=0))
-        return self.flatten(b[ok]), ok
+        return (self.flatten(b[ok]) if ok.any() else None), ok
 
     def flatten(self, b: ak.Array) -> FlatEvents:
         """Pythia's awkward batch (``nextBatch``) as flat columns."""
