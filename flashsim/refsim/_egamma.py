@@ -72,8 +72,8 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
 
     # ---- photons: every cluster
     pho_pt = cl.energy / np.cosh(cl.eta)
-    pho_hoe = cl.hoe
-    is_pho = (pho_pt > p.pho_pt_min) & (rng.random(len(cl.evt)) < p.pho_eff) & (pho_hoe < p.pho_hoe_max)
+    pho_hoe = cl.hoe_tower
+    is_pho = (pho_pt > p.pho_pt_min) & (rng.random(len(cl.evt)) < p.pho_eff) & (cl.hoe < p.pho_hoe_max)
 
     # ---- electrons: electron clusters, conversion legs, hadron fakes
     ae_seed = np.abs(cl.eta)
@@ -103,7 +103,6 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
     sieie = np.concatenate([cl.sieie[ci], sieie_mean[n - len(hi):] * (1 + rng.exponential(0.5, len(hi)))])
     r9 = np.concatenate([cl.r9[ci], rng.uniform(0.3, 0.9, len(hi))])
     hoe = np.concatenate([cl.hoe[ci], rng.exponential(0.15, len(hi))])
-    spread = np.concatenate([cl.spread[ci], np.zeros(len(hi))])
     deta_width = np.where(barrel_id, p.ele_deta_res[0], p.ele_deta_res[1]) * np.where(had, 4.0, 1.0)
     deta = deta_width * rng.standard_normal(n)
     x0 = _material(p, ae)
@@ -221,7 +220,8 @@ def jet_electrons(electrons: ak.Array, jet_counts: np.ndarray) -> dict[str, np.n
 
 @dataclass
 class _Clusters:
-    """ECAL clusters: seed particle, event, measured energy and position, shower shapes, H/E, what seeded
+    """ECAL clusters: seed particle, event, measured energy and position, shower shapes, H/E (cone 0.15 and the
+    tower behind), what seeded
     them (an electron; a converted photon), the brem / conversion spread, and each particle's cluster (-1)."""
 
     seed: np.ndarray
@@ -232,6 +232,7 @@ class _Clusters:
     sieie: np.ndarray
     r9: np.ndarray
     hoe: np.ndarray
+    hoe_tower: np.ndarray
     is_electron: np.ndarray
     converted: np.ndarray
     spread: np.ndarray
@@ -304,14 +305,15 @@ def _clusters(p: DetectorParams, rng: np.random.Generator, n_ev: int, part: Part
     o, it = _kin.event_pairs(c_evt, np.bincount(part.evt[hadronic], minlength=n_ev))
     h = hadronic[it]
     h_part = p.eg_hcal_fraction * part.e[h]
-    near = (np.hypot(eta_c[o] - part.eta[h], delta_phi(phi_c[o], part.phi[h])) < 0.15) & (h_part > p.eg_hcal_threshold)
+    dr_h = np.hypot(eta_c[o] - part.eta[h], delta_phi(phi_c[o], part.phi[h]))
     leak = measured * rng.exponential(p.eg_hoe_leak, nc)
-    h_e = _kin.group_sum(o[near], h_part[near], nc) + np.where(leak > p.eg_hcal_threshold, leak, 0.0)
-    hoe = h_e / np.maximum(measured, 1e-9)
+    leak = np.where(leak > p.eg_hcal_threshold, leak, 0.0)
+    hoe, hoe_tower = ((_kin.group_sum(o[near], h_part[near], nc) + leak) / np.maximum(measured, 1e-9)
+                      for near in ((dr_h < 0.15) & (h_part > p.eg_hcal_threshold), (dr_h < p.pho_hoe_tower_dr) & (h_part > p.eg_hcal_threshold)))
     eta_m = eta_c + p.eg_pos_res * rng.standard_normal(nc)
     phi_m = phi_c + p.eg_pos_res * rng.standard_normal(nc)
     phi_m = np.arctan2(np.sin(phi_m), np.cos(phi_m))
-    return _Clusters(seed, c_evt, measured, eta_m, phi_m, sieie, r9, hoe, is_ele, converted, spread, member_of)
+    return _Clusters(seed, c_evt, measured, eta_m, phi_m, sieie, r9, hoe, hoe_tower, is_ele, converted, spread, member_of)
 
 
 @dataclass

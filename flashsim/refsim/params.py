@@ -186,7 +186,7 @@ class DetectorParams:
     barrel, 2-5 % endcap, EGM-17-001)."""
     eg_brem_loss: float = 0.08
     """Fraction of the bremsstrahlung energy the supercluster misses, times U(0,1): the low-side tail."""
-    eg_core_spread_pt: float = 12.0
+    eg_core_spread_pt: float = 6.0
     """R9 = core fraction * E(core) / E(cluster); the core fraction loses spread * min(this / pT, 0.8), spread
     being the brem fraction of an electron or U(0, 0.5) for a conversion (the pair opens in phi)."""
     eg_pos_res: float = 0.002
@@ -257,15 +257,19 @@ class DetectorParams:
     ele_mva_weights: tuple[float, ...] = (5.0, 3.0, -4.0, -15.0, -0.8, -12.0, -1.5, -3.0)
     """Toy electron MVA: logit = w0 + w . (r9, sieie / (barrel or endcap intrinsic mean), min(H/E, 1),
     |deltaEtaSC| / width, min(relIso03, 2), lostHits, not convVeto); score = 2 sigmoid(logit) - 1 in [-1, 1]."""
-    ele_mva_wp: tuple[float, ...] = (0.35, -0.09)
+    ele_mva_wp: tuple[float, ...] = (0.50, 0.12)
     """Score thresholds of WP80 and WP90: 80 % and 90 % of prompt Z->ee electrons above 20 GeV pass (refsim zee, <nPU> 35)."""
     pho_mva_weights: tuple[float, ...] = (5.0, 3.0, -4.0, -15.0, -10.0)
     """Toy photon MVA: logit = w0 + w . (r9, sieie / intrinsic mean, min(H/E, 1), min(relIso03, 2))."""
-    pho_mva_wp: tuple[float, ...] = (0.73, 0.40)
+    pho_mva_wp: tuple[float, ...] = (0.88, 0.77)
+    """WP80 and WP90 thresholds: 80 % and 90 % of prompt photons above 20 GeV pass (refsim gjets, <nPU> 35)."""
     pho_pt_min: float = 10.0
     pho_eff: float = 0.98
     pho_hoe_max: float = 0.5
-    """Photons: pT > pho_pt_min, reconstruction efficiency pho_eff, H/E < pho_hoe_max (gedPhoton preselection)."""
+    """Photons: pT > pho_pt_min, reconstruction efficiency pho_eff, cone H/E < pho_hoe_max (gedPhoton preselection)."""
+    pho_hoe_tower_dr: float = 0.05
+    """Photon_hoe counts the HCAL tower behind the seed (hadTowOverEm; 0.087 x 0.087, about dR < 0.05), as the
+    Run-2 photon ID does; Electron_hoe the cone dR < 0.15 (hadronicOverEm), as the Fall17 V2 electron ID does."""
     pho_pixel_seed_conversion: float = 0.3
     """Probability that a converted photon has a pixel seed (early conversions); electrons have one at 95 %."""
 
