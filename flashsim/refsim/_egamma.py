@@ -301,15 +301,15 @@ def _clusters(p: DetectorParams, rng: np.random.Generator, n_ev: int, part: Part
     r9 = np.clip(core_frac * core / w, 0.05, 1.0)
 
     # H/E: hadrons' energy in the HCAL behind the cluster, plus the shower's own leakage, above a threshold
-    hadronic = np.nonzero(~em & (a != 13) & (a != 11) & (a != 22) & (ae < p.eg_eta_max + 0.15))[0]
+    h_all = p.eg_hcal_fraction * part.e
+    hadronic = np.nonzero((a != 13) & (a != 11) & (a != 22) & (ae < p.eg_eta_max + 0.15) & (h_all > p.eg_hcal_threshold))[0]
     o, it = _kin.event_pairs(c_evt, np.bincount(part.evt[hadronic], minlength=n_ev))
     h = hadronic[it]
-    h_part = p.eg_hcal_fraction * part.e[h]
     dr_h = np.hypot(eta_c[o] - part.eta[h], delta_phi(phi_c[o], part.phi[h]))
     leak = measured * rng.exponential(p.eg_hoe_leak, nc)
     leak = np.where(leak > p.eg_hcal_threshold, leak, 0.0)
-    hoe, hoe_tower = ((_kin.group_sum(o[near], h_part[near], nc) + leak) / np.maximum(measured, 1e-9)
-                      for near in ((dr_h < 0.15) & (h_part > p.eg_hcal_threshold), (dr_h < p.pho_hoe_tower_dr) & (h_part > p.eg_hcal_threshold)))
+    hoe, hoe_tower = ((_kin.group_sum(o[near], h_all[h][near], nc) + leak) / np.maximum(measured, 1e-9)
+                      for near in (dr_h < 0.15, dr_h < p.pho_hoe_tower_dr))
     eta_m = eta_c + p.eg_pos_res * rng.standard_normal(nc)
     phi_m = phi_c + p.eg_pos_res * rng.standard_normal(nc)
     phi_m = np.arctan2(np.sin(phi_m), np.cos(phi_m))

@@ -264,9 +264,9 @@ def _simulate(gen, pileup_pool, p, rng, eg_rng, pileup_mean) -> dict:
     # ---- jets ---------------------------------------------------------------------------
     # per-PF-candidate tagging inputs
     q_track = pf_trk[pf_idx] | pf_mu[pf_idx]  # reco muons always have an inner track
-    out["Jet"], pf_jet = _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
-                               vx[pf_idx], vy[pf_idx], np.where(dxy_true >= 0, dxy, -dxy)[pf_idx], sig_dxy[pf_idx], px[pf_idx],
-                               py[pf_idx], rho, gen["GenJet"])
+    jets, jet_counts, pf_jet = _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
+                                     vx[pf_idx], vy[pf_idx], np.where(dxy_true >= 0, dxy, -dxy)[pf_idx], sig_dxy[pf_idx], px[pf_idx],
+                                     py[pf_idx], rho, gen["GenJet"])
 
     # ---- muons ----------------------------------------------------------------------------
     out["Muon"] = _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dxy, sig_dz,
@@ -279,14 +279,14 @@ def _simulate(gen, pileup_pool, p, rng, eg_rng, pileup_mean) -> dict:
                               P["genPartIdx"], P["genPartFlav"])
         cands = PFCandidates(pf_idx, pf_counts, qpt, qeta, qphi, np.isin(qcat, (CH_HAD, CH_EM, MUON)), qcat == NE_EM, pf_jet)
         out["Electron"], out["Photon"] = reconstruct_egamma(p, eg_rng, n_ev, particles, cands, rho)
-        jet_counts = ak.to_numpy(ak.num(out["Jet"])).astype(np.int64)
-        for name, values in jet_electrons(out["Electron"], jet_counts).items():
-            out["Jet"] = ak.with_field(out["Jet"], ak.unflatten(values, jet_counts), name)
+        jets.update(jet_electrons(out["Electron"], jet_counts))
+    out["Jet"] = ak.unflatten(ak.zip(jets), jet_counts)
     return out
 
 
 def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
           qvx, qvy, qdxy, qsig, tpx, tpy, rho, genjets):
+    """Jets as flat columns, their counts per event, and each PF candidate's jet (index within its event's jets, -1)."""
     R = p.jet_r
     raw_min = min(8.0, p.jet_pt_min)
     J = cluster(qpx, qpy, qpz, qe, pf_counts, R, raw_min)
@@ -439,7 +439,7 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     jet_local[order] = _kin.ragged_arange(counts)
     pf_jet = np.full(len(qpt), -1, np.int64)
     pf_jet[ci] = jet_local[jc]
-    return ak.unflatten(ak.zip(flat), counts), pf_jet
+    return flat, counts, pf_jet
 
 
 # refsim has one toy b/c tagger and one toy q/g discriminant; Run-3 files carry them under PNet's names
