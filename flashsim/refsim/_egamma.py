@@ -22,6 +22,7 @@ import numpy as np
 from flashsim.kinematics import delta_phi
 
 from . import _kin
+from ._columns import collection, pt_order
 from .params import DetectorParams
 
 ELECTRON_MASS = 0.000511
@@ -143,7 +144,7 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
         "jetIdx": np.where(pos_of[src] >= 0, pf.jet[np.maximum(pos_of[src], 0)], -1).astype(np.int32),
         "genPartIdx": g_idx, "genPartFlav": g_flav,
     }
-    e_order, e_counts, e_local = _pt_order(e_evt, pt, keep, n_ev)
+    e_order, e_counts, e_local = pt_order(e_evt, pt, keep, n_ev)
 
     # ---- photons' matching and IDs
     pi = np.nonzero(is_pho)[0]
@@ -176,7 +177,7 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
     pg_idx = part.gen_idx[seed].astype(np.int32)
     prompt = (pg_idx >= 0) & (part.gen_flav[seed] == 1)
     pg_flav = np.where(prompt, np.where(np.abs(part.pid[seed]) == 22, 1, 11), 0).astype(np.uint8)
-    p_order, p_counts, p_local = _pt_order(cl.evt[pi], ppt, np.ones(len(pi), bool), n_ev)
+    p_order, p_counts, p_local = pt_order(cl.evt[pi], ppt, np.ones(len(pi), bool), n_ev)
     pho_of_cluster = np.full(len(cl.evt), -1, np.int64)
     pho_of_cluster[pi] = p_local
     pho_cols = {
@@ -190,7 +191,7 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
         "genPartIdx": pg_idx, "genPartFlav": pg_flav,
     }
     ele_cols["photonIdx"] = np.where(cluster >= 0, pho_of_cluster[np.maximum(cluster, 0)], -1).astype(np.int32)
-    return _collection(ele_cols, e_order, e_counts), _collection(pho_cols, p_order, p_counts)
+    return collection(ele_cols, e_order, e_counts), collection(pho_cols, p_order, p_counts)
 
 
 def jet_electrons(electrons: ak.Array, jet_counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -364,6 +365,7 @@ def _region(p: DetectorParams, abseta, barrel, gap, endcap):
 
 
 def _effective_area(p: DetectorParams, areas, abseta):
+    """The effective area of each object's |eta| bin (bins start at ``eg_ea_eta``)."""
     return np.asarray(areas)[np.clip(np.searchsorted(p.eg_ea_eta, abseta, side="right") - 1, 0, len(areas) - 1)]
 
 
@@ -373,22 +375,3 @@ def _cut_based(table, sieie, deta, hoe, energy, rho, reliso, pt, lost, conv_veto
     passes = ((sieie < table[..., 0]) & (deta < table[..., 1]) & (hoe < table[..., 2] + (table[..., 3] + table[..., 4] * rho) / energy)
               & (reliso < table[..., 5] + table[..., 6] / pt) & (lost <= table[..., 7]) & conv_veto[:, None])
     return np.cumprod(passes, axis=1).sum(axis=1).astype(np.int32)
-
-
-def _pt_order(evt, pt, keep, n_ev):
-    """Output order of the kept objects (by event, then decreasing pT), per-event counts, and every kept
-    object's index within its event (-1 for the others)."""
-    order = np.lexsort((-pt, evt))
-    order = order[keep[order]]
-    counts = np.bincount(evt[order], minlength=n_ev).astype(np.int64)
-    local = np.full(len(evt), -1, np.int64)
-    local[order] = _kin.ragged_arange(counts)
-    return order, counts, local
-
-
-def _collection(cols: dict[str, np.ndarray], order: np.ndarray, counts: np.ndarray) -> ak.Array:
-    flat = {}
-    for k, v in cols.items():
-        v = np.asarray(v)[order]
-        flat[k] = v.astype(np.float32) if v.dtype == np.float64 else v
-    return ak.unflatten(ak.zip(flat), counts)

@@ -26,6 +26,7 @@ import numpy as np
 from flashsim.kinematics import delta_phi
 
 from . import _kin
+from ._columns import collection, pt_order
 from ._egamma import Particles, PFCandidates, jet_electrons, reconstruct_egamma
 from ._jets import cluster
 from .params import DetectorParams
@@ -545,8 +546,7 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     g_idx = np.where(is_pu[mi], -1, gen_idx[mi]).astype(np.int32)
     g_flav = np.where(g_idx >= 0, gen_flav[mi], 0).astype(np.uint8)
 
-    order = np.lexsort((-m_pt, m_evt))
-    counts = np.bincount(m_evt, minlength=n_ev)
+    order, counts, _ = pt_order(m_evt, m_pt, np.ones(n_mu, bool), n_ev)
     cols = {
         "pt": m_pt, "eta": m_eta, "phi": m_phi, "mass": np.full(n_mu, MUON_MASS),
         "charge": q, "dxy": dxy_cm, "dz": dz_cm, "ip3d": ip3d, "sip3d": sip3d,
@@ -554,8 +554,4 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
         "looseId": np.ones(n_mu, bool), "mediumId": medium, "tightId": tight,
         "genPartIdx": g_idx, "genPartFlav": g_flav,
     }
-    flat = {}
-    for k, v in cols.items():
-        v = v[order]
-        flat[k] = v.astype(np.float32) if v.dtype == np.float64 else v
-    return ak.unflatten(ak.zip(flat), counts)
+    return collection(cols, order, counts)
