@@ -61,3 +61,20 @@ def kth_largest(group, values, n, k, fill):
     sel = rank == k
     out[g[sel]] = values[order][sel]
     return out
+
+
+def smear(rng, n, tail_frac, tail_scale):
+    """Standard-normal draws where a fraction ``tail_frac`` is ``tail_scale`` wider."""
+    g = rng.standard_normal(n)
+    if tail_frac > 0:
+        g = np.where(rng.random(n) < tail_frac, g * tail_scale, g)
+    return g
+
+
+def event_pairs(obj_evt, counts):
+    """(object, item) index pairs of every object with every item of its event; items are grouped by event
+    in ``counts``."""
+    npair = np.asarray(counts, dtype=np.int64)[obj_evt]
+    obj = np.repeat(np.arange(len(obj_evt)), npair)
+    item = np.repeat(starts_of(counts)[obj_evt], npair) + ragged_arange(npair)
+    return obj, item

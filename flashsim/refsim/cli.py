@@ -9,7 +9,7 @@ import typer
 
 
 def refsim(
-    process: str = typer.Option("wjets", "--process", "-p", help="wjets | ttbar | dy | minbias"),
+    process: str = typer.Option("wjets", "--process", "-p", help="wjets | ttbar | dy | zee | gjets | minbias"),
     events: int = typer.Option(10000, "--events", "-n", min=1, help="Number of events to generate."),
     pileup: float = typer.Option(35.0, "--pileup", min=0.0, help="Mean number of pileup interactions (nTrueInt)."),
     seed: int = typer.Option(1, "--seed", min=0, help="Random seed (same seed and workers -> identical file)."),

@@ -54,8 +54,9 @@ def assemble_events(gen: dict, reco: dict | None, ids: dict[str, np.ndarray], ex
         **(extra or {}),
     }
     if reco is not None:
-        for k in ("Jet", "Muon", "MET", "fixedGridRhoFastjetAll", "PV_npvs"):
-            cols[k] = reco[k]
+        for k in ("Jet", "Muon", "Electron", "Photon", "MET", "fixedGridRhoFastjetAll", "PV_npvs"):
+            if k in reco:
+                cols[k] = reco[k]
     return ak.zip(cols, depth_limit=1)
 
 

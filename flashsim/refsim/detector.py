@@ -1,4 +1,4 @@
-"""The particle-level parametric detector: GEN particles (+ pileup) -> Jet, Muon, MET.
+"""The particle-level parametric detector: GEN particles (+ pileup) -> Jet, Muon, Electron, Photon, MET.
 
 Stages, all vectorised over the whole batch on flat numpy columns:
 
@@ -14,7 +14,8 @@ Stages, all vectorised over the whole batch on flat numpy columns:
    energy fractions, jet ID, q/g likelihood and b/c tagging from track IP significances,
    a pseudo secondary vertex and soft muons;
 6. muon isolation from PF candidates (delta-beta corrected with the removed charged PU);
-7. PF MET.
+7. PF MET;
+8. electrons and photons (``_egamma``, on their own random stream), with the jets' electron indices.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 from flashsim.kinematics import delta_phi
 
 from . import _kin
+from ._columns import collection, pt_order
+from ._egamma import Particles, PFCandidates, jet_electrons, reconstruct_egamma
 from ._jets import cluster
 from .params import DetectorParams
 from .pileup import PileupPool, draw_pileup
@@ -33,14 +36,6 @@ MUON_MASS = 0.1056584
 PION_MASS = 0.13957
 
 CH_HAD, NE_HAD, CH_EM, NE_EM, MUON = 0, 1, 2, 3, 4
-
-
-def _smear(rng, n, tail_frac, tail_scale):
-    """Standard-normal draws where a fraction ``tail_frac`` is ``tail_scale`` wider."""
-    g = rng.standard_normal(n)
-    if tail_frac > 0:
-        g = np.where(rng.random(n) < tail_frac, g * tail_scale, g)
-    return g
 
 
 def _as_flat(coll, fields):
@@ -94,25 +89,27 @@ def simulate_detector(gen, pileup_pool: PileupPool | None, params: DetectorParam
     ``gen`` is the mapping/record array made by the GEN stage, with the private stable
     ``Particle`` list, ``GenJet`` and (optionally) ``Pileup``; if ``Pileup`` is absent it
     is drawn here with mean ``pileup_mean``.  Returns a dict of RECO collections: Jet,
-    Muon, MET, fixedGridRhoFastjetAll, PV_npvs (and Pileup when it was drawn here).
+    Muon, Electron and Photon (with ``params.egamma``), MET, fixedGridRhoFastjetAll, PV_npvs (and Pileup when it
+    was drawn here).
     """
     p = params or DetectorParams()
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    eg_rng = rng.spawn(1)[0]  # e/gamma's own stream: the other collections are the same with it on or off
     n_ev = len(gen["Particle"])
     step = max(int(p.detector_pass_events), 1)
     if n_ev <= step:
-        return _simulate(gen, pileup_pool, p, rng, pileup_mean)
+        return _simulate(gen, pileup_pool, p, rng, eg_rng, pileup_mean)
     # bounded memory: run the batch in passes of ``detector_pass_events`` events
     keys = [k for k in (gen.fields if hasattr(gen, "fields") else gen.keys())]
     parts = []
     for lo in range(0, n_ev, step):
         sub = {k: gen[k][lo:lo + step] for k in keys if k in ("Particle", "GenJet", "Pileup")}
-        parts.append(_simulate(sub, pileup_pool, p, rng, pileup_mean))
+        parts.append(_simulate(sub, pileup_pool, p, rng, eg_rng, pileup_mean))
     return {k: ak.concatenate([q[k] for q in parts]) if isinstance(parts[0][k], ak.Array)
             else np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
-def _simulate(gen, pileup_pool, p, rng, pileup_mean) -> dict:
+def _simulate(gen, pileup_pool, p, rng, eg_rng, pileup_mean) -> dict:
     part = gen["Particle"]
     n_ev = len(part)
     out: dict = {}
@@ -170,15 +167,15 @@ def _simulate(gen, pileup_pool, p, rng, pileup_mean) -> dict:
     rel = np.hypot(p.trk_pt_res_a, p.trk_pt_res_b * pt) * (
         1 + p.trk_pt_res_endcap * np.clip((abseta - 1.2) / 1.3, 0, None)
     )
-    curv_smear = 1 + rel * _smear(rng, N, p.trk_tail_frac, p.trk_tail_scale)
+    curv_smear = 1 + rel * _kin.smear(rng, N, p.trk_tail_frac, p.trk_tail_scale)
     trk_scale = np.where(tracked, 1.0 / np.clip(curv_smear, 0.2, None), 1.0)
     safe_pt = np.maximum(pt, 1e-9)
     dxy_true = (-vx * py + vy * px) / safe_pt
     dz_true = vz - (vx * px + vy * py) / safe_pt * pz / safe_pt
     sig_dxy = np.hypot(p.trk_ip_res_a, p.trk_ip_res_b / (safe_pt * np.sqrt(np.maximum(sin_t, 1e-3))))
     sig_dz = np.hypot(p.trk_dz_res_a, p.trk_dz_res_b / (safe_pt * np.maximum(sin_t, 1e-3) ** 1.5))
-    dxy = dxy_true + sig_dxy * _smear(rng, N, p.trk_ip_tail_frac, p.trk_ip_tail_scale)
-    dz = dz_true + sig_dz * _smear(rng, N, p.trk_ip_tail_frac, p.trk_ip_tail_scale)
+    dxy = dxy_true + sig_dxy * _kin.smear(rng, N, p.trk_ip_tail_frac, p.trk_ip_tail_scale)
+    dz = dz_true + sig_dz * _kin.smear(rng, N, p.trk_ip_tail_frac, p.trk_ip_tail_scale)
     chs_removed = tracked & is_pu & (np.abs(dz) > p.chs_dz_cut)
 
     # ---- 4. muon system (before calorimetry: reco muons become PF muons) ---------------
@@ -192,7 +189,7 @@ def _simulate(gen, pileup_pool, p, rng, pileup_mean) -> dict:
     mu_reco = is_mu & (abseta < p.mu_eta_max) & (rng.random(N) < mu_eff)
     mu_a = np.select([mu_region == 0, mu_region == 1], [p.mu_res_barrel, p.mu_res_overlap], p.mu_res_endcap)
     mu_rel = np.hypot(mu_a, p.mu_res_b * pt)
-    mu_scale = 1.0 / np.clip(1 + mu_rel * _smear(rng, N, p.mu_tail_frac, p.mu_tail_scale), 0.2, None)
+    mu_scale = 1.0 / np.clip(1 + mu_rel * _kin.smear(rng, N, p.mu_tail_frac, p.mu_tail_scale), 0.2, None)
 
     # ---- 3. calorimeters for everything without a track / muon ------------------------
     photon_like = (a == 22) | ((a == 11) & ~tracked)
@@ -268,19 +265,29 @@ def _simulate(gen, pileup_pool, p, rng, pileup_mean) -> dict:
     # ---- jets ---------------------------------------------------------------------------
     # per-PF-candidate tagging inputs
     q_track = pf_trk[pf_idx] | pf_mu[pf_idx]  # reco muons always have an inner track
-    out["Jet"] = _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
-                       vx[pf_idx], vy[pf_idx], np.where(dxy_true >= 0, dxy, -dxy)[pf_idx], sig_dxy[pf_idx], px[pf_idx], py[pf_idx],
-                       rho, gen["GenJet"])
+    jets, jet_counts, pf_jet = _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
+                                     vx[pf_idx], vy[pf_idx], np.where(dxy_true >= 0, dxy, -dxy)[pf_idx], sig_dxy[pf_idx], px[pf_idx],
+                                     py[pf_idx], rho, gen["GenJet"])
 
     # ---- muons ----------------------------------------------------------------------------
     out["Muon"] = _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dxy, sig_dz,
                          decay_in_flight, P["genPartIdx"], P["genPartFlav"], is_pu,
                          pf_idx, pf_counts, qpt, qeta, qphi, qcat, chs_removed)
+
+    # ---- electrons and photons ----------------------------------------------------------------
+    if p.egamma:
+        particles = Particles(evt, pt, eta, phi, e, pid, P["charge"], tracked, dxy, dz, sig_dxy, sig_dz,
+                              P["genPartIdx"], P["genPartFlav"])
+        cands = PFCandidates(pf_idx, pf_counts, qpt, qeta, qphi, np.isin(qcat, (CH_HAD, CH_EM, MUON)), qcat == NE_EM, pf_jet)
+        out["Electron"], out["Photon"] = reconstruct_egamma(p, eg_rng, n_ev, particles, cands, rho)
+        jets.update(jet_electrons(out["Electron"], jet_counts))
+    out["Jet"] = ak.unflatten(ak.zip(jets), jet_counts)
     return out
 
 
 def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_track,
           qvx, qvy, qdxy, qsig, tpx, tpy, rho, genjets):
+    """Jets as flat columns, their counts per event, and each PF candidate's jet (index within its event's jets, -1)."""
     R = p.jet_r
     raw_min = min(8.0, p.jet_pt_min)
     J = cluster(qpx, qpy, qpz, qe, pf_counts, R, raw_min)
@@ -319,7 +326,7 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     f1 = np.clip(pt_l1, 1e-3, None) / np.maximum(jpt, 1e-9)
     resp = jec_response(p, pt_l1, jeta)
     f = f1 / resp
-    f = f * np.clip(1 + p.jet_confusion_const * _smear(rng, nj, p.jet_confusion_tail_frac,
+    f = f * np.clip(1 + p.jet_confusion_const * _kin.smear(rng, nj, p.jet_confusion_tail_frac,
                                                        p.jet_confusion_tail_scale), 0.3, None)
     cpt = jpt * f
     cmass = _kin.mass(J.px, J.py, J.pz, J.e) * f
@@ -428,7 +435,12 @@ def _jets(p, rng, n_ev, pf_counts, qpx, qpy, qpz, qe, qpt, qeta, qphi, qcat, q_t
     flat["genJetIdx"] = gidx
     flat["hadronFlavour"] = hfl
     flat["partonFlavour"] = pfl
-    return ak.unflatten(ak.zip(flat), counts)
+    # each PF candidate's jet, as an index within its event's output jets (-1: in no kept jet)
+    jet_local = np.full(nj, -1, np.int64)
+    jet_local[order] = _kin.ragged_arange(counts)
+    pf_jet = np.full(len(qpt), -1, np.int64)
+    pf_jet[ci] = jet_local[jc]
+    return flat, counts, pf_jet
 
 
 # refsim has one toy b/c tagger and one toy q/g discriminant; Run-3 files carry them under PNet's names
@@ -507,10 +519,7 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     pos_of = np.full(len(evt), -1, np.int64)
     pos_of[pf_idx] = np.arange(len(pf_idx))
     self_pf = pos_of[mi]
-    pstart = _kin.starts_of(pf_counts)
-    npair = pf_counts[m_evt]
-    mj = np.repeat(np.arange(n_mu), npair)
-    cj = np.repeat(pstart[m_evt], npair) + _kin.ragged_arange(npair)
+    mj, cj = _kin.event_pairs(m_evt, pf_counts)
     dr = np.hypot(m_eta[mj] - qeta[cj], delta_phi(m_phi[mj], qphi[cj]))
     not_self = cj != self_pf[mj]
     chg = np.isin(qcat[cj], (CH_HAD, CH_EM, MUON))
@@ -519,11 +528,9 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     rem = np.nonzero(chs_removed & (pt > 0.5))[0]
     r_evt = evt[rem]
     r_counts = np.bincount(r_evt, minlength=n_ev)
-    r_start = _kin.starts_of(r_counts)
     order_r = rem[np.argsort(r_evt, kind="stable")]
-    nrp = r_counts[m_evt]
-    rj = np.repeat(np.arange(n_mu), nrp)
-    rk = order_r[np.repeat(r_start[m_evt], nrp) + _kin.ragged_arange(nrp)]
+    rj, rk = _kin.event_pairs(m_evt, r_counts)
+    rk = order_r[rk]
     rdr = np.hypot(m_eta[rj] - eta[rk], delta_phi(m_phi[rj], phi[rk]))
     iso = {}
     for tag, cone in (("03", 0.3), ("04", 0.4)):
@@ -539,8 +546,7 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     g_idx = np.where(is_pu[mi], -1, gen_idx[mi]).astype(np.int32)
     g_flav = np.where(g_idx >= 0, gen_flav[mi], 0).astype(np.uint8)
 
-    order = np.lexsort((-m_pt, m_evt))
-    counts = np.bincount(m_evt, minlength=n_ev)
+    order, counts, _ = pt_order(m_evt, m_pt, np.ones(n_mu, bool), n_ev)
     cols = {
         "pt": m_pt, "eta": m_eta, "phi": m_phi, "mass": np.full(n_mu, MUON_MASS),
         "charge": q, "dxy": dxy_cm, "dz": dz_cm, "ip3d": ip3d, "sip3d": sip3d,
@@ -548,8 +554,4 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
         "looseId": np.ones(n_mu, bool), "mediumId": medium, "tightId": tight,
         "genPartIdx": g_idx, "genPartFlav": g_flav,
     }
-    flat = {}
-    for k, v in cols.items():
-        v = v[order]
-        flat[k] = v.astype(np.float32) if v.dtype == np.float64 else v
-    return ak.unflatten(ak.zip(flat), counts)
+    return collection(cols, order, counts)

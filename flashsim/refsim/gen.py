@@ -189,31 +189,41 @@ def build_gen(ev: FlatEvents, params: DetectorParams) -> dict:
     nearest = _fixpoint(np.where(kept_or_root, gidx, m1g))
     mother_g = nearest[m1g]
     kept_rank = np.cumsum(keep) - 1  # global rank among kept
-    kept_start = np.concatenate([[0], np.cumsum(np.bincount(evt[keep], minlength=n_ev))[:-1]])
+    kcount = np.bincount(evt[keep], minlength=n_ev)
+    kept_start = _kin.starts_of(kcount)
     pruned_local = kept_rank - kept_start[evt]  # valid where keep
+    # final-state photons as CMS keeps them (pT > 10 GeV or prompt), for e/gamma matching; appended after the
+    # event's other kept particles so that their indices do not move (a photon is never a mother)
+    photon = stable & (a == 22) & ((pt > 10.0) | prompt) & ~root & ~keep
+    photon_rank = np.cumsum(photon) - 1
+    pcount = np.bincount(evt[photon], minlength=n_ev)
+    photon_local = kcount[evt] + photon_rank - _kin.starts_of(pcount)[evt]
+    in_genpart = keep | photon
+    local = np.where(keep, pruned_local, np.where(photon, photon_local, -1))
     mother_local = np.where(keep[mother_g] & ~root[mother_g], pruned_local[mother_g], -1)
 
     gp_status = np.where(stable, 1, np.where(decayed_lh, 2, np.abs(st)))
-    kcount = np.bincount(evt[keep], minlength=n_ev)
+    gp = np.nonzero(in_genpart)[0]
+    gp = gp[np.lexsort((local[gp], evt[gp]))]  # event by event, in GenPart order
     genpart = ak.unflatten(
         ak.zip(
             {
-                "pt": pt[keep].astype(np.float32),
-                "eta": eta[keep].astype(np.float32),
-                "phi": phi[keep].astype(np.float32),
-                "mass": ev.m[keep].astype(np.float32),
-                "pdgId": pid[keep].astype(np.int32),
-                "status": gp_status[keep].astype(np.int32),
-                "statusFlags": flags[keep].astype(np.int32),
-                "genPartIdxMother": mother_local[keep].astype(np.int32),
+                "pt": pt[gp].astype(np.float32),
+                "eta": eta[gp].astype(np.float32),
+                "phi": phi[gp].astype(np.float32),
+                "mass": ev.m[gp].astype(np.float32),
+                "pdgId": pid[gp].astype(np.int32),
+                "status": gp_status[gp].astype(np.int32),
+                "statusFlags": flags[gp].astype(np.int32),
+                "genPartIdxMother": mother_local[gp].astype(np.int32),
             }
         ),
-        kcount,
+        kcount + pcount,
     )
 
     # ---- stable particles for the detector ----------------------------------------------
-    # muon origin (NanoAOD genPartFlav): 1 prompt, 15 from tau, 5 from b, 4 from c, 3 other
-    mu_flav = np.where(
+    # lepton / photon origin (NanoAOD genPartFlav): 1 prompt, 15 from tau, 5 from b, 4 from c, 3 other
+    origin = np.where(
         prompt,
         1,
         np.where(prompt_tau_prod, 15, np.where(b_anc, 5, np.where(c_anc, 4, 3))),
@@ -231,8 +241,8 @@ def build_gen(ev: FlatEvents, params: DetectorParams) -> dict:
         "vx": ev.vx[sel].astype(np.float32),
         "vy": ev.vy[sel].astype(np.float32),
         "vz": ev.vz[sel].astype(np.float32),
-        "genPartIdx": np.where(keep, pruned_local, -1)[sel].astype(np.int32),
-        "genPartFlav": mu_flav[sel],
+        "genPartIdx": local[sel].astype(np.int32),
+        "genPartFlav": origin[sel],
     }
     particle = ak.unflatten(ak.zip(particles), scount)
 

@@ -153,6 +153,126 @@ class DetectorParams:
     """c logit, same features."""
     tag_sip_clip: float = 25.0
 
+    # --- electrons and photons (refsim/_egamma.py) ---------------------------------------
+    # Sources: CMS, "Electron and photon performance ... in Run 2", JINST 16 (2021) P05014 (EGM-17-001);
+    # CMS ECAL, JINST 8 (2013) P09009; CMS tracker, JINST 9 (2014) P10009 (material budget); the EGM POG's
+    # Fall17 V2 cut-based electron and photon IDs and effective areas (twikis CutBasedElectronIdentificationRun2,
+    # CutBasedPhotonIdentificationRun2), values rounded.
+    egamma: bool = True
+    """Reconstruct Electron and Photon (off: the detector without them, e.g. to time them)."""
+    eg_eta_max: float = 2.5
+    eg_barrel_eta_max: float = 1.4442
+    eg_endcap_eta_min: float = 1.566
+    """ECAL barrel |eta| < 1.4442, endcap 1.566 < |eta| < 2.5; the gap between is the barrel-endcap crack."""
+    eg_seed_pt_min: float = 3.0
+    """EM particles (photons, electrons) above this pT seed a cluster; the others only join one."""
+    eg_cluster_dr: float = 0.05
+    """EM particles within this dR of a harder seed join its cluster (a pi0's two photons merge above ~5 GeV);
+    electron seeds rank above photon seeds, so an electron collects its FSR and brem photons."""
+    eg_core_dr: float = 0.026
+    """dR of the 3x3-crystal core (1.5 barrel crystals of 0.0174) that R9 = E(3x3) / E(cluster) counts."""
+    eg_material_eta: tuple[float, ...] = (0.0, 0.5, 1.0, 1.4, 1.6, 2.0, 2.5)
+    eg_material_x0: tuple[float, ...] = (0.40, 0.50, 0.90, 1.80, 1.60, 1.30, 0.90)
+    """Tracker material in front of the ECAL (radiation lengths) vs |eta|, linear between nodes: ~0.4 X0 at
+    eta = 0, ~1.8 X0 near |eta| = 1.4-1.5 (CMS tracker, JINST 9 (2014) P10009, Fig. 1)."""
+    eg_conversion_scale: float = 0.78
+    """P(photon converts) = 1 - exp(-scale * X/X0) (7/9 per radiation length)."""
+    eg_const_barrel: float = 0.010
+    eg_const_endcap: float = 0.022
+    eg_const_gap: float = 0.05
+    eg_stoch_endcap: float = 0.05
+    """e/gamma energy resolution: barrel ecal_stoch (+) ecal_noise/E (+) eg_const_barrel, endcap eg_stoch_endcap
+    (+) ecal_noise/E (+) eg_const_endcap; the constants include intercalibration and material (Z->ee: ~2 %
+    barrel, 2-5 % endcap, EGM-17-001)."""
+    eg_brem_loss: float = 0.08
+    """Fraction of the bremsstrahlung energy the supercluster misses, times U(0,1): the low-side tail."""
+    eg_core_spread_pt: float = 6.0
+    """R9 = core fraction * E(core) / E(cluster); the core fraction loses spread * min(this / pT, 0.8), spread
+    being the brem fraction of an electron or U(0, 0.5) for a conversion (the pair opens in phi)."""
+    eg_pos_res: float = 0.002
+    """Resolution of the supercluster position in eta and phi (photons)."""
+    ele_pt_min: float = 5.0
+    ele_eff_barrel: float = 0.97
+    ele_eff_endcap: float = 0.94
+    ele_eff_gap: float = 0.85
+    ele_eff_pt_turnon: float = 5.0
+    """Electron reconstruction (GSF track + supercluster) efficiency = plateau(region) * (1 - exp(-(pT - 2)/turnon));
+    > 95 % above 20 GeV in the barrel (EGM-17-001, Fig. 6)."""
+    ele_charge_flip: float = 0.003
+    """Charge misassignment probability per radiation length of material (0.1 % barrel to ~0.5 % at |eta| ~ 1.5)."""
+    ele_conversion_as_electron: float = 0.4
+    """Probability that a converted photon is also reconstructed as an electron (one leg's GSF track)."""
+    ele_hadron_fake: float = 0.002
+    """Probability that a tracked charged hadron above ele_pt_min is reconstructed as an electron (pi+- with
+    an overlapping pi0, or an early shower)."""
+    ele_lost_hits_prompt: float = 0.05
+    """Mean number of missing inner hits of a prompt electron track (Poisson)."""
+    ele_lost_hits_conversion: float = 1.5
+    """Mean number of missing inner hits of a conversion leg (1 + Poisson(mean - 1))."""
+    ele_conv_vertex_eff: float = 0.75
+    """Probability that a conversion leg has a fitted conversion vertex (fails convVeto); prompt: 1 %."""
+    ele_deta_res: tuple[float, ...] = (0.0012, 0.0025)
+    """Width of deltaEtaSC (track vs supercluster eta), barrel and endcap; hadron fakes are 4x wider."""
+    eg_sieie: tuple[float, ...] = (0.0090, 0.0006, 0.0250, 0.0020)
+    """Intrinsic sigma_ieta_ieta (mean, width) of a single EM shower, barrel then endcap; the eta spread of the
+    cluster's particles adds in quadrature (merged pi0s, pileup)."""
+    eg_hcal_fraction: float = 0.5
+    eg_hcal_threshold: float = 1.0
+    """H/E: a hadron within dR < 0.15 of the cluster puts eg_hcal_fraction of its energy in the HCAL behind it
+    (the rest showers in the ECAL's ~1 interaction length), counted above eg_hcal_threshold GeV (tower noise)."""
+    eg_hoe_leak: float = 0.004
+    """Mean (exponential) longitudinal leakage of an EM shower into the HCAL, as a fraction of its energy."""
+    ele_ea: tuple[float, ...] = (0.1440, 0.1562, 0.1032, 0.0859, 0.1116, 0.1321, 0.1654)
+    pho_ea: tuple[float, ...] = (0.1893, 0.2115, 0.1511, 0.1170, 0.1246, 0.1329, 0.1690)
+    eg_ea_eta: tuple[float, ...] = (0.0, 1.0, 1.479, 2.0, 2.2, 2.3, 2.4)
+    """Effective areas for the rho correction of the neutral isolation in cone 0.3, by |eta| bin starting at
+    eg_ea_eta (Fall17 V2: electrons; photons neutral hadrons + photons + charged)."""
+    ele_id_barrel: tuple[float, ...] = (
+        0.0126, 0.00463, 0.050, 1.16, 0.0324, 0.198, 0.506, 2,
+        0.0112, 0.00377, 0.050, 1.16, 0.0324, 0.112, 0.506, 1,
+        0.0106, 0.00320, 0.046, 1.16, 0.0324, 0.0478, 0.506, 1,
+        0.0104, 0.00255, 0.026, 1.15, 0.0324, 0.0287, 0.506, 1,
+    )
+    ele_id_endcap: tuple[float, ...] = (
+        0.0457, 0.00814, 0.050, 2.54, 0.183, 0.203, 0.963, 3,
+        0.0425, 0.00674, 0.0441, 2.54, 0.183, 0.108, 0.963, 1,
+        0.0387, 0.00632, 0.0275, 2.52, 0.183, 0.0658, 0.963, 1,
+        0.0353, 0.00501, 0.0188, 2.06, 0.183, 0.0571, 0.963, 1,
+    )
+    """Cut-based electron ID (Fall17 V2: veto, loose, medium, tight), one row per working point: sieie,
+    |deltaEtaSC| (for dEtaInSeed), H/E < h0 + hE / E + hrho rho / E, relIso03 < c0 + c1 / pT, max lost hits;
+    all need convVeto.  cutBased is the tightest passed (0-4); the dPhiIn and 1/E-1/p cuts are left out."""
+    pho_id_barrel: tuple[float, ...] = (
+        0.04596, 0.0106, 1.694, 2.876, 0.004017,
+        0.02197, 0.01015, 1.141, 2.080, 0.004017,
+        0.02148, 0.00996, 0.650, 2.044, 0.004017,
+    )
+    pho_id_endcap: tuple[float, ...] = (
+        0.0590, 0.0272, 2.089, 4.162, 0.0037,
+        0.0326, 0.0272, 1.051, 3.867, 0.0037,
+        0.0321, 0.0271, 0.517, 3.032, 0.0037,
+    )
+    """Cut-based photon ID (Fall17 V2: loose, medium, tight): H/E, sieie, charged iso (GeV), photon iso
+    (GeV, rho-corrected) < c0 + c1 pT; the neutral-hadron cut is left out.  cutBased is the tightest passed (0-3)."""
+    ele_mva_weights: tuple[float, ...] = (5.0, 3.0, -4.0, -15.0, -0.8, -12.0, -1.5, -3.0)
+    """Toy electron MVA: logit = w0 + w . (r9, sieie / (barrel or endcap intrinsic mean), min(H/E, 1),
+    |deltaEtaSC| / width, min(relIso03, 2), lostHits, not convVeto); score = 2 sigmoid(logit) - 1 in [-1, 1]."""
+    ele_mva_wp: tuple[float, ...] = (0.50, 0.12)
+    """Score thresholds of WP80 and WP90: 80 % and 90 % of prompt Z->ee electrons above 20 GeV pass (refsim zee, <nPU> 35)."""
+    pho_mva_weights: tuple[float, ...] = (5.0, 3.0, -4.0, -15.0, -10.0)
+    """Toy photon MVA: logit = w0 + w . (r9, sieie / intrinsic mean, min(H/E, 1), min(relIso03, 2))."""
+    pho_mva_wp: tuple[float, ...] = (0.88, 0.77)
+    """WP80 and WP90 thresholds: 80 % and 90 % of prompt photons above 20 GeV pass (refsim gjets, <nPU> 35)."""
+    pho_pt_min: float = 10.0
+    pho_eff: float = 0.98
+    pho_hoe_max: float = 0.5
+    """Photons: pT > pho_pt_min, reconstruction efficiency pho_eff, cone H/E < pho_hoe_max (gedPhoton preselection)."""
+    pho_hoe_tower_dr: float = 0.05
+    """Photon_hoe counts the HCAL tower behind the seed (hadTowOverEm; 0.087 x 0.087, about dR < 0.05), as the
+    Run-2 photon ID does; Electron_hoe the cone dR < 0.15 (hadronicOverEm), as the Fall17 V2 electron ID does."""
+    pho_pixel_seed_conversion: float = 0.3
+    """Probability that a converted photon has a pixel seed (early conversions); electrons have one at 95 %."""
+
     # --- MET --------------------------------------------------------------------------
     met_eta_max: float = 5.0
 

@@ -35,8 +35,18 @@ PROCESSES: dict[str, list[str]] = {
         "PhaseSpace:mHatMin = 50.",
     ],
     "minbias": ["SoftQCD:nonDiffractive = on"],
+    # Z/gamma*(-> e e): electrons and their FSR photons
+    "zee": [
+        "WeakSingleBoson:ffbar2gmZ = on",
+        "23:onMode = off",
+        "23:onIfAny = 11",
+        "PhaseSpace:mHatMin = 50.",
+    ],
+    # prompt photon + jet
+    "gjets": ["PromptPhoton:all = on"],
 }
-DEFAULT_PTHAT_MIN: dict[str, float | None] = {"wjets": 20.0, "ttbar": None, "dy": None, "minbias": None}
+DEFAULT_PTHAT_MIN: dict[str, float | None] = {"wjets": 20.0, "ttbar": None, "dy": None, "minbias": None, "zee": None,
+                                              "gjets": 20.0}
 
 _COMMON = [
     "Print:quiet = on",
