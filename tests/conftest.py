@@ -120,6 +120,17 @@ model = { type = "mean_quantile", hidden = 16, layers = 2 }
 """
 
 
+def nanoevents(path: Path):
+    """A NanoAOD file as coffea reads it (NanoAODSchema, eager), its schema warnings silenced."""
+    import warnings
+
+    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+
+
 def write_unit(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "unit.toml").write_text(text)

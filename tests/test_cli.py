@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import awkward as ak
@@ -15,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import synthetic_events
+from flashsim.chain import Chain
 from flashsim.cli import app
 from flashsim.errors import InputError, UnitError
-from flashsim.chain import Chain
 from flashsim.io import read_events, write_events
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
@@ -196,24 +197,33 @@ def test_select_takes_run_lumi_event(tmp_path: Path) -> None:
 SLOW = pytest.mark.slow  # each case runs generate two or three times in subprocesses (~20 s)
 
 
-@pytest.mark.parametrize("signum", [pytest.param("SIGINT", marks=SLOW), "SIGTERM", "SIGKILL"])
-def test_a_signal_mid_write_leaves_no_file_and_a_rerun_cleans_killed_temporaries(trained_units, tmp_path: Path, signum: str) -> None:
+def _interrupt(args: list[str], started: Callable[[], bool], signum: str) -> int:
+    """Run ``args``, send it ``signum`` once ``started()`` holds, check its exit (128 + signal, or killed) and that no
+    traceback was printed; the signal's number."""
     import signal
     import time
 
     sig = getattr(signal, signum)
-    gen = write_events(synthetic_events(20_000, seed=4), tmp_path / "gen.root")
-    out = tmp_path / "out.root"
-    args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
-            "--input", str(gen), "--output", str(out), "--step-size", "200", "--jobs", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not list(tmp_path.glob(".out.root.*.tmp")) and proc.poll() is None and time.time() < deadline:
+    while not started() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it was interrupted"
     proc.send_signal(sig)
     assert proc.wait(60) == (-sig if sig == signal.SIGKILL else 128 + sig)
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    return sig
+
+
+@pytest.mark.parametrize("signum", [pytest.param("SIGINT", marks=SLOW), "SIGTERM", "SIGKILL"])
+def test_a_signal_mid_write_leaves_no_file_and_a_rerun_cleans_killed_temporaries(trained_units, tmp_path: Path, signum: str) -> None:
+    import signal
+
+    gen = write_events(synthetic_events(20_000, seed=4), tmp_path / "gen.root")
+    out = tmp_path / "out.root"
+    args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
+            "--input", str(gen), "--output", str(out), "--step-size", "200", "--jobs", "1"]
+    sig = _interrupt(args, lambda: bool(list(tmp_path.glob(".out.root.*.tmp"))), signum)
     assert not out.exists(), "no output from an interrupted run"
     left = list(tmp_path.glob(".out.root.*"))
     assert (len(left) == 1) if sig == signal.SIGKILL else not left, "only a killed run leaves its temporary"
@@ -276,24 +286,14 @@ def test_bad_training_data_is_a_clear_error(trained_units, tmp_path: Path) -> No
 def test_a_signal_mid_partitioned_run_leaves_whole_partitions_only_and_a_rerun_completes(trained_units, tmp_path: Path,
                                                                                        signum: str) -> None:
     import signal
-    import time
 
     from flashsim.distributed import Manifest
 
-    sig = getattr(signal, signum)
     gen = write_events(synthetic_events(6_000, seed=4), tmp_path / "gen.root")
     out = tmp_path / "parts"
     args = [sys.executable, "-m", "flashsim.cli", "generate", "--chain", f"{trained_units['tinyjet']},{trained_units['tinymet']}",
             "--input", str(gen), "--output-dir", str(out), "--partition-size", "300"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.rglob(".*.done.json")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it was interrupted"
-    proc.send_signal(sig)
-    code = proc.wait(60)
-    stderr = proc.stderr.read() if proc.stderr else ""
-    assert code == (-sig if sig == signal.SIGKILL else 128 + sig) and "Traceback" not in stderr
+    sig = _interrupt(args, lambda: bool(list(out.rglob(".*.done.json"))), signum)
     assert not (out / "manifest.json").exists(), "an interrupted run writes no manifest"
     files = [f for f in out.rglob("*.root") if not f.name.startswith(".")]
     assert files, "partitions finished before the signal stay"

@@ -13,6 +13,7 @@ ak = pytest.importorskip("awkward")
 pytest.importorskip("pythia8mc")
 pytest.importorskip("fastjet")
 
+from conftest import nanoevents  # noqa: E402
 from flashsim.io import NanoAODWriter, write_events  # noqa: E402
 from flashsim.io.schema import nano_version  # noqa: E402
 from flashsim.refsim import DetectorParams, generate  # noqa: E402
@@ -131,12 +132,9 @@ def test_non_prompt_electrons_and_photons_in_ttbar_fail_the_ids(cache_dir):
 
 
 def test_coffea_reads_matched_gen(zee, tmp_path):
-    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
-
-    path = write_events(zee, tmp_path / "zee.root")
+    events = nanoevents(write_events(zee, tmp_path / "zee.root"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        events = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
         ele_gen, pho_gen = events.Electron.matched_gen, events.Photon.matched_gen
         pho_ele = events.Photon.matched_electron
     has = zee.Electron.genPartIdx >= 0

@@ -171,14 +171,13 @@ def test_refsim_file_reads_with_coffea_and_root(tmp_path, small):
     """A refsim file is valid NanoAOD for coffea (gen cross-references) and ROOT's RDataFrame."""
     import warnings
 
-    from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
-
+    from conftest import nanoevents
     from flashsim.io import write_events
 
     path = write_events(small, tmp_path / "refsim.root")
+    events = nanoevents(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        events = NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
         jet_gen, muon_gen = events.Jet.matched_gen, events.Muon.matched_gen
     matched = small.Jet.genJetIdx >= 0
     assert ak.sum(~ak.is_none(jet_gen.pt, axis=1)) == ak.sum(matched)
