@@ -30,12 +30,12 @@ from flashsim.io.writer import typed_branches
 __all__ = ["simulate"]
 
 
-def simulate(events: ak.Array, chain: Chain | Sequence[str], seed: int = 0, *, oversample: int = 1, batch_size: int = 100_000,
+def simulate(events: ak.Array, chain: Chain | str | Sequence[str], seed: int = 0, *, oversample: int = 1, batch_size: int = 100_000,
              nano_version: str | NanoVersion | None = None, device: str = "cpu") -> ak.Array:
     """NanoEvents (NanoAODSchema) of ``events``' GEN collections and the chain's, as ``generate --keep-gen`` writes them.
 
-    ``events``: eager or virtual NanoEvents of a GEN (or GEN+RECO) NanoAOD. ``chain``: a Chain, or unit names loaded
-    once per process on ``device``. ``oversample`` N simulates each event N times (``FlashSim.weight`` = 1/N, see
+    ``events``: eager or virtual NanoEvents of a GEN (or GEN+RECO) NanoAOD. ``chain``: a Chain, or unit names (a list or
+    ``"muon,jet"``) loaded once per process on ``device``. ``oversample`` N simulates each event N times (``FlashSim.weight`` = 1/N, see
     :mod:`flashsim.histograms`). Branches are named and typed as NanoAOD ``nano_version`` has them (default: the input's).
     """
     if not isinstance(events, ak.Array):
@@ -43,7 +43,10 @@ def simulate(events: ak.Array, chain: Chain | Sequence[str], seed: int = 0, *, o
                          "run a processor over chunks with coffea's processor.Runner (any executor, dask's included)")
     if oversample < 1:
         raise ChainError(f"oversample must be >= 1, got {oversample}")
-    loaded = chain if isinstance(chain, Chain) else _loaded(tuple(chain), device)
+    if isinstance(chain, Chain):
+        loaded = chain
+    else:
+        loaded = _loaded(tuple(chain.split(",") if isinstance(chain, str) else chain), device)
     columns = _file_columns(events)
     version = detect_version({name: _leaf_dtype(values) for name, values in columns.items()})
     wanted = loaded.inputs | {c for c in (collection_of(version.working_name(n)) for n in columns) if c.startswith(GEN_PREFIXES)}
