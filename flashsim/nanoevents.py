@@ -34,9 +34,10 @@ def simulate(events: ak.Array, chain: Chain | str | Sequence[str], seed: int = 0
              nano_version: str | NanoVersion | None = None, device: str = "cpu") -> ak.Array:
     """NanoEvents (NanoAODSchema) of ``events``' GEN collections and the chain's, as ``generate --keep-gen`` writes them.
 
-    ``events``: eager or virtual NanoEvents of a GEN (or GEN+RECO) NanoAOD. ``chain``: a Chain, or unit names (a list or
-    ``"muon,jet"``) loaded once per process on ``device``. ``oversample`` N simulates each event N times (``FlashSim.weight`` = 1/N, see
-    :mod:`flashsim.histograms`). Branches are named and typed as NanoAOD ``nano_version`` has them (default: the input's).
+    ``events``: eager or virtual NanoEvents of a GEN (or GEN+RECO) NanoAOD. ``chain``: a Chain, or unit names (a list
+    or ``"muon,jet"``) loaded once per process on ``device``. ``oversample`` N simulates each event N times
+    (``FlashSim.weight`` = 1/N, see :mod:`flashsim.histograms`). Branches are named and typed as NanoAOD
+    ``nano_version`` has them (default: the input's).
     """
     if not isinstance(events, ak.Array):
         raise InputError(f"simulate takes eager or virtual coffea NanoEvents, got {type(events).__module__}.{type(events).__name__}; "
@@ -49,9 +50,9 @@ def simulate(events: ak.Array, chain: Chain | str | Sequence[str], seed: int = 0
         loaded = _loaded(tuple(chain.split(",") if isinstance(chain, str) else chain), device)
     columns = _file_columns(events)
     version = detect_version({name: _leaf_dtype(values) for name, values in columns.items()})
-    wanted = loaded.inputs | {c for c in (collection_of(version.working_name(n)) for n in columns) if c.startswith(GEN_PREFIXES)}
-    raw = {name: values for name, values in columns.items()
-           if name in EVENT_ID_COLUMNS or collection_of(version.working_name(name)) in wanted}
+    raw = {name: values for name, values in columns.items()  # what generate reads and keeps: ids, GEN, the chain's inputs
+           if (coll := collection_of(version.working_name(name))) in EVENT_ID_COLUMNS or coll in loaded.inputs
+           or coll.startswith(GEN_PREFIXES)}
     found = getattr(events, "metadata", None)
     metadata = dict(found) if isinstance(found, dict) else None
     where = _location(metadata)
