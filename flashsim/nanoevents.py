@@ -5,8 +5,8 @@ are keyed by the event, so any chunking gives the file route's numbers), and its
 types them, are handed to coffea's ``NanoEventsFactory.from_preloaded``: NanoAODSchema builds the result as it builds a
 written file, so ``Jet.matched_gen``, ``Muon.matched_gen`` and ``MET`` are coffea's own, not re-implemented here.
 Eager and virtual (lazy) NanoEvents both work, hence coffea's ``processor.Runner`` with any executor, a local dask
-``distributed`` cluster included. dask-awkward NanoEvents do not: dask-awkward requires dask < 2025.4, flashsim's
-``distributed`` a newer dask.
+``distributed`` cluster included. dask-awkward NanoEvents do not: dask-awkward (up to 2026.2) requires dask < 2025.4,
+older than the dask flashsim's ``distributed`` runs on.
 """
 
 from __future__ import annotations
