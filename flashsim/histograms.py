@@ -45,10 +45,13 @@ def fill(histogram: Any, events: ak.Array, weight: Any = None, **values: Any) ->
     flat = _flat_entries([_gen_event_index(events), event_weight, *arrays.values()])
     gen, entry_weight = flat[0], flat[1] * (flat[-1] if weight is not None else 1.0)
     columns = dict(zip(arrays, flat[2:]))
+    coordinates = {n: columns.get(n, values[n]) for n in names}
+    if any(axis.traits.growth for axis in histogram.axes):
+        histogram.fill(**coordinates, weight=0.0)  # grows the axes first, so that every value has its bin below
     keys = [gen] + [_bin_key(axis, columns[axis.name]) for axis in histogram.axes if axis.name in columns]
     _, first, group = np.unique(np.stack(keys), axis=1, return_index=True, return_inverse=True)
     summed = np.bincount(group.ravel(), weights=entry_weight)
-    histogram.fill(**{n: (columns[n][first] if n in columns else values[n]) for n in names}, weight=summed)
+    histogram.fill(**{n: (c[first] if n in columns else c) for n, c in coordinates.items()}, weight=summed)
     return histogram
 
 
@@ -66,6 +69,9 @@ def _flat_entries(arrays: list[Any]) -> list[np.ndarray]:
 
 def _bin_key(axis: Any, column: np.ndarray) -> np.ndarray:
     """An integer per entry that is the same for entries falling in the same bin of ``axis``."""
-    if axis.traits.discrete:  # a category: its value itself (a growing axis has not yet got its new categories)
-        return np.unique(column, return_inverse=True)[1].ravel()
+    import boost_histogram as bh
+
+    if isinstance(axis, (bh.axis.StrCategory, bh.axis.IntCategory)):  # index() refuses a value it lacks: -1, the overflow
+        known = np.isin(column, np.asarray(list(axis)))
+        return np.where(known, np.unique(column, return_inverse=True)[1].ravel(), -1)
     return np.asarray(axis.index(column))

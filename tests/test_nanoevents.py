@@ -146,10 +146,14 @@ def test_without_oversampling_it_is_hists_weight_storage() -> None:
     rng = np.random.default_rng(3)
     events = _toy(500, 1, rng)
     genweight = rng.uniform(0.5, 2.0, len(events))
-    ours = fill(hist.Hist.new.Reg(12, -0.5, 1.5, name="y").StrCat([], name="ds", growth=True).Weight(), events, weight=genweight,
-                y=events.y, ds="toy")
-    theirs = hist.Hist.new.Reg(12, -0.5, 1.5, name="y").StrCat([], name="ds", growth=True).Weight()
-    theirs.fill(y=ak.to_numpy(events.y), ds="toy", weight=genweight)
+    channel = rng.choice(["ee", "mumu", "emu"], len(events))
+    ours = fill(hist.Hist.new.Reg(12, -0.5, 1.5, name="y").StrCat(["ee"], name="channel").StrCat([], name="ds", growth=True)
+                .IntCat([], name="n", growth=True).Weight(), events, weight=genweight, y=events.y, channel=channel, ds="toy",
+                n=np.arange(len(events)) % 3)
+    theirs = hist.Hist.new.Reg(12, -0.5, 1.5, name="y").StrCat(["ee"], name="channel").StrCat([], name="ds", growth=True)
+    theirs = theirs.IntCat([], name="n", growth=True).Weight()
+    theirs.fill(y=ak.to_numpy(events.y), channel=channel, ds="toy", n=np.arange(len(events)) % 3, weight=genweight)
+    assert list(ours.axes["n"]) == list(theirs.axes["n"]) and ours.values(flow=True)[:, 1].sum() > 0  # grown; others in overflow
     np.testing.assert_allclose(ours.values(flow=True), theirs.values(flow=True), rtol=1e-12)
     np.testing.assert_allclose(ours.variances(flow=True), theirs.variances(flow=True), rtol=1e-12)
 
