@@ -2,11 +2,12 @@
 
     python benchmarks/bench_onthefly.py --input gen.root --chain muon,jet,fakejet,met --oversample 1
 
-On the fly: GEN NanoEvents (coffea, eager) -> ``flashsim.nanoevents.simulate``. File route: ``Chain.generate`` with
-``keep_gen`` to a ROOT file, then NanoEvents read from it. Both end with the jets' matched gen jets and the MET
-materialised. Without ``--input`` a refsim ttbar GEN file of ``--events`` events is made first. Prints events/s
-(GEN events) of each route, best of ``--repeat``, after a warm-up on 100 events (units loaded, coffea's numba
-kernels compiled).
+On the fly: GEN NanoEvents (coffea, ``--mode`` virtual as in coffea's processor.Runner, or eager) ->
+``flashsim.nanoevents.simulate``. File route: ``Chain.generate`` with ``keep_gen`` to a ROOT file, then NanoEvents read
+from it. Both end with the jets' matched gen jets and the MET materialised. Beside them, the chain alone
+(``Chain.process`` on the GEN record in memory), which both routes run: a route's time less the chain's is its own cost.
+Without ``--input`` a refsim ttbar GEN file of ``--events`` events is made first. Prints events/s (GEN events), best of
+``--repeat``, after a warm-up on 100 events (units loaded, coffea's numba kernels compiled).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch
 from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
 from flashsim.chain import Chain
+from flashsim.io import read_events
 from flashsim.nanoevents import simulate
 
 
-def _nanoevents(path: Path) -> ak.Array:
-    return NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
+def _nanoevents(path: Path, mode: str = "eager") -> ak.Array:
+    return NanoEventsFactory.from_root({str(path): "Events"}, schemaclass=NanoAODSchema, mode=mode).events()
 
 
 def _touch(events: ak.Array) -> float:
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--chain", default="muon,jet,fakejet,met")
     parser.add_argument("--oversample", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--mode", choices=["virtual", "eager"], default="virtual", help="how coffea reads both routes' files")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # NanoAODSchema warns of every cross-reference a GEN file lacks
     chain = Chain(args.chain.split(","))
@@ -66,17 +69,20 @@ def main() -> None:
         _touch(simulate(events[:100], chain, seed=1))  # warm-up
 
         def on_the_fly() -> float:
-            return _touch(simulate(_nanoevents(source), chain, seed=1, oversample=args.oversample))
+            return _touch(simulate(_nanoevents(source, args.mode), chain, seed=1, oversample=args.oversample))
 
         def file_route() -> float:
             chain.generate(source, work / "flash.root", seed=1, keep_gen=True, oversample=args.oversample)
-            return _touch(_nanoevents(work / "flash.root"))
+            return _touch(_nanoevents(work / "flash.root", args.mode))
 
+        gen = read_events(source)
+        chain_s, _ = _best(lambda: len(chain.process(gen, seed=1, keep_gen=True, oversample=args.oversample)), args.repeat)
         fly_s, fly = _best(on_the_fly, args.repeat)
         file_s, from_file = _best(file_route, args.repeat)
     n = len(events)
     print(f"{n} GEN events x {args.oversample} ({source if args.input else 'refsim ttbar'}), chain {chain}, "
-          f"{torch.get_num_threads()} torch threads, best of {args.repeat}")
+          f"{torch.get_num_threads()} torch threads, coffea {args.mode} mode, best of {args.repeat}")
+    print(f"chain alone (Chain.process in memory):    {n / chain_s:8.0f} events/s ({chain_s:.2f} s)")
     print(f"on the fly (NanoEvents -> simulate):      {n / fly_s:8.0f} events/s ({fly_s:.2f} s)")
     print(f"file route (generate -> NanoEvents read): {n / file_s:8.0f} events/s ({file_s:.2f} s)")
     print(f"same analysis sums: {fly == from_file} ({fly:.6g} vs {from_file:.6g})")
