@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,7 @@ from flashsim.events import collection_of, from_branches
 from flashsim.io.derived import add_derived, derivable, derivable_branches
 from flashsim.io.schema import NanoVersion, ctype_dtype, detect_version, nano_version, nanoaod_types
 
-__all__ = ["resolve_inputs", "open_source", "iterate_events", "read_events", "EventSource"]
+__all__ = ["resolve_inputs", "open_source", "iterate_events", "read_events", "working_branches", "EventSource"]
 
 PathLike = str | os.PathLike[str]
 
@@ -118,9 +118,15 @@ class EventSource:
             raise
         except Exception as exc:  # uproot/pyarrow raise many types on damaged files
             raise InputError(f"{self.path}: cannot read entries {start}-{stop} ({_oneline(exc)})") from exc
-        cast = {n: _cast(self.path, n, ak.Array(raw[stored.get(n, n)])) for n in wanted}
-        complete = add_derived(cast)
+        complete = working_branches(raw, self.version, self.path)
         return {name: complete[name] for name in names}
+
+
+def working_branches(raw: Mapping[str, Any], version: NanoVersion, where: PathLike) -> dict[str, ak.Array]:
+    """Branches of NanoAOD ``version`` (its names, as read from ``where``) renamed and cast to flashsim's, with the
+    branches they let one derive added."""
+    cast = {version.working_name(k): _cast(where, version.working_name(k), ak.Array(v)) for k, v in raw.items()}
+    return add_derived(cast)
 
 
 def _read_parquet(handle, names: Sequence[str], start: int, stop: int) -> dict[str, ak.Array]:
@@ -138,7 +144,7 @@ def _read_parquet(handle, names: Sequence[str], start: int, stop: int) -> dict[s
     return {name: ak.from_arrow(table.column(name), highlevel=True) for name in names}
 
 
-def _cast(path: Path, name: str, values: ak.Array) -> ak.Array:
+def _cast(path: PathLike, name: str, values: ak.Array) -> ak.Array:
     expected = nanoaod_types().get(name)
     values = ak.to_packed(ak.without_parameters(ak.fill_none(values, 0) if values.layout.is_option else values))
     if expected is None:

@@ -20,7 +20,7 @@ from flashsim.events import collection_of, is_counter, to_branches
 from flashsim.files import remove_stale_temporaries, temporary_sibling
 from flashsim.io.schema import WORKING_VERSION, NanoVersion, nano_version, nanoaod_types
 
-__all__ = ["NanoAODWriter", "write_events", "format_of"]
+__all__ = ["NanoAODWriter", "write_events", "format_of", "typed_branches"]
 
 Format = Literal["root", "parquet"]
 
@@ -34,7 +34,7 @@ def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
     return fmt  # type: ignore[return-value]
 
 
-def _typed_branches(events: ak.Array, version: NanoVersion, strict: bool) -> dict[str, ak.Array]:
+def typed_branches(events: ak.Array, version: NanoVersion, strict: bool = False) -> dict[str, ak.Array]:
     """Flat branches named and typed as ``version`` has them; branches it lacks keep flashsim's types, or with
     ``strict`` are left out where the version has their collection."""
     typed = {}
@@ -81,7 +81,7 @@ class NanoAODWriter:
 
     def write(self, events: ak.Array) -> None:
         """Append one chunk of events; every chunk must have the same branches."""
-        branches = _typed_branches(events, self.version, self.strict)
+        branches = typed_branches(events, self.version, self.strict)
         try:
             if self.format == "root":
                 self._write_root(branches)
