@@ -135,3 +135,11 @@ def test_tune_needs_the_validation_file(tmp_path, synthetic_file):
     recipe = _tune_recipe(tmp_path, synthetic_file, tmp_path / "missing.root")
     with pytest.raises(FlashsimError, match="missing.root does not exist"):
         tune_unit(recipe, 1, tmp_path / "study", tmp_path / "best", log=lambda _msg: None)
+
+
+def test_tune_command_reports_a_bad_space_on_one_line(tmp_path, synthetic_file, validation_file):
+    from test_cli import assert_one_error_line, run
+
+    recipe = _tune_recipe(tmp_path, synthetic_file, validation_file, '[selection]\ninput = "{validation}"\n[tune.space.optimizer]\nlrr = [0.001]')
+    code, output = run("tune", "tinyjet", "--recipe", recipe, "--trials", 1, "--study", tmp_path / "study", "--output", tmp_path / "best")
+    assert_one_error_line(code, output, "lrr")

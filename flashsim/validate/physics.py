@@ -16,7 +16,7 @@ import awkward as ak
 import numpy as np
 import torch
 
-from flashsim.datasets import ExtractionReport
+from flashsim.datasets import ExtractionReport, training_rows
 from flashsim.errors import InputError
 from flashsim.io import read_events
 from flashsim.kinds import EVENT_ID
@@ -63,7 +63,7 @@ def physics_metric(unit: Unit, events: ak.Array, seed: int = 0, n_splits: int = 
                    device: str | torch.device = "cpu") -> PhysicsMetric:
     """Compare ``unit`` run on the GEN of ``events`` with their reco objects the unit models (its training targets)."""
     n = len(events)
-    rows = unit.kind.training_rows(unit, events, np.arange(n, dtype=np.int64), ExtractionReport())
+    rows = training_rows(unit, events, np.arange(n, dtype=np.int64), ExtractionReport())
     labelled = rows["reconstructed"].astype(bool)
     ref_event = rows[EVENT_ID][labelled]
     columns = unit.spec.target_columns
