@@ -5,6 +5,8 @@ key path and the closest valid key; values are range-checked; defaults are writt
 Recipes may ask for plain Adam (``[optimizer] type = "adam"``) and the epoch-wise ``lr / (1 + epoch)``
 decay of Chen et al. (``[schedule] type = "inverse_epoch"``), hold out a test fraction of the events
 (``[split] test = 0.2``) and train an ensemble of K copies with seeds ``seed + k`` (``ensemble = K``).
+``[selection]`` keeps the checkpoint with the best physics metric instead of the best NLL; ``[tune]`` declares the
+search space of ``flashsim tune``.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ def validation_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _stand_in(unit, jets):
-    """The unit with its model replaced by the reference itself (perfect) or by a transformation of it."""
-    unit.run = lambda events, seed, device: ak.with_field(events, jets[ak.to_numpy(events["_flashsim_row"])], "Jet")  # noqa: ARG005
+    """The unit with its model replaced by the reference itself (perfect) or by a transformation of it
+    (the synthetic events are numbered 0, 1, ...: an event's number is its row)."""
+    unit.run = lambda events, seed, device: ak.with_field(events, jets[ak.to_numpy(events.event).astype(int)], "Jet")  # noqa: ARG005
     return unit
 
 
