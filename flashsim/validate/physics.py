@@ -82,10 +82,10 @@ def physics_metric(unit: Unit, events: ak.Array, seed: int = 0, n_splits: int = 
 
     splits = event_splits(n, n, paired=True, n_splits=n_splits, seed=seed)
     ratios = {c: r.ratio for c, r in noise_floor_ratios(flash, reference, splits).items()}
-    finite = {c: r if math.isfinite(r) else math.inf for c, r in ratios.items()}
-    worst = max(finite, key=lambda c: finite[c])
+    ranked = {c: math.inf if math.isnan(r) else r for c, r in ratios.items()}  # a target with no objects ranks worst
+    worst = max(ranked, key=lambda c: ranked[c])
     first = flash[columns[0]]
     test = classifier_two_sample_test(np.stack([flash[c].values for c in columns], axis=1), first.event,
                                       np.stack([reference[c].values for c in columns], axis=1), ref_event, splits[0], seed=seed)
-    return PhysicsMetric(median_ratio=float(np.median(list(finite.values()))), worst_ratio=finite[worst], worst_target=worst,
+    return PhysicsMetric(median_ratio=float(np.median(list(ranked.values()))), worst_ratio=ranked[worst], worst_target=worst,
                          ratios=ratios, auc=test["auc"], auc_floor=test["auc_ref_halves"], events=n)
