@@ -310,6 +310,21 @@ def train(
 
 
 @app.command()
+def tune(
+    unit: str = typer.Argument(..., help="unit name: reads the packaged recipe <unit>.toml unless --recipe is given"),
+    trials: int = typer.Option(..., "--trials", min=1, help="trials to run now (a rerun adds them to the study)"),
+    study: Path = typer.Option(..., "--study", help="study directory: optuna journal, study.json, the best trial's unit"),
+    output: Path = typer.Option(..., "--output", "-o", help="directory to write the best trial's unit to"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="recipe TOML with \\[tune.space] and \\[selection] input"),
+    set_: list[str] = typer.Option([], "--set", help="override any recipe field: section.key=value (repeatable)"),
+) -> None:
+    """Search the recipe's \\[tune.space] with optuna, scoring each trial by the physics metric on \\[selection] input."""
+    from flashsim.tune import tune_unit
+
+    tune_unit(recipe or unit, trials, study, output, set_, log=console.print)
+
+
+@app.command()
 def units(
     list_kinds: bool = typer.Option(False, "--list-kinds", help="list what unit files and recipes may name: unit kinds, "
                                     "model types, feature kinds, transforms, optimizers, schedules"),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import awkward as ak
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,7 +30,7 @@ from flashsim.io.schema import versions_storing
 from flashsim.kinds import EVENT_ID
 from flashsim.unit import Unit
 
-__all__ = ["Dataset", "ExtractionReport", "extract", "extract_range", "load_dataset", "PLACEHOLDER_BELOW"]
+__all__ = ["Dataset", "ExtractionReport", "extract", "extract_range", "training_rows", "load_dataset", "PLACEHOLDER_BELOW"]
 
 PLACEHOLDER_BELOW = -999.0  # NanoAOD marks values not computed with e.g. -1000 or -3000
 
@@ -131,6 +132,12 @@ def _drop_bad_rows(table: dict[str, np.ndarray], report: ExtractionReport, place
     return table if keep.all() else {k: v[keep] for k, v in table.items()}
 
 
+def training_rows(unit: Unit, events: ak.Array, event_ids: np.ndarray, report: ExtractionReport) -> dict[str, np.ndarray]:
+    """The unit's training rows of some events, those with NaN/inf or NanoAOD placeholders dropped (counted into ``report``)."""
+    # derived targets (px, pz...) may legitimately lie below the NanoAOD placeholder threshold
+    return _drop_bad_rows(unit.kind.training_rows(unit, events, event_ids, report), report, placeholders=not unit.spec.target_features)
+
+
 def extract_range(unit: Unit, source: EventSource, file_index: int, start: int, stop: int,
                   report: ExtractionReport) -> dict[str, np.ndarray]:
     """Training rows from entries [start, stop) of one opened file, counted into ``report``.
@@ -144,8 +151,7 @@ def extract_range(unit: Unit, source: EventSource, file_index: int, start: int, 
                          f"trains on (it trains from NanoAOD {', '.join(versions_storing(unit.spec.reco_branches, derived=True)) or 'none'})")
     events = from_branches(source.read(source.select(), start, stop))
     event_ids = (np.int64(file_index) << np.int64(40)) + start + np.arange(len(events), dtype=np.int64)
-    # derived targets (px, pz...) may legitimately lie below the NanoAOD placeholder threshold
-    table = _drop_bad_rows(unit.kind.training_rows(unit, events, event_ids, report), report, placeholders=not unit.spec.target_features)
+    table = training_rows(unit, events, event_ids, report)
     report.events += len(events)
     report.rows += len(table[EVENT_ID])
     report.matched += int(table["reconstructed"].sum())

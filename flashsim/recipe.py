@@ -5,6 +5,8 @@ key path and the closest valid key; values are range-checked; defaults are writt
 Recipes may ask for plain Adam (``[optimizer] type = "adam"``) and the epoch-wise ``lr / (1 + epoch)``
 decay of Chen et al. (``[schedule] type = "inverse_epoch"``), hold out a test fraction of the events
 (``[split] test = 0.2``) and train an ensemble of K copies with seeds ``seed + k`` (``ensemble = K``).
+``[selection]`` keeps the checkpoint with the best physics metric instead of the best NLL; ``[tune]`` declares the
+search space of ``flashsim tune``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from flashsim.errors import InputError
 from flashsim.locations import resolve_recipe
@@ -24,7 +26,7 @@ from flashsim.optim import OPTIMIZERS, SCHEDULES
 from flashsim.registry import Registry
 from flashsim.spec import describe_errors
 
-__all__ = ["Recipe", "FitConfig", "load_recipe"]
+__all__ = ["Recipe", "FitConfig", "Selection", "Tune", "load_recipe"]
 
 
 @dataclass
@@ -113,6 +115,48 @@ class ClassifierTraining(_Section):
     layers: int | None = Field(default=None, ge=1)
 
 
+class Selection(_Section):
+    """Which state of the model is kept: the best validation NLL, or the best physics metric on a validation
+    GEN+RECO file (:mod:`flashsim.validate.physics`) evaluated every ``every`` epochs and at the last epoch run."""
+
+    metric: Literal["nll", "physics"] = "nll"
+    every: int = Field(default=1, ge=1)
+    input: str | None = None
+    events: int | None = Field(default=None, ge=2)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _needs_input(self) -> Selection:
+        if self.metric == "physics" and not self.input:
+            raise ValueError("metric = 'physics' needs input (a validation GEN+RECO file)")
+        return self
+
+
+class Range(_Section):
+    """A numeric range of a tuned parameter: integers when ``low`` and ``high`` are both integers."""
+
+    low: float | int
+    high: float | int
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class Tune(_Section):
+    """The search space of ``flashsim tune``: ``[tune.space.<section>] key = {low, high, log} | [choices]``,
+    and the NLL guard (a trial whose best validation NLL is above ``max_nll`` fails)."""
+
+    space: dict[str, dict[str, Range | Annotated[list[Any], Field(min_length=1)]]] = {}
+    max_nll: float | None = None
+    seed: int = 0
+
+
 class Recipe(_Section):
     """A training recipe: which unit, which data, how to split and fit (every field overridable)."""
 
@@ -126,6 +170,8 @@ class Recipe(_Section):
     schedule: ScheduleSection = ScheduleSection()
     training: Training = Training()
     efficiency: ClassifierTraining = ClassifierTraining()
+    selection: Selection = Selection()
+    tune: Tune = Tune()
     path: Path | None = Field(default=None, exclude=True)
 
     def fit_config(self, section: str = "training") -> FitConfig:

@@ -77,11 +77,15 @@ def fit_model(
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    select: Callable[[], dict[str, Any]] | None = None,
+    every: int = 1,
 ) -> dict[str, Any]:
     """Train ``model`` by its ``loss``; ``make_train(epoch)`` gives (targets, context) for that epoch.
 
     Keeps the best validation state, stops early after ``patience`` epochs without improvement,
     checkpoints every epoch (``torch.save`` of plain tensors, reloaded with ``weights_only=True``).
+    With ``select`` (a metric of the model in eval mode, a dict with ``score``, lower is better), the state kept is
+    the best-scored one of the evaluations every ``every`` epochs and at the last epoch run; the NLL still stops early.
     """
     rank, world = _distributed()
     model.to(device)
@@ -92,6 +96,7 @@ def fit_model(
     schedule = SCHEDULES.get(cfg.schedule, "schedule")
     history: dict[str, list[float]] = {"train": [], "val": [], "lr": [], "samples_per_s": [], "data_wait_s": []}
     state: dict[str, Any] = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "best_state": copy.deepcopy(model.state_dict())}
+    evaluations: list[dict[str, Any]] = []  # the selection metric, epoch by epoch
     if resume and checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -99,6 +104,7 @@ def fit_model(
         state = {"epoch": int(saved["epoch"]), "best": float(saved["best"]), "bad_epochs": int(saved["bad_epochs"]),
                  "best_state": saved["best_state"]}
         history = {k: list(v) for k, v in json.loads(saved["history"]).items()}
+        evaluations = json.loads(saved.get("evaluations", "[]"))
     val_y, val_x = (t.to(device) for t in val)
     steps_per_epoch = None
     amp = cfg.amp and device.type == "cuda"
@@ -145,21 +151,39 @@ def fit_model(
         history["lr"].append(optimizer.param_groups[0]["lr"])
         history["samples_per_s"].append(len(order) / elapsed if elapsed > 0 else math.nan)
         history["data_wait_s"].append(wait / elapsed if elapsed > 0 else 0.0)
-        if val_loss < state["best"]:
-            state.update(best=val_loss, bad_epochs=0, best_state=copy.deepcopy(model.state_dict()))
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
+        _keep_best(state, evaluations, model, val_loss, epoch, cfg, select, every)
         if checkpoint is not None and rank == 0:
             with atomic_output(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
                             "best": state["best"], "bad_epochs": state["bad_epochs"], "best_state": state["best_state"],
-                            "history": json.dumps(history)}, tmp)
+                            "history": json.dumps(history), "evaluations": json.dumps(evaluations)}, tmp)
         if progress is not None:
             progress({"epoch": epoch + 1, "epochs": cfg.epochs, "train": train_loss, "val": val_loss,
                       "samples_per_s": history["samples_per_s"][-1]})
     model.load_state_dict(state["best_state"])
-    return {"history": history, "best_val": state["best"], "epochs_run": state["epoch"]}
+    result = {"history": history, "best_val": state["best"], "epochs_run": state["epoch"]}
+    if select is not None:
+        best = min(evaluations, key=lambda e: e["score"]) if evaluations else None
+        result["selection"] = {"best_epoch": best["epoch"] if best else None, "evaluations": evaluations}
+    return result
+
+
+def _keep_best(state: dict[str, Any], evaluations: list[dict[str, Any]], model: nn.Module, val_loss: float, epoch: int,
+               cfg: FitConfig, select: Callable[[], dict[str, Any]] | None, every: int) -> None:
+    """After an epoch: count epochs without NLL improvement and keep the best state (by NLL, or by ``select``)."""
+    improved = val_loss < state["best"]
+    if improved:
+        state.update(best=val_loss, bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch + 1
+    if select is None:
+        if improved:
+            state["best_state"] = copy.deepcopy(model.state_dict())
+    elif state["epoch"] % every == 0 or state["epoch"] == cfg.epochs or state["bad_epochs"] >= cfg.patience:
+        evaluations.append({"epoch": state["epoch"], "val": val_loss} | select())
+        if len(evaluations) == 1 or evaluations[-1]["score"] < min(e["score"] for e in evaluations[:-1]):
+            state["best_state"] = copy.deepcopy(model.state_dict())
 
 
 # ---- a whole unit -----------------------------------------------------------------------------
@@ -267,25 +291,28 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
     model = cast(ConditionalModel, build_model({**model_config, "name": spec.name}, target_pipeline.n_features, context.shape[1]))
     log(f"unit {spec.name}: {int((train_mask & labelled).sum())} training / {int((val_mask & labelled).sum())} validation objects, "
         f"{target_pipeline.n_features} targets, {context.shape[1]} context columns, {sum(p.numel() for p in model.parameters())} parameters, device {device}")
+    # the classifier first: a physics metric runs the whole unit, efficiency or multiplicity included
+    classifiers: dict[str, Any] = {}
+    classifier_records: dict[str, Any] = {}
+    kind = spec.kind.classifier
+    if kind is not None and spec.kind.classifier_config(spec) is not None:
+        label = torch.as_tensor(labelled.astype(np.float32))
+        classifiers[kind], classifier_records[kind] = _fit_classifier(
+            spec, recipe, context, label, (torch.as_tensor(train_mask), torch.as_tensor(val_mask)), device,
+            out_dir / f"checkpoint_{kind}.pt", resume, progress)
+
+    unit = Unit(spec, context_pipeline, target_pipeline, model, classifiers.get("efficiency"), classifiers.get("multiplicity"))
     tr, va = train_mask & labelled, val_mask & labelled
     result = fit_model(
         model, lambda epoch: (targets_for(tr, epoch), context[torch.as_tensor(tr)]),
         (targets_for(va, -1), context[torch.as_tensor(va)]), cfg, device, out_dir / "checkpoint_model.pt", resume, progress,
+        *_physics_selection(recipe, unit, device, log),
     )
-    histories = {"model": result["history"]}
     record: dict[str, Any] = {"model": {k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}}
-
-    classifiers: dict[str, Any] = {}
-    kind = spec.kind.classifier
-    if kind is not None and spec.kind.classifier_config(spec) is not None:
-        label = torch.as_tensor(labelled.astype(np.float32))
-        classifiers[kind], record[kind] = _fit_classifier(
-            spec, recipe, context, label, (torch.as_tensor(train_mask), torch.as_tensor(val_mask)), device,
-            out_dir / f"checkpoint_{kind}.pt", resume, progress)
-        histories[kind] = record[kind]["history"]
-
-    model.to("cpu")
-    unit = Unit(spec, context_pipeline, target_pipeline, model, classifiers.get("efficiency"), classifiers.get("multiplicity"))
+    record |= classifier_records
+    histories = {"model": result["history"]} | {k: v["history"] for k, v in classifier_records.items()}
+    for fitted in (model, *classifiers.values()):
+        fitted.to("cpu")
     record |= {
         "unit": spec.name, "recipe": str(recipe.path), "recipe_content": recipe.model_dump(mode="json"),
         "dataset": dataset.report.__dict__, "rows": {"train": int(train_mask.sum()), "validation": int(val_mask.sum())},
@@ -313,6 +340,31 @@ def _train_ensemble(recipe: Recipe, resume: bool, log: Callable[[str], None],
                                            "training": recipe.training.model_copy(update={"seed": seed + k})})
         train_unit(member, resume, log, progress)
     return first
+
+
+def _physics_selection(recipe: Recipe, unit: Unit, device: torch.device,
+                       log: Callable[[str], None]) -> tuple[Callable[[], dict[str, Any]] | None, int]:
+    """``fit_model``'s ``select`` and ``every`` for ``[selection] metric = "physics"`` (None: keep the best NLL)."""
+    sel = recipe.selection
+    if sel.metric == "nll":
+        return None, 1
+    from flashsim.validate.physics import physics_metric, read_validation_events
+
+    assert sel.input is not None
+    for classifier in (unit.efficiency, unit.multiplicity):
+        if classifier is not None:
+            classifier.to(device)
+    events = read_validation_events(sel.input, sel.events)
+    log(f"unit {unit.name}: checkpoint selection by the physics metric on {len(events)} events of {sel.input}, every {sel.every} epochs")
+
+    def select() -> dict[str, Any]:
+        with torch.no_grad():
+            metric = physics_metric(unit, events, seed=sel.seed, device=device)
+        log(f"unit {unit.name}: physics metric {metric.score:.3f} (median R {metric.median_ratio:.3f}, worst R "
+            f"{metric.worst_ratio:.3g} on {metric.worst_target}, AUC {metric.auc:.3f} beside {metric.auc_floor:.3f})")
+        return metric.to_dict()
+
+    return select, sel.every
 
 
 def _training_device(recipe: Recipe) -> torch.device:
