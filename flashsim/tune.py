@@ -25,6 +25,7 @@ from flashsim.models import check_model_config
 from flashsim.recipe import Range, Recipe, load_recipe
 from flashsim.spec import UnitSpec
 from flashsim.train import train_unit
+from flashsim.validate.report import jsonable
 
 __all__ = ["tune_unit", "search_space"]
 
@@ -136,7 +137,7 @@ def tune_unit(source: str | os.PathLike[str], trials: int, study_dir: Path, outp
         for directory in (study_dir / "trials").glob("trial_*"):
             if directory.name != keep:
                 shutil.rmtree(directory)
-        atomic_write_text(study_dir / "study.json", json.dumps(record, indent=1))
+        atomic_write_text(study_dir / "study.json", json.dumps(jsonable(record), indent=1, allow_nan=False))
 
     study.optimize(objective, n_trials=trials, callbacks=[after])
     record = _record(study, recipe, space, output)

@@ -22,6 +22,7 @@ from flashsim.io import read_events
 from flashsim.kinds import EVENT_ID
 from flashsim.unit import Unit
 from flashsim.validate.metrics import EventValues, as_event_values, classifier_two_sample_test, event_splits, noise_floor_ratios
+from flashsim.validate.report import jsonable
 
 __all__ = ["PhysicsMetric", "physics_metric", "read_validation_events"]
 
@@ -48,7 +49,7 @@ class PhysicsMetric:
         return self.median_ratio + AUC_WEIGHT * max(0.0, excess)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self) | {"score": self.score}
+        return jsonable(asdict(self) | {"score": self.score})  # an infinite R as null: strict JSON
 
 
 def read_validation_events(path: str | os.PathLike[str], max_events: int | None = None) -> ak.Array:

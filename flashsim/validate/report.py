@@ -292,13 +292,14 @@ def _same_values(a: ak.Array, b: ak.Array) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _jsonable(x):
+def jsonable(x):
+    """``x`` as strict JSON values: numpy scalars and arrays as Python ones, non-finite floats as null."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, (np.bool_, bool)):
         return bool(x)
     if isinstance(x, (np.integer,)):
@@ -932,7 +933,7 @@ def validate(
             result["analyses"][spec.name] = compare_analysis(spec, flashes[0], reference, paired=paired,
                                                              out_dir=out_dir if make_plots else None)
     result["pass"] = all(r["pass"] for r in result["collections"].values())
-    result = _jsonable(result)
+    result = jsonable(result)
     progress("writing metrics.json and report.html")
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1))
     atomic_write_text(out_dir / "report.html", _html(result, out_dir))
