@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from flashsim.cli import app
 from flashsim.errors import InputError
 from flashsim.generators import GenSource, input_kind
+from flashsim.refsim import DetectorParams
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
 pyhepmc = pytest.importorskip("pyhepmc")
@@ -613,3 +614,93 @@ def test_default_luminosity_block_keeps_files_and_seeds_apart(tmp_path: Path) ->
     assert code == 0, output
     assert f"luminosityBlock {default_lumi(a, 1)}" in output
     assert set(uproot.open(out)["Events"]["luminosityBlock"].array().tolist()) == {default_lumi(a, 1)}
+
+
+# ------------------------------------------------------------------------------- --reco: paired GEN+RECO ---
+
+RECO_BRANCHES = {"nJet", "Jet_pt", "Jet_genJetIdx", "nMuon", "Muon_pt", "Muon_genPartIdx", "MET_pt", "PV_npvs",
+                 "fixedGridRhoFastjetAll"}
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A detector card with a small min-bias pool, and the cache the pools go to."""
+    tmp = tmp_path_factory.mktemp("detector")
+    card = tmp / "det.toml"
+    card.write_text("[detector]\npu_pool_size = 30\n")
+    return card, tmp / "cache"
+
+
+def test_card_gen_reco_writes_refsims_branches_and_trains_a_unit(detector: tuple[Path, Path], tmp_path: Path) -> None:
+    """A card -> gen --reco: GEN exactly as gen alone makes it, RECO with refsim's branches (both versions), and a
+    file `flashsim dataset jet` makes training rows from."""
+    card, cache = detector
+    out, plain, ref = tmp_path / "zz.root", tmp_path / "gen.root", tmp_path / "ref.root"
+    options = ("--events", 12, "--seed", 5, "--pileup", 10, "--jobs", 1)
+    code, output = run("gen", CARDS / "zz_4l.cmnd", "-o", out, *options, "--reco", "--params", card, "--cache-dir", cache)
+    assert code == 0, output
+    assert run("gen", CARDS / "zz_4l.cmnd", "-o", plain, *options)[0] == 0
+    code, output = run("refsim", "--process", "dy", "-n", 5, "--pileup", 10, "-o", ref, "--params", card,
+                       "--cache-dir", cache)
+    assert code == 0, output
+    tree, gen_tree, ref_tree = (uproot.open(path)["Events"] for path in (out, plain, ref))
+    assert GEN_BRANCHES | RECO_BRANCHES <= set(tree.keys()) and set(tree.keys()) == set(ref_tree.keys())
+    assert tree.typenames() == ref_tree.typenames()
+    assert ak.array_equal(tree.arrays(gen_tree.keys()), gen_tree.arrays())  # the detector draws after the GEN
+    reco = tree.arrays(["nJet", "nMuon", "Muon_genPartIdx"])
+    assert ak.sum(reco.nJet) > 0 and ak.sum(reco.Muon_genPartIdx >= 0) >= 12  # ZZ -> 4 mu: most muons found
+    v15, ref15 = tmp_path / "zz15.root", tmp_path / "ref15.root"
+    assert run("gen", CARDS / "zz_4l.cmnd", "-o", v15, *options, "--reco", "--params", card, "--cache-dir", cache,
+               "--nano-version", "v15")[0] == 0
+    assert run("refsim", "--process", "dy", "-n", 5, "--pileup", 10, "-o", ref15, "--params", card, "--cache-dir", cache,
+               "--nano-version", "v15")[0] == 0
+    assert uproot.open(v15)["Events"].typenames() == uproot.open(ref15)["Events"].typenames()
+    assert "Jet_btagPNetB" in uproot.open(v15)["Events"].keys()
+    table = tmp_path / "jets.parquet"
+    code, output = run("dataset", "jet", "--input", out, "--output", table)
+    assert code == 0, output
+    assert len(ak.from_parquet(table)) > 0
+
+
+def test_lhe_and_hepmc_gen_reco(detector: tuple[Path, Path], hepmc_file: Path, tmp_path: Path) -> None:
+    """LHE (showered) and HepMC3 input through the detector: the hand-made HepMC dimuons come out as two muons."""
+    card, cache = detector
+    params = DetectorParams.from_toml(card)
+    lhe = write_lhe(tmp_path / "zg.lhe", lhe_text(4, seed=3))
+    for path in (lhe, hepmc_file):
+        events = ak.concatenate(list(GenSource(path, pileup=5, params=params, reco=True, cache_dir=cache).chunks()))
+        assert {"GenPart", "GenJet", "Jet", "Muon", "MET", "PV_npvs"} <= set(events.fields), path
+    assert ak.all(events.Muon.genPartIdx[ak.argsort(events.Muon.pt, ascending=False)][:, :2] >= 0)
+    out = tmp_path / "lhe.root"
+    code, output = run("gen", lhe, "-o", out, "--reco", "--params", card, "--cache-dir", cache, "--pileup", 5)
+    assert code == 0, output
+    assert {"LHEPart_pt", "Jet_pt", "MET_pt"} <= set(uproot.open(out)["Events"].keys())
+
+
+@pytest.mark.parametrize("kind", ["card", "hepmc"])
+def test_gen_reco_does_not_depend_on_the_number_of_processes(kind: str, detector: tuple[Path, Path],
+                                                             hepmc_file: Path) -> None:
+    """The detector's stream is the block's: one process or two give the same RECO; another seed another RECO."""
+    card, cache = detector
+    path, options = (CARDS / "zz_4l.cmnd", dict(events=9, batch_size=4)) if kind == "card" else (hepmc_file, dict(batch_size=1))
+
+    def make(seed: int, jobs: int) -> ak.Array:
+        source = GenSource(path, seed=seed, pileup=20, params=DetectorParams.from_toml(card), reco=True,
+                           cache_dir=cache, **options)  # type: ignore[arg-type]
+        return ak.concatenate(list(source.chunks(jobs=jobs)))
+
+    single = make(4, 1)
+    assert ak.array_equal(single, make(4, 2))
+    assert not ak.array_equal(single.Jet.pt, make(5, 1).Jet.pt)
+
+
+def test_gen_reco_bad_combinations_are_one_error_line(detector: tuple[Path, Path], hepmc_file: Path,
+                                                      tmp_path: Path) -> None:
+    card, cache = detector
+    out = tmp_path / "gen.root"
+    assert_error(*run("gen", hepmc_file, "-o", out, "--params", card), "--params", str(card), "--reco")
+    assert_error(*run("gen", hepmc_file, "-o", out, "--cache-dir", cache), "--cache-dir", "--reco")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("pu_pool_sise = 3\n")
+    assert_error(*run("gen", hepmc_file, "-o", out, "--reco", "--params", bad), str(bad), "pu_pool_sise")
+    assert_nothing_written(tmp_path, out)

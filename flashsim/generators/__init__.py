@@ -1,7 +1,8 @@
 """GEN NanoAOD from any generator: a Pythia8 card, an LHE file showered by Pythia8, or showered HepMC3 events.
 
 Every kind becomes refsim's flat particle record (:class:`~flashsim.refsim.pythia.FlatEvents`) and goes through
-refsim's GEN builder, so GenPart, GenJet (with flavours), GenMET and Pileup come out as in a refsim file::
+refsim's GEN builder, so GenPart, GenJet (with flavours), GenMET and Pileup come out as in a refsim file; with ``reco=True`` the full
+particle record of each event also goes through refsim's detector, giving refsim's paired GEN+RECO::
 
     from flashsim.generators import GenSource
     source = GenSource("events.hepmc3.gz", pileup=35, seed=1)
@@ -9,8 +10,9 @@ refsim's GEN builder, so GenPart, GenJet (with flavours), GenMET and Pileup come
         chunk.GenPart.pt, chunk.GenJet.hadronFlavour, chunk.event
 
 The events are made in blocks of ``batch_size``: block by block, Pythia's random generator and the pileup draw are
-seeded from (seed, first event of the block), so a block comes out the same whichever process makes it and the
-output does not depend on ``jobs``. An LHE file whose run card asks for MLM or FxFx matching is showered with
+seeded from (seed, first event of the block), and so is the detector, which draws from the pileup's stream after
+it (as refsim's workers do), so a block comes out the same whichever process makes it and the output does not
+depend on ``jobs``. An LHE file whose run card asks for MLM or FxFx matching is showered with
 Pythia's jet matching (:mod:`flashsim.generators.matching`); vetoed events are not written and are counted.
 """
 
@@ -31,8 +33,9 @@ import numpy as np
 from flashsim.errors import ConfigError, InputError
 from flashsim.files import file_digest
 from flashsim.processes import Chunk, run_in_processes
-from flashsim.refsim.core import DEFAULT_BATCH_SIZE, DEFAULT_SQRT_S, assemble_events, gen_collections
+from flashsim.refsim.core import DEFAULT_BATCH_SIZE, DEFAULT_SQRT_S, paired_events, pileup_pool
 from flashsim.refsim.params import DetectorParams
+from flashsim.refsim.pileup import PileupPool
 from flashsim.refsim.pythia import FlatEvents, Generator, check_settings, pythia_seed, quiet_stdout
 
 from .matching import Matching
@@ -84,7 +87,7 @@ def default_lumi(path: str | os.PathLike[str], seed: int) -> int:
 
 @dataclass(frozen=True)
 class _Spec:
-    """What a process needs to make any block of a source's events (small, sent to each worker)."""
+    """What a process needs to make any block of a source's events (sent to each worker once)."""
 
     path: str
     kind: Kind
@@ -96,6 +99,8 @@ class _Spec:
     total: int  # events to make (card) or read (LHE, HepMC3)
     to_the_end: bool  # the last block reads the file to its end (checks that it is whole)
     matching: Matching | None
+    reco: bool  # the detector runs on each event's particles
+    pool: PileupPool | None  # the min-bias events overlaid by the detector (reco with pileup only)
 
 
 @dataclass
@@ -108,12 +113,14 @@ class _Block:
 
 
 class GenSource:
-    """GEN NanoAOD chunks from one generator input; after :meth:`chunks`, ``dropped`` counts LHE events whose
-    shower failed in Pythia and ``vetoed`` those the jet matching vetoed (neither is written)."""
+    """GEN NanoAOD chunks (+ refsim's RECO with ``reco``) from one generator input; after :meth:`chunks`,
+    ``dropped`` counts LHE events whose shower failed in Pythia and ``vetoed`` those the jet matching vetoed
+    (neither is written). With ``reco``, the min-bias pool of ``seed`` is cached in ``cache_dir`` as refsim's."""
 
     def __init__(self, path: str | os.PathLike[str], events: int | None = None, seed: int = 1, pileup: float = 35.0,
                  run: int = 1, lumi: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 params: DetectorParams | None = None, q_cut: float | None = None, n_jet_max: int | None = None) -> None:
+                 params: DetectorParams | None = None, q_cut: float | None = None, n_jet_max: int | None = None,
+                 reco: bool = False, cache_dir: str | Path | None = None) -> None:
         self.path = Path(path)
         self.kind = input_kind(path)
         if not self.path.is_file():
@@ -123,6 +130,7 @@ class GenSource:
         self.lumi = default_lumi(self.path, self.seed) if lumi is None else int(lumi)
         self.params = params or DetectorParams()
         self.q_cut, self.n_jet_max = q_cut, n_jet_max
+        self.reco, self.cache_dir = bool(reco), cache_dir
         self.dropped = self.vetoed = 0
 
     @cached_property
@@ -140,6 +148,13 @@ class GenSource:
         next(events)  # reads the header; a file without <init> or events fails here
         events.close()
         return matching_of(header, self.path, self.q_cut, self.n_jet_max)
+
+    @cached_property
+    def pool(self) -> PileupPool | None:
+        """The min-bias pool the detector overlays (None: no ``reco`` or no pileup), as ``flashsim refsim --seed``'s."""
+        if not self.reco:
+            return None
+        return pileup_pool(self.params, self.pileup, self.seed, DEFAULT_SQRT_S, self.cache_dir)
 
     @cached_property
     def total(self) -> int:
@@ -161,11 +176,12 @@ class GenSource:
                 for start in range(0, self.total, self.batch_size)]
 
     def chunks(self, jobs: int = 1, progress: Callable[[int], None] | None = None) -> Iterator[ak.Array]:
-        """Yield event records (event ids, genWeight, Pileup, GenMET, GenJet, GenPart; LHE branches for LHE input),
-        one per block, in order, made by ``jobs`` processes; ``progress(n)`` after each block of ``n`` events."""
+        """Yield event records (event ids, genWeight, Pileup, GenMET, GenJet, GenPart; LHE branches for LHE input;
+        refsim's Jet, Muon, MET, fixedGridRhoFastjetAll and PV_npvs with ``reco``), one per block, in order, made by
+        ``jobs`` processes; ``progress(n)`` after each block of ``n`` events."""
         blocks = self.blocks()
         spec = _Spec(str(self.path), self.kind, self.seed, self.pileup, self.run, self.lumi, self.params, self.total,
-                     self.events is None or self.events > self.total, self.matching)
+                     self.events is None or self.events > self.total, self.matching, self.reco, self.pool)
         jobs = max(1, min(int(jobs), len(blocks)))
         local = _Blocks(spec) if jobs == 1 else None  # worker processes end without running destructors
         made: Iterator[_Block] = map(local, blocks) if local else run_in_processes(partial(_Blocks, spec), blocks, jobs)
@@ -208,13 +224,14 @@ class _Blocks:
             self.text = None
 
     def _record(self, flat: FlatEvents, numbers: np.ndarray, first: int, extra: dict | None = None) -> ak.Array:
-        """Event ids + refsim's GEN collections (+ ``extra``) of one block; the pileup draw seeded by the block."""
+        """Event ids + refsim's GEN collections (+ ``extra``, + RECO) of one block; the pileup draw and then the
+        detector seeded by the block."""
         n = len(numbers)
         ids: dict[str, np.ndarray] = {"run": np.full(n, self.spec.run, np.uint32),
                                       "luminosityBlock": np.full(n, self.spec.lumi, np.uint32),
                                       "event": np.asarray(numbers, np.uint64)}
         rng = np.random.default_rng(np.random.SeedSequence([self.spec.seed, first, 2]))
-        return assemble_events(gen_collections(flat, self.spec.params, self.spec.pileup, rng), None, ids, extra)
+        return paired_events(flat, self.spec.params, self.spec.pileup, rng, self.spec.pool, ids, self.spec.reco, extra)
 
     def _start_pythia(self, settings: list[tuple[str, str]], failed: str, hooks: Any = None) -> Generator:
         seeds = [("--seed", "Random:setSeed = on"), ("--seed", f"Random:seed = {pythia_seed(self.spec.seed, 0, 1)}")]

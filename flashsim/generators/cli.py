@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 
 import typer
 
-from flashsim.errors import OutputError
+from flashsim.errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
     import awkward as ak
@@ -24,16 +24,26 @@ LUMI_HELP = ("luminosityBlock of every event (default: a number from --seed and 
 JOBS_HELP = "processes generating events (default: every core, one per block of events); the output does not depend on it"
 QCUT_HELP = "LHE with MLM/FxFx matching: the merging scale qCut in GeV (default MLM: 1.5 x the run card's xqcut)"
 NJETMAX_HELP = "LHE with MLM/FxFx matching: nJetMax (default: the highest jet multiplicity in the file)"
+RECO_HELP = ("also run refsim's detector on every event's particles and write its RECO (Jet, Muon, MET, ...) beside "
+             "the GEN, as flashsim refsim does: a paired GEN+RECO sample for training")
 
 
 def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup: float, run: int, lumi: Optional[int],
-            qcut: Optional[float], njetmax: Optional[int]) -> GenSource:
-    """The generator input as a GenSource, refusing an output that would replace it."""
+            qcut: Optional[float], njetmax: Optional[int], reco: bool = False, params: Optional[Path] = None,
+            cache_dir: Optional[Path] = None) -> GenSource:
+    """The generator input as a GenSource, refusing an output that would replace it and detector options without
+    ``--reco``."""
     from flashsim.generators import GenSource
+    from flashsim.refsim.params import DetectorParams
 
     if os.path.realpath(input) == os.path.realpath(output):
         raise OutputError(f"{output}: the output is also the input; writing it would replace the input")
-    return GenSource(input, events=events, seed=seed, pileup=pileup, run=run, lumi=lumi, q_cut=qcut, n_jet_max=njetmax)
+    for option, value in (("--params", params), ("--cache-dir", cache_dir)):
+        if value is not None and not reco:
+            raise ConfigError(f"{option} {value}: applies to the detector, which runs with --reco only")
+    det = DetectorParams.from_toml(params) if params is not None else None
+    return GenSource(input, events=events, seed=seed, pileup=pileup, run=run, lumi=lumi, q_cut=qcut, n_jet_max=njetmax,
+                     params=det, reco=reco, cache_dir=cache_dir)
 
 
 def _chunks(source: GenSource, jobs: Optional[int], what: str) -> Iterator[ak.Array]:
@@ -42,6 +52,7 @@ def _chunks(source: GenSource, jobs: Optional[int], what: str) -> Iterator[ak.Ar
     from flashsim.processes import available_cores
 
     total = source.total  # reads the file's header and counts its events: a bad file fails before the bar
+    source.pool  # noqa: B018  (--reco: the min-bias pool is loaded, or made once and cached, before the bar)
     processes = jobs or min(available_cores(), len(source.blocks()))
     if source.matching is not None:
         console.print(f"{source.path}: {source.matching.describe()}", soft_wrap=True)
@@ -69,12 +80,16 @@ def _summary(written: int, source: GenSource, output: Path, start: float) -> str
 
 def _write(source: GenSource, output: Path, format: Optional[str], nano_version: str, jobs: Optional[int], what: str,
            flash: Callable[[ak.Array], ak.Array] | None = None) -> None:
-    """Write the source's chunks (through ``flash`` if given) to one file, atomically, and echo the summary."""
+    """Write the source's chunks (through ``flash`` if given) to one file, atomically, and echo the summary; with
+    ``--reco`` the RECO is written as ``flashsim refsim`` writes it (its tagger names, only the version's branches)."""
     from flashsim.io import NanoAODWriter
+    from flashsim.refsim.detector import tagger_names
 
     start = time.perf_counter()
-    with NanoAODWriter(output, format=format, version=nano_version) as writer:
+    with NanoAODWriter(output, format=format, version=nano_version, strict=source.reco) as writer:
         for chunk in _chunks(source, jobs, what):
+            if source.reco:
+                chunk = tagger_names(chunk, writer.version.run)
             writer.write(chunk if flash is None else flash(chunk))
     typer.echo(_summary(writer.num_events, source, output, start))
 
@@ -83,7 +98,7 @@ def gen(
     input: Path = typer.Argument(..., help=INPUT_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="GEN NanoAOD file to write (.root or .parquet)"),
     events: Optional[int] = typer.Option(None, "--events", "-n", min=1, help="events to generate (card: default 1000) or read (default: all)"),
-    seed: int = typer.Option(1, "--seed", min=0, help="Pythia and pileup seed (same seed -> same file)"),
+    seed: int = typer.Option(1, "--seed", min=0, help="Pythia, pileup and detector seed (same seed -> same file)"),
     pileup: float = typer.Option(35.0, "--pileup", min=0.0, help="mean number of pileup interactions (Pileup_nTrueInt)"),
     run: int = typer.Option(1, "--run", min=0, help="run number of every event"),
     lumi: Optional[int] = typer.Option(None, "--lumi", min=1, help=LUMI_HELP),
@@ -92,9 +107,14 @@ def gen(
     njetmax: Optional[int] = typer.Option(None, "--njetmax", min=0, help=NJETMAX_HELP),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
     nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
+    reco: bool = typer.Option(False, "--reco", help=RECO_HELP),
+    params: Optional[Path] = typer.Option(None, "--params", help="--reco: TOML file overriding DetectorParams"),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="--reco: where the min-bias pileup pool is cached (default as flashsim refsim's)"),
 ) -> None:
-    """Generator input -> GEN NanoAOD (GenPart, GenJet, GenMET, Pileup, genWeight; LHE branches for LHE input)."""
-    source = _source(input, output, events, seed, pileup, run, lumi, qcut, njetmax)
+    """Generator input -> GEN NanoAOD (GenPart, GenJet, GenMET, Pileup, genWeight; LHE branches for LHE input), with
+    --reco also refsim's detector RECO (paired GEN+RECO)."""
+    source = _source(input, output, events, seed, pileup, run, lumi, qcut, njetmax, reco, params, cache_dir)
     _write(source, output, format, nano_version, jobs, "gen")
 
 

@@ -60,6 +60,23 @@ def assemble_events(gen: dict, reco: dict | None, ids: dict[str, np.ndarray], ex
     return ak.zip(cols, depth_limit=1)
 
 
+def paired_events(ev: FlatEvents, params: DetectorParams, pileup: float, rng: np.random.Generator,
+                  pool: PileupPool | None, ids: dict[str, np.ndarray], reco: bool = True,
+                  extra: dict | None = None) -> ak.Array:
+    """A batch's GEN collections (pileup drawn around ``pileup``) and, when ``reco``, the detector's RECO with
+    ``pool`` overlaid, both from ``rng`` in that order, as one record array per event."""
+    gen = gen_collections(ev, params, pileup, rng)
+    return assemble_events(gen, simulate_detector(gen, pool, params, rng) if reco else None, ids, extra)
+
+
+def pileup_pool(params: DetectorParams, pileup: float, seed: int, sqrt_s: float = DEFAULT_SQRT_S,
+                cache_dir: str | Path | None = None) -> PileupPool | None:
+    """The min-bias pool overlaid on the events of sample ``seed`` (None without pileup), cached in ``cache_dir``."""
+    if pileup <= 0:
+        return None
+    return PileupPool.load_or_generate(params.pu_pool_size, sqrt_s=sqrt_s, cache_dir=cache_dir, seed=pool_seed(seed))
+
+
 class _Worker:
     """Generator state of one worker: its own Pythia and numpy streams."""
 
@@ -72,11 +89,8 @@ class _Worker:
         self.gen_only = gen_only
 
     def chunk(self, n: int, first_event: int) -> ak.Array:
-        gen = gen_collections(self.gen.batch(n), self.params, self.pileup, self.rng)
-        reco = None
-        if not self.gen_only:
-            reco = simulate_detector(gen, self.pool, self.params, self.rng)
-        return assemble_events(gen, reco, event_ids(first_event, n))
+        return paired_events(self.gen.batch(n), self.params, self.pileup, self.rng, self.pool,
+                             event_ids(first_event, n), reco=not self.gen_only)
 
 
 def _tasks(n_events: int, batch_size: int):
@@ -127,9 +141,7 @@ def generate(
     if n_events <= 0:
         return
     params = params or DetectorParams()
-    pool = None
-    if not gen_only and pileup > 0:
-        pool = PileupPool.load_or_generate(params.pu_pool_size, sqrt_s=sqrt_s, cache_dir=cache_dir, seed=pool_seed(seed))
+    pool = None if gen_only else pileup_pool(params, pileup, seed, sqrt_s, cache_dir)
     tasks = _tasks(int(n_events), max(int(batch_size), 1))
     workers = max(1, min(int(workers), len(tasks)))
     args = (process, sqrt_s, pthat_min, seed, pileup, params, pool, gen_only)
