@@ -54,9 +54,11 @@ SAMPLES = (
     Sample("ttbar, pileup 35 (in distribution)", 401, 35.0),
     Sample("ttbar, pileup 20", 402, 20.0),
     Sample("ttbar, pileup 60", 403, 60.0),
-    Sample("QCD multijet, pT-hat 300-470", 404, 35.0, "qcd_pthat300to470.cmnd"),
-    Sample("Z'(1 TeV) -> bb", 405, 35.0, "zprime_bb.cmnd"),
-    Sample("ZZ -> 4l", 406, 35.0, "zz_4l.cmnd"),
+    Sample("QCD multijet, pT-hat 120-170", 404, 35.0, "qcd_pthat120to170.cmnd"),
+    Sample("QCD multijet, pT-hat 300-470", 405, 35.0, "qcd_pthat300to470.cmnd"),
+    Sample("Z'(1 TeV) -> bb", 406, 35.0, "zprime_bb.cmnd"),
+    Sample("ZZ -> 4l", 407, 35.0, "zz_4l.cmnd"),
+    Sample("VBF H -> mumu", 408, 35.0, "vbf_hmumu.cmnd"),
 )
 
 

@@ -618,8 +618,8 @@ def test_default_luminosity_block_keeps_files_and_seeds_apart(tmp_path: Path) ->
 
 # ------------------------------------------------------------------------------- --reco: paired GEN+RECO ---
 
-RECO_BRANCHES = {"nJet", "Jet_pt", "Jet_genJetIdx", "nMuon", "Muon_pt", "Muon_genPartIdx", "MET_pt", "PV_npvs",
-                 "fixedGridRhoFastjetAll"}
+RECO_BRANCHES = {"nJet", "Jet_pt", "Jet_genJetIdx", "nMuon", "Muon_pt", "Muon_genPartIdx", "nElectron", "Electron_pt",
+                 "Photon_pt", "MET_pt", "PV_npvs", "fixedGridRhoFastjetAll"}
 
 
 @pytest.fixture(scope="module")
@@ -669,7 +669,7 @@ def test_lhe_and_hepmc_gen_reco(detector: tuple[Path, Path], hepmc_file: Path, t
     lhe = write_lhe(tmp_path / "zg.lhe", lhe_text(4, seed=3))
     for path in (lhe, hepmc_file):
         events = ak.concatenate(list(GenSource(path, pileup=5, params=params, reco=True, cache_dir=cache).chunks()))
-        assert {"GenPart", "GenJet", "Jet", "Muon", "MET", "PV_npvs"} <= set(events.fields), path
+        assert {"GenPart", "GenJet", "Jet", "Muon", "Electron", "Photon", "MET", "PV_npvs"} <= set(events.fields), path
     assert ak.all(events.Muon.genPartIdx[ak.argsort(events.Muon.pt, ascending=False)][:, :2] >= 0)
     out = tmp_path / "lhe.root"
     code, output = run("gen", lhe, "-o", out, "--reco", "--params", card, "--cache-dir", cache, "--pileup", 5)

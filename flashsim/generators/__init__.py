@@ -177,8 +177,8 @@ class GenSource:
 
     def chunks(self, jobs: int = 1, progress: Callable[[int], None] | None = None) -> Iterator[ak.Array]:
         """Yield event records (event ids, genWeight, Pileup, GenMET, GenJet, GenPart; LHE branches for LHE input;
-        refsim's Jet, Muon, MET, fixedGridRhoFastjetAll and PV_npvs with ``reco``), one per block, in order, made by
-        ``jobs`` processes; ``progress(n)`` after each block of ``n`` events."""
+        refsim's Jet, Muon, Electron, Photon, MET, fixedGridRhoFastjetAll and PV_npvs with ``reco``), one per block, in
+        order, made by ``jobs`` processes; ``progress(n)`` after each block of ``n`` events."""
         blocks = self.blocks()
         spec = _Spec(str(self.path), self.kind, self.seed, self.pileup, self.run, self.lumi, self.params, self.total,
                      self.events is None or self.events > self.total, self.matching, self.reco, self.pool)

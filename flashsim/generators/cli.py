@@ -24,8 +24,8 @@ LUMI_HELP = ("luminosityBlock of every event (default: a number from --seed and 
 JOBS_HELP = "processes generating events (default: every core, one per block of events); the output does not depend on it"
 QCUT_HELP = "LHE with MLM/FxFx matching: the merging scale qCut in GeV (default MLM: 1.5 x the run card's xqcut)"
 NJETMAX_HELP = "LHE with MLM/FxFx matching: nJetMax (default: the highest jet multiplicity in the file)"
-RECO_HELP = ("also run refsim's detector on every event's particles and write its RECO (Jet, Muon, MET, ...) beside "
-             "the GEN, as flashsim refsim does: a paired GEN+RECO sample for training")
+RECO_HELP = ("also run refsim's detector on every event's particles and write its RECO (Jet, Muon, Electron, Photon, "
+             "MET, ...) beside the GEN, as flashsim refsim does: a paired GEN+RECO sample for training")
 
 
 def _source(input: Path, output: Path, events: Optional[int], seed: int, pileup: float, run: int, lumi: Optional[int],
