@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from flashsim.kinematics import delta_phi
+from flashsim.kinematics import delta_phi, wrap_phi
 
 from . import _kin
 from ._columns import collection, pt_order
@@ -96,7 +96,7 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
     had_e = part.e[hi] * (1 + 0.05 * rng.standard_normal(len(hi)))
     energy = np.concatenate([cl.energy[ci], had_e])
     trk_eta = part.eta[src] + 5e-4 * rng.standard_normal(n)
-    trk_phi = part.phi[src] + 5e-4 * rng.standard_normal(n)
+    trk_phi = wrap_phi(part.phi[src] + 5e-4 * rng.standard_normal(n))
     pt = energy / np.cosh(trk_eta)
     ae = np.abs(trk_eta)
     barrel_id = ae < 1.479
@@ -312,8 +312,7 @@ def _clusters(p: DetectorParams, rng: np.random.Generator, n_ev: int, part: Part
     hoe, hoe_tower = ((_kin.group_sum(o[near], h_all[h][near], nc) + leak) / np.maximum(measured, 1e-9)
                       for near in (dr_h < 0.15, dr_h < p.pho_hoe_tower_dr))
     eta_m = eta_c + p.eg_pos_res * rng.standard_normal(nc)
-    phi_m = phi_c + p.eg_pos_res * rng.standard_normal(nc)
-    phi_m = np.arctan2(np.sin(phi_m), np.cos(phi_m))
+    phi_m = wrap_phi(phi_c + p.eg_pos_res * rng.standard_normal(nc))
     return _Clusters(seed, c_evt, measured, eta_m, phi_m, sieie, r9, hoe, hoe_tower, is_ele, converted, spread, member_of)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
-from flashsim.kinematics import delta_phi
+from flashsim.kinematics import delta_phi, wrap_phi
 
 from . import _kin
 from ._columns import collection, pt_order
@@ -506,7 +506,7 @@ def _muons(p, rng, n_ev, evt, mu_reco, pt, eta, phi, pid, scale, dxy, dz, sig_dx
     n_mu = len(mi)
     m_pt = mpt[mi]
     m_eta = eta[mi] + 1e-3 * rng.standard_normal(n_mu)
-    m_phi = phi[mi] + 1e-3 * rng.standard_normal(n_mu)
+    m_phi = wrap_phi(phi[mi] + 1e-3 * rng.standard_normal(n_mu))
     q = -np.sign(pid[mi]).astype(np.int32)
     flip = rng.random(n_mu) < p.mu_charge_flip_b * m_pt
     q = np.where(flip, -q, q).astype(np.int32)
