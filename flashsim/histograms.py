@@ -17,7 +17,7 @@ import numpy as np
 from flashsim.chain import EVENT_ID_COLUMNS
 from flashsim.errors import ConfigError, InputError
 
-__all__ = ["fill"]
+__all__ = ["fill", "fill_variation", "reweight"]
 
 
 def fill(histogram: Any, events: ak.Array, weight: Any = None, **values: Any) -> Any:
@@ -53,6 +53,43 @@ def fill(histogram: Any, events: ak.Array, weight: Any = None, **values: Any) ->
     summed = np.bincount(group.ravel(), weights=entry_weight)
     histogram.fill(**{n: (c[first] if n in columns else c) for n, c in coordinates.items()}, weight=summed)
     return histogram
+
+
+def fill_variation(histogram: Any, events: ak.Array, factor: Any, weight: Any = None, **values: Any) -> tuple[Any, Any, np.ndarray]:
+    """Fill empty copies of ``histogram`` at the nominal weight and at the weight times ``factor`` (per event or entry,
+    e.g. ``events.LHEScaleWeight[:, 0]``); returns (nominal, variation, their per-bin covariance over GEN events)."""
+    nominal_weight = 1.0 if weight is None else weight
+    nominal = fill(histogram.copy().reset(), events, weight=weight, **values)
+    variation = fill(histogram.copy().reset(), events, weight=nominal_weight * factor, **values)
+    both = fill(histogram.copy().reset(), events, weight=nominal_weight * (1 + factor), **values)
+    # Var(a + b) = Var(a) + Var(b) + 2 Cov(a, b), each summed over GEN events as fill does
+    covariance = (both.variances(flow=True) - nominal.variances(flow=True) - variation.variances(flow=True)) / 2
+    return nominal, variation, covariance
+
+
+def reweight(reference: Any, nominal: Any, variation: Any, covariance: np.ndarray | None = None) -> Any:
+    """``reference`` × ``variation`` / ``nominal`` per bin (flow bins included), a new Weight histogram; bins where the
+    nominal flash histogram is empty are 0. Variance by first-order propagation, the reference independent of the flash
+    histograms, which are independent samples unless ``covariance`` (from ``fill_variation``) is given."""
+    import boost_histogram as bh
+
+    for name, h in (("reference", reference), ("nominal", nominal), ("variation", variation)):
+        if h.storage_type is not bh.storage.Weight:
+            raise ConfigError(f"reweight needs Weight-storage histograms; {name} has {h.storage_type.__name__}")
+        if h.axes != reference.axes:
+            raise ConfigError(f"reweight: the {name} histogram's axes differ from the reference's ({h.axes} vs {reference.axes})")
+    ref, nom, var = (h.values(flow=True) for h in (reference, nominal, variation))
+    cov = np.zeros_like(nom) if covariance is None else np.asarray(covariance)
+    filled = nom != 0
+    ratio = np.divide(var, nom, out=np.zeros_like(nom), where=filled)
+    # Var(var/nom) ≈ (Var(var) − 2 r Cov + r² Var(nom)) / nom²
+    ratio_variance = np.divide(variation.variances(flow=True) - 2 * ratio * cov + ratio**2 * nominal.variances(flow=True),
+                               nom**2, out=np.zeros_like(nom), where=filled)
+    result = reference.copy().reset()
+    view = result.view(flow=True)
+    view.value = ref * ratio
+    view.variance = reference.variances(flow=True) * ratio**2 + ref**2 * np.maximum(ratio_variance, 0.0)
+    return result
 
 
 def _gen_event_index(events: ak.Array) -> np.ndarray:
