@@ -76,6 +76,38 @@ data/refsim/train_ttbar_v15.root: | $(VENV)/.installed-refsim
 data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --nano-version v15 --process ttbar --events 5000 --seed 303 -o $@
 
+# refsim 2 samples (per-seed pileup pools, electrons and photons; NanoAOD v9, one worker each so that a seed
+# gives the same file): the fakemuon and e/gamma units, the 30k held-out ttbar of benchmarks/bench_units.py.
+REFSIM2 := $(VENV)/bin/flashsim refsim --pileup 35
+TRAIN_DATA_2 := data/refsim2/train_zee.root data/refsim2/train_ttbar.root data/refsim2/train_gjets.root \
+	data/refsim2/train_wjets.root data/refsim2/train_minbias.root data/refsim2/train_minbias_pool100k.root
+HELDOUT_DATA_2 := data/refsim2/test_zee.root data/refsim2/test_ttbar.root data/refsim2/test_gjets.root \
+	data/refsim2/test_ttbar_30k.root
+.PHONY: training-data-2
+training-data-2: $(TRAIN_DATA_2) $(HELDOUT_DATA_2)
+data/refsim2/train_zee.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process zee --events 10000 --seed 511 -o $@
+data/refsim2/train_ttbar.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process ttbar --events 10000 --seed 512 -o $@
+data/refsim2/train_gjets.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process gjets --events 10000 --seed 513 -o $@
+data/refsim2/train_wjets.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process wjets --events 10000 --seed 514 -o $@
+data/refsim2/train_minbias.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process minbias --events 20000 --seed 515 -o $@
+# the same over a 100,000-event min-bias pool (about 15 min for the pool): rare pileup objects (muons) from many events
+data/refsim2/train_minbias_pool100k.root: | $(VENV)/.installed-refsim
+	printf 'pu_pool_size = 100000\n' > data/refsim2/pool100k.toml
+	$(REFSIM2) --process minbias --events 20000 --seed 516 --params data/refsim2/pool100k.toml -o $@
+data/refsim2/test_zee.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process zee --events 5000 --seed 611 -o $@
+data/refsim2/test_ttbar.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process ttbar --events 5000 --seed 612 -o $@
+data/refsim2/test_gjets.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process gjets --events 5000 --seed 613 -o $@
+data/refsim2/test_ttbar_30k.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process ttbar --events 30000 --seed 631 -o $@
+
 # Train the zoo's default units from their recipes (after `make training-data`).
 ZOO_UNITS := muon jet fakejet met met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3

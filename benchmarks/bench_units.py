@@ -29,7 +29,8 @@ import torch
 from flashsim.chain import Chain
 from flashsim.io import read_events
 from flashsim.validate import gen_efficiency_objects, validate
-from flashsim.validate.metrics import efficiency_profile, noise_floor_ratio, response_profile
+from flashsim.validate.metrics import (classifier_two_sample_test, efficiency_profile, event_splits, noise_floor_ratio,
+                                       response_profile)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chain import detector_stage_rate  # noqa: E402
@@ -159,6 +160,30 @@ def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) 
     return {"jets/event chi2/ndf": worst}
 
 
+ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRelIso04_all", "tightId"),
+               "Jet": ("pt", "eta", "phi", "btagDeepFlavB")}
+
+
+def all_objects_study(flash: ak.Array, ref: ak.Array, collection: str) -> dict[str, float]:
+    """Every object of the collection, gen-matched or not (the validation report compares matched ones only): the paired
+    noise-floor ratio per variable and the classifier AUC beside the reference halves' (the issue-26 "all" rows)."""
+    names = [v for v in ALL_OBJECTS[collection] if v in flash[collection].fields and v in ref[collection].fields]
+    _rows(f"{collection}, all objects (matched and unmatched): noise-floor ratio", f"{'variable':18s} {'R':>7s}")
+    ratios = {}
+    for var in names:
+        ratios[var] = noise_floor_ratio(flash[collection][var], ref[collection][var]).ratio
+        print(f"{var:18s} {ratios[var]:7.2f}{'  > 2' if ratios[var] > 2 else ''}")
+    values = {k: [np.column_stack([ak.to_numpy(ak.flatten(ev[collection][v])).astype(float) for v in names]),
+                  np.repeat(np.arange(len(ev)), ak.to_numpy(ak.num(ev[collection])))] for k, ev in (("flash", flash), ("ref", ref))}
+    split = event_splits(len(flash), len(ref), paired=True, n_splits=1, seed=0)[0]
+    test = classifier_two_sample_test(*values["flash"], *values["ref"], split)
+    n_f, n_r = len(values["flash"][1]), len(values["ref"][1])
+    print(f"{collection} all: {n_f} flash / {n_r} reference objects; median R {np.median(list(ratios.values())):.2f}, "
+          f"max R {max(ratios.values()):.2f}; classifier AUC {test['auc']:.3f} (reference halves {test['auc_ref_halves']:.3f})")
+    return {f"{collection} all median R": float(np.median(list(ratios.values()))), f"{collection} all max R": max(ratios.values()),
+            f"{collection} all AUC": test["auc"], f"{collection} all AUC floor": test["auc_ref_halves"]}
+
+
 def leading_fake_pair(events: ak.Array) -> tuple[ak.Array, ak.Array]:
     fakes = events.Jet[events.Jet.genJetIdx < 0]
     two = ak.num(fakes) >= 2
@@ -233,6 +258,9 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
     if "Jet" in collections:
         headline |= print_response("Jet", metrics["collections"]["Jet"])
         headline |= print_roc(metrics["collections"]["Jet"])
+    for name in ALL_OBJECTS:
+        if name in collections:
+            headline |= all_objects_study(flash, ref, name)
     if "Muon" in collections:
         headline |= efficiency_study(chain, gen, ref, "Muon", seed, oversample)
     if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):

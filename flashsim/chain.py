@@ -21,12 +21,12 @@ from flashsim.events import collection_of, from_branches
 from flashsim.io import NanoAODWriter, open_source, resolve_inputs
 from flashsim.io.schema import NanoVersion, nano_version
 from flashsim.input_checks import DeclaredRange, bad_events, declared_ranges
+from flashsim.locations import DEFAULT_CHAIN
 from flashsim.processes import Chunk, chunks_of, run_in_processes
 from flashsim.unit import Unit, load_unit
 
 __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
 
-DEFAULT_CHAIN = ("muon", "jet", "fakejet", "met")  # the zoo's default chain, in dependency order
 EVENT_ID_COLUMNS = ("run", "luminosityBlock", "event")
 MIN_PARALLEL_CHUNK = 1_000  # events: below this a chunk's overheads outweigh its simulation
 # kept by --keep-gen: GenPart, GenJet, GenMET, GenVtx, Generator, genWeight, genTtbarId, LHE*, PSWeight, Pileup, HTXS

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from flashsim.locations import DEFAULT_CHAIN
 from flashsim.errors import FlashsimError
 
 DEBUG_ENV = "FLASHSIM_DEBUG"
@@ -92,7 +93,7 @@ def _device(value: Optional[str]) -> Optional[str]:
 def _unit_names(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     if not names:
-        raise typer.BadParameter("give at least one unit, e.g. --chain muon,jet,fakejet,met", param_hint="'--chain'")
+        raise typer.BadParameter(f"give at least one unit, e.g. --chain {','.join(DEFAULT_CHAIN)}", param_hint="'--chain'")
     return names
 
 

@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 UNITS_ENV = "FLASHSIM_UNITS"
+DEFAULT_CHAIN = ("muon", "fakemuon", "jet", "fakejet", "met")  # the zoo's default chain, in dependency order
 
 _extracted = ExitStack()  # package data that only exists inside an archive, extracted once per process
 atexit.register(_extracted.close)

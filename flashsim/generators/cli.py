@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 
 import typer
 
+from flashsim.locations import DEFAULT_CHAIN
 from flashsim.errors import ConfigError, OutputError
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def gen(
 def simulate(
     input: Path = typer.Argument(..., help=INPUT_HELP),
     output: Path = typer.Option(..., "-o", "--output", help="flash NanoAOD file to write (.root or .parquet)"),
-    chain: str = typer.Option("muon,jet,fakejet,met", "--chain", help="comma-separated units: names or directories"),
+    chain: str = typer.Option(",".join(DEFAULT_CHAIN), "--chain", help="comma-separated units: names or directories"),
     keep_gen: bool = typer.Option(True, "--keep-gen/--no-keep-gen", help="write the GEN collections beside the flash ones"),
     events: Optional[int] = typer.Option(None, "--events", "-n", min=1, help="events to generate (card: default 1000) or read (default: all)"),
     seed: int = typer.Option(1, "--seed", min=0, help="seed of the generator, the pileup draw and the units"),
@@ -140,7 +141,7 @@ def simulate(
 
     names = [name.strip() for name in chain.split(",") if name.strip()]
     if not names:
-        raise typer.BadParameter("give at least one unit, e.g. --chain muon,jet,fakejet,met", param_hint="'--chain'")
+        raise typer.BadParameter(f"give at least one unit, e.g. --chain {','.join(DEFAULT_CHAIN)}", param_hint="'--chain'")
     source = _source(input, output, events, seed, pileup, run, lumi, qcut, njetmax)
     units = Chain(names, device=device)
     _write(source, output, format, nano_version, jobs, "simulate", lambda chunk: units.process(chunk, seed=seed, keep_gen=keep_gen))
