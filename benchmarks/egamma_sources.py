@@ -14,7 +14,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from flashsim.events import from_branches
+from flashsim.events import from_branches, take
 
 KINDS = {"Electron": 11, "Photon": 22}
 
@@ -23,22 +23,16 @@ def _flat(x: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.flatten(x, axis=None))
 
 
-def _gather(values: np.ndarray, counts: ak.Array, evt: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """values[event][index] per object (-1 where index < 0)."""
-    start = np.r_[0, np.cumsum(ak.to_numpy(counts))][:-1]
-    return np.where(index >= 0, values[start[evt] + np.maximum(index, 0)], -1) if len(values) else np.full(len(index), -1)
-
-
 def table(events: ak.Array, collection: str) -> None:
     """Print, per genPartFlav, the objects not matched to a GenPart of their kind, and how many are in a jet with a GenJet."""
     reco, gen, jets = events[collection], events.GenPart, events.Jet
     evt = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(reco)))
     idx = _flat(reco.genPartIdx)
-    pid = np.abs(_gather(_flat(gen.pdgId), ak.num(gen), evt, idx))
+    pid = np.abs(take(_flat(gen.pdgId), ak.to_numpy(ak.num(gen)), evt, idx)[0])
     matched = (idx >= 0) & (pid == KINDS[collection])
     jet_idx = _flat(reco.jetIdx)
     jet_f = jet_idx >= 0
-    gj = _gather(_flat(jets.genJetIdx), ak.num(jets), evt, jet_idx)
+    gj = take(_flat(jets.genJetIdx), ak.to_numpy(ak.num(jets)), evt, jet_idx)[0]
     gj_f = jet_f & (gj >= 0)
     kind_f = np.where(idx < 0, -1, np.where(matched, 0, pid))  # -1 no GenPart, 0 own kind, else the other kind's |pdgId|
     flav = _flat(reco.genPartFlav)
