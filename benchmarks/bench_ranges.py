@@ -28,17 +28,21 @@ RUN3 = "data/refsim/test_ttbar_v15.root"
 WJETS = "data/refsim/train_wjets_v15.root"
 MAX_REFUSED = 10  # chunks refused before a unit's measurement stops
 INPUTS = {"muon": RUN2, "jet": RUN2, "fakejet": RUN2, "met": RUN2, "met_genonly": RUN2,
-          "jet_run3": RUN3, "fakejet_run3": RUN3, "wjet_flow": WJETS, "wjet_regressor": WJETS}
+          "jet_run3": RUN3, "fakejet_run3": RUN3, "wjet_flow": WJETS, "wjet_regressor": WJETS,
+          "electron_fromjet": "data/refsim2/test_ttbar.root", "photon_fromjet": "data/refsim2/test_ttbar.root"}
 
 
 def _input(unit: Unit, path: str) -> ak.Array:
     """The file's events (those passing an event unit's GEN selection, which draws no random number); for a merging
-    (fake-jet) unit its collection cut to the gen-matched objects, with its fields."""
+    (fake-jet) unit its collection cut to the gen-matched objects, with its fields; for a unit sourced through
+    other collections (``match``), without its output collection."""
     events = read_events(path)
     selected = unit.event_mask(events)
     if selected is not None:
         events = events[selected]
     spec = unit.spec
+    if spec.match is not None:  # units sourced through other collections (electrons from jets) create their output
+        return events[[f for f in events.fields if f != spec.output]]
     if spec.merge:
         fields = list(dict.fromkeys(spec.target_columns + list(spec.constants) + list(spec.carry)))
         objects = events[spec.output]
@@ -57,7 +61,7 @@ def _written(unit: Unit, after: ak.Array) -> dict[str, np.ndarray]:
         return {f"{c}_{f}": ak.to_numpy(ak.flatten(after[c][f], axis=None)).astype(np.float64)
                 for c in unit.spec.produces for f in after[c].fields}
     collection = after[unit.spec.output]
-    if unit.spec.merge:
+    if unit.spec.merge and unit.spec.match is None:
         collection = collection[collection.genJetIdx < 0]  # the input holds only gen-matched ones (_input)
     return {c: ak.to_numpy(ak.flatten(collection[c], axis=None)).astype(np.float64) for c in columns}
 

@@ -84,7 +84,13 @@ class Chain:
         have = set(available)
         for unit in self.units:
             produced = {c for u in self.units[: self.units.index(unit)] for c in u.spec.produces}
+            for coll, field in unit.spec.hops[1:]:  # a written cross-reference points into a collection the output holds
+                if coll not in produced:
+                    raise ChainError(f"unit {unit.name!r} writes {unit.spec.output}_{unit.spec.hops[0][1]}, which points into "
+                                     f"{coll!r} (through {coll}_{field}); no earlier unit of the chain produces {coll!r}")
             for coll in sorted(unit.spec.inputs):
+                if unit.spec.merge and coll == unit.spec.output:
+                    continue  # a merging unit creates the collection when no earlier unit produced it
                 if coll not in have and coll not in produced:
                     raise ChainError(
                         f"unit {unit.name!r} needs column {coll!r}, which is neither in the input "

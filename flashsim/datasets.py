@@ -43,6 +43,7 @@ class ExtractionReport:
     rows: int = 0
     matched: int = 0
     dangling_index: int = 0  # reco objects whose gen index points past the (pruned) collection, or below -1
+    shared_partner: int = 0  # source objects more than one reco object reaches (the first is their partner)
     placeholder_rows: dict[str, int] = field(default_factory=dict)
     non_finite_rows: dict[str, int] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -52,6 +53,8 @@ class ExtractionReport:
         parts = [f"{self.events} events, {self.rows} rows, {self.matched} with a reco target"]
         if self.dangling_index:
             parts.append(f"{self.dangling_index} reco objects with an out-of-range gen index treated as unmatched")
+        if self.shared_partner:
+            parts.append(f"{self.shared_partner} source objects reached by more than one reco object (the first is the target)")
         for col, n in self.placeholder_rows.items():
             parts.append(f"{n} rows dropped: placeholder value (< {PLACEHOLDER_BELOW}) in target {col!r}")
         for col, n in self.non_finite_rows.items():
@@ -64,6 +67,7 @@ class ExtractionReport:
         self.rows += other.rows
         self.matched += other.matched
         self.dangling_index += other.dangling_index
+        self.shared_partner += other.shared_partner
         for mine, theirs in ((self.placeholder_rows, other.placeholder_rows), (self.non_finite_rows, other.non_finite_rows)):
             for key, n in theirs.items():
                 mine[key] = mine.get(key, 0) + n

@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 
 import awkward as ak
 import numpy as np
 
-__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter"]
+__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "take"]
 
 
 def collection_of(branch: str) -> str:
@@ -72,3 +73,20 @@ def to_branches(events: ak.Array) -> dict[str, ak.Array]:
                 branches[f"n{name}"] = ak.num(values, axis=1)
             branches[name] = ak.without_parameters(values)
     return branches
+
+
+def references_to(collection: str, fields: list[str]) -> list[str]:
+    """The fields that are NanoAOD cross-references into ``collection``: ``jetIdx``, ``electronIdx1``, ``genJetIdx``."""
+    pattern = re.compile(re.escape(collection[:1].lower() + collection[1:]) + r"Idx\d*")
+    return [f for f in fields if pattern.fullmatch(f)]
+
+
+def take(values: np.ndarray, counts: np.ndarray, event: np.ndarray, index: np.ndarray, fill: float = -1) -> tuple[np.ndarray, int]:
+    """``values`` (flat, ``counts`` per event) of the object ``index`` (local) in each row's ``event``: ``fill`` where
+    the index is -1 or out of range; also how many were out of range (NanoAOD's 'none' is -1)."""
+    valid = (index >= 0) & (index < counts[event])
+    dangling = int(np.sum((index >= counts[event]) | (index < -1)))
+    start = np.r_[0, np.cumsum(counts)][:-1]
+    out = np.full(len(index), fill, values.dtype)
+    out[valid] = values[start[event[valid]] + index[valid]]
+    return out, dangling

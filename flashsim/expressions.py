@@ -20,7 +20,7 @@ import numpy as np
 from flashsim.errors import InputError, UnitError
 from flashsim.registry import suggest
 
-__all__ = ["Cut", "Language", "UNIT_CUTS", "parse", "select"]
+__all__ = ["Cut", "Language", "UNIT_CUTS", "REFERENCE_CUTS", "parse", "select"]
 
 _ALLOWED_NODES = (
     ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.Name, ast.Load, ast.Constant,
@@ -140,6 +140,10 @@ class Language:
 
 #: the cut language of unit files: columns of one collection (or per-event columns), abs, sqrt, hypot
 UNIT_CUTS = Language({"abs": abs, "sqrt": np.sqrt, "hypot": np.hypot})
+
+#: cuts on reco objects that may also read ``Collection.field``: the field of the object of ``Collection`` the reco
+#: object points to through its cross-reference (``GenPart.pdgId`` through ``genPartIdx``; see ``match.selection``)
+REFERENCE_CUTS = Language(UNIT_CUTS.functions, attributes=True)
 
 
 def parse(expression: str, where: str = "selection") -> Cut:

@@ -3,7 +3,8 @@ rows, kept together since the two must agree column for column.
 
 - ``object``: one reco object per selected source object (``Jet`` from ``GenJet``), with an optional
   efficiency model deciding which are reconstructed; training pairs each source object with the reco
-  object pointing to it through ``gen_index``.
+  object pointing to it through ``gen_index``, or through the chain of cross-references of ``match``
+  (``Electron.jetIdx`` -> ``Jet.genJetIdx`` -> ``GenJet``), restricted to the reco objects ``match.selection`` keeps.
 - ``multiplicity``: a variable-length list per event (fake jets), drawn autoregressively up to
   ``max_objects``, each object conditioned on the previous one; a classifier decides whether one more follows.
 - ``event``: one fixed vector per event (MET, the W+jet vector of Chen et al.), optionally for the events
@@ -24,7 +25,8 @@ from typing_extensions import override
 
 from flashsim import event_outputs
 from flashsim.errors import InputError, UnitError
-from flashsim.expressions import select
+from flashsim.events import references_to, take
+from flashsim.expressions import REFERENCE_CUTS, select
 from flashsim.models import check_model_config
 from flashsim.registry import Registry
 from flashsim.streams import RowNoise, mix
@@ -140,8 +142,16 @@ class ObjectKind(UnitKind):
         super().check(spec)
         if not spec.source.collection:
             raise UnitError("object units need source.collection")
-        if not spec.gen_index:
-            raise UnitError("object units need gen_index (the reco collection's cross-reference to the source, e.g. genJetIdx)")
+        if not spec.gen_index and spec.match is None:
+            raise UnitError("object units need gen_index (the reco collection's cross-reference to the source, e.g. genJetIdx) "
+                            "or match (a chain of cross-references to it)")
+        if spec.gen_index and spec.match is not None:
+            raise UnitError("gen_index and match both say how reco objects reach the source: give one "
+                            f"(match.through = ['{spec.output}.{spec.gen_index}'] is gen_index = '{spec.gen_index}')")
+        written = spec.hops[0][1]
+        if written in spec.constants or written in spec.target_columns or written in spec.carry:
+            raise UnitError(f"{spec.output}_{written} is the cross-reference the unit writes (match.through[0]); "
+                            "it cannot also be a constant, target or carried column")
         _refuse(spec, self.type, ("multiplicity",))
         if spec.efficiency is not None:
             check_model_config({"type": "efficiency", **spec.efficiency}, "efficiency")
@@ -161,11 +171,15 @@ class ObjectKind(UnitKind):
 
     def draw(self, unit, events, noise, device, batch_size):
         spec = unit.spec
+        coll = spec.source.collection
+        assert coll is not None
         rows = self.rows(unit, events)
         context = unit.context_array(unit.context_columns(events, rows))
         counts = ak.to_numpy(ak.num(rows, axis=1))
+        row_event = np.repeat(np.arange(len(events)), counts)
+        source_index = flat(rows["_index"]).astype(np.int64)
         # one stream per source object: its event and its index in the source collection
-        objects = RowNoise(mix(noise.keys[np.repeat(np.arange(len(events)), counts)], flat(rows["_index"]).astype(np.uint64)))
+        objects = RowNoise(mix(noise.keys[row_event], source_index.astype(np.uint64)))
         if unit.efficiency is not None:
             keep = unit.decide(unit.efficiency, context, objects.derive("efficiency"), device, batch_size)
         else:
@@ -176,8 +190,7 @@ class ObjectKind(UnitKind):
         kept_counts = ak.to_numpy(ak.sum(ak.unflatten(keep, counts), axis=1))
         for out_name, src_name in spec.carry.items():
             columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
-        assert spec.gen_index is not None
-        columns[spec.gen_index] = ak.to_numpy(ak.flatten(rows["_index"]))[keep].astype(np.int32)
+        columns[spec.hops[0][1]] = _back_through(events, spec.hops, coll, row_event, source_index)[keep].astype(np.int32)
         _add_constants(columns, spec.constants, int(keep.sum()))
         output = ak.zip({k: ak.unflatten(v, kept_counts) for k, v in columns.items()})
         return events, {spec.output: self._finish(unit, output)}
@@ -186,13 +199,16 @@ class ObjectKind(UnitKind):
         spec = unit.spec
         reco = self._reco(unit, events)
         rows = self.rows(unit, events)
-        assert spec.gen_index is not None and spec.source.collection is not None
-        if spec.gen_index not in reco.fields:
-            raise InputError(f"unit {unit.name!r}: cross-reference {spec.output}_{spec.gen_index} not in the input")
-        source = events[spec.source.collection]
-        partner, dangling = _first_partner(ak.num(source, axis=1), reco[spec.gen_index])
+        assert spec.source.collection is not None
+        source_counts = ak.to_numpy(ak.num(events[spec.source.collection], axis=1))
+        reco_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(reco, axis=1)))
+        index = self._source_index(unit, events, reco_event, report)
+        if spec.match is not None and spec.match.selection:
+            index[~_reco_selection(unit, events, reco, reco_event)] = -1
+        partner, dangling, shared = _first_partner(source_counts, reco_event, index)
         report.dangling_index += dangling
-        offsets = np.r_[0, np.cumsum(ak.to_numpy(ak.num(source, axis=1)))]
+        report.shared_partner += shared
+        offsets = np.r_[0, np.cumsum(source_counts)]
         row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
         row_partner = partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
         table = {EVENT_ID: event_ids[row_event], "reconstructed": row_partner >= 0}
@@ -204,6 +220,24 @@ class ObjectKind(UnitKind):
             values[row_partner >= 0] = values_all[row_partner[row_partner >= 0]]
             table[f"tgt.{col}"] = values
         return table
+
+    @staticmethod
+    def _source_index(unit: Unit, events: ak.Array, reco_event: np.ndarray, report: ExtractionReport) -> np.ndarray:
+        """Each reco object's index into the source collection, followed through the unit's cross-references (-1: none)."""
+        spec = unit.spec
+        index = None
+        for collection, field in spec.hops:
+            if collection not in events.fields or field not in events[collection].fields:
+                raise InputError(f"unit {unit.name!r}: cross-reference {collection}_{field} not in the input")
+            values = flat(events[collection][field]).astype(np.int64)
+            if index is None:
+                index = values
+                continue
+            counts = ak.to_numpy(ak.num(events[collection], axis=1))
+            index, dangling = take(values, counts, reco_event, index)
+            report.dangling_index += dangling
+        assert index is not None
+        return index
 
 
 @KINDS.register
@@ -218,7 +252,7 @@ class MultiplicityKind(UnitKind):
         super().check(spec)
         if spec.multiplicity is None:
             raise UnitError("multiplicity units need a multiplicity table with max_objects")
-        _refuse(spec, self.type, ("source", "gen_index", "carry", "efficiency"))
+        _refuse(spec, self.type, ("source", "gen_index", "match", "carry", "efficiency"))
         unknown = [c for c in spec.multiplicity.previous if c not in spec.target_columns]
         if unknown:
             raise UnitError(f"multiplicity.previous: {unknown} are not targets of the unit ({spec.target_columns})")
@@ -341,7 +375,7 @@ class EventKind(UnitKind):
 
     def check(self, spec: UnitSpec) -> None:
         super().check(spec)
-        _refuse(spec, self.type, ("source", "gen_index", "carry", "constants", "efficiency", "multiplicity",
+        _refuse(spec, self.type, ("source", "gen_index", "match", "carry", "constants", "efficiency", "multiplicity",
                                   "output_rules", "output_selection"))
 
     def draw(self, unit, events, noise, device, batch_size):
@@ -382,15 +416,55 @@ class EventKind(UnitKind):
         return table
 
 
-def _first_partner(source_counts: ak.Array, reco_index: ak.Array) -> tuple[np.ndarray, int]:
-    """For every source object, the flat position of the first reco object pointing to it (-1 if none)."""
-    n_source = ak.to_numpy(source_counts)
+def _first_partner(n_source: np.ndarray, event: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """For every source object (``n_source`` per event), the flat position of the first object pointing to it
+    through ``index`` (flat, with each object's ``event``; -1 if none); also the number of indices out of range
+    and of source objects more than one object points to (only the first is their partner)."""
     offsets = np.r_[0, np.cumsum(n_source)]
-    index = ak.to_numpy(ak.flatten(reco_index)).astype(np.int64)
-    event = np.repeat(np.arange(len(n_source)), ak.to_numpy(ak.num(reco_index, axis=1)))
     valid = (index >= 0) & (index < n_source[event])
     dangling = int(np.sum((index >= n_source[event]) | (index < -1)))  # -1 is NanoAOD's 'unmatched'
     partner = np.full(offsets[-1], -1, np.int64)
     positions = np.flatnonzero(valid)[::-1]  # assign in reverse so the first (leading) reco object wins
-    partner[offsets[event[positions]] + index[positions]] = positions
-    return partner, dangling
+    target = offsets[event[positions]] + index[positions]
+    partner[target] = positions
+    shared = int(np.sum(np.bincount(target, minlength=offsets[-1]) > 1)) if len(target) else 0
+    return partner, dangling, shared
+
+
+def _reco_selection(unit: Unit, events: ak.Array, reco: ak.Array, reco_event: np.ndarray) -> np.ndarray:
+    """``match.selection`` on the (flat) reco objects; ``Collection.field`` reads the field of the object their
+    cross-reference into ``Collection`` points to (0 where it points to none)."""
+    assert unit.spec.match is not None and unit.spec.match.selection is not None
+    where = f"unit {unit.name!r} match.selection"
+    cut = REFERENCE_CUTS.parse(unit.spec.match.selection, where)
+    columns: dict[str, Any] = {name: flat(reco[name]) for name in cut.names if name in reco.fields}
+    for collection, field in cut.attributes:
+        references = references_to(collection, reco.fields)
+        if collection not in events.fields or field not in events[collection].fields or len(references) != 1:
+            raise InputError(f"{where}: {collection}.{field} needs {collection}_{field} in the input and one cross-reference "
+                             f"into it in {unit.spec.output!r} (has {references or 'none'})")
+        index = flat(reco[references[0]]).astype(np.int64)
+        counts = ak.to_numpy(ak.num(events[collection], axis=1))
+        values, _ = take(flat(events[collection][field]), counts, reco_event, index, fill=0)
+        columns.setdefault(collection, {})[field] = values
+    unknown = sorted(cut.names - set(columns))
+    if unknown:
+        raise InputError(f"{where}: {unknown} are neither fields of {unit.spec.output!r} nor collections it points to")
+    return np.asarray(cut(columns, where), bool)
+
+
+def _back_through(events: ak.Array, hops: list[tuple[str, str]], source: str, row_event: np.ndarray,
+                  source_index: np.ndarray) -> np.ndarray:
+    """The value of the first cross-reference a drawn object gets: its source index for a direct one; through
+    several, the index of the first object of the next collection that reaches the source object (-1: none),
+    e.g. the flash Jet whose genJetIdx is the electron's GenJet."""
+    index = source_index
+    pointed = ak.to_numpy(ak.num(events[source], axis=1))  # objects per event of the collection ``index`` points into
+    for collection, field in reversed(hops[1:]):
+        counts = ak.to_numpy(ak.num(events[collection], axis=1))
+        partner, _, _ = _first_partner(pointed, np.repeat(np.arange(len(counts)), counts), flat(events[collection][field]).astype(np.int64))
+        starts = np.r_[0, np.cumsum(counts)][:-1]
+        found, _ = take(partner, pointed, row_event, index)
+        index = np.where(found >= 0, found - starts[row_event], -1)
+        pointed = counts
+    return index

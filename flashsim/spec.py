@@ -22,7 +22,7 @@ from flashsim.models import check_model_config
 from flashsim.registry import suggest
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
-__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Match", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
 
 FORMAT_VERSION = 1
 DEFAULT_CONTEXT_STEPS: list[dict[str, Any]] = [{"type": "standardize"}]
@@ -46,6 +46,37 @@ class Source(_Table):
         return value if value is None else expressions.parse(value, "source.selection").expression
 
 
+class Match(_Table):
+    """How an object unit's reco objects reach their source object, for units whose reco collection does not point
+    to the source directly (electrons from jets: ``Electron.jetIdx`` -> ``Jet.genJetIdx`` -> ``GenJet``).
+
+    ``through`` lists the cross-references ``Collection.field`` in order: the first is a field of the unit's output
+    collection, each indexes the collection of the next, the last the source collection. ``selection`` is a cut on
+    the reco objects the unit stands for (e.g. those no GenPart-sourced unit covers)."""
+
+    through: list[str] = Field(min_length=1, max_length=4)
+    selection: str | None = None
+
+    @field_validator("through")
+    @classmethod
+    def _hops(cls, value: list[str]) -> list[str]:
+        for hop in value:
+            collection, _, field = hop.partition(".")
+            if not collection or not field or "." in field:
+                raise ValueError(f"{hop!r} is not 'Collection.field' (e.g. 'Electron.jetIdx')")
+        return value
+
+    @field_validator("selection")
+    @classmethod
+    def _cut(cls, value: str | None) -> str | None:
+        return value if value is None else expressions.REFERENCE_CUTS.parse(value, "match.selection").expression
+
+    @property
+    def hops(self) -> list[tuple[str, str]]:
+        """``through`` as (collection, field) pairs."""
+        return [(c, f) for c, _, f in (hop.partition(".") for hop in self.through)]
+
+
 class Multiplicity(_Table):
     """How a multiplicity unit draws its variable-length list."""
 
@@ -61,7 +92,8 @@ class Multiplicity(_Table):
 
 
 class OutputRule(_Table):
-    """Set ``columns`` to ``value`` where the cut ``where`` on the drawn columns holds."""
+    """Set ``columns`` (drawn, carried or constant) to ``value`` where the cut ``where`` on the output columns holds
+    (a flag that is a function of eta, a pdgId that follows the drawn charge)."""
 
     where: str
     columns: list[str] = Field(min_length=1)
@@ -100,6 +132,7 @@ class UnitSpec(_Table):
     output_selection: str | None = None  # reco-level cut applied after sampling (e.g. NanoAOD's jet pt > 15)
     output_rules: list[OutputRule] = []
     gen_index: str | None = None
+    match: Match | None = None
     efficiency: dict[str, Any] | None = None
     model: dict[str, Any]
     multiplicity: Multiplicity | None = None
@@ -142,11 +175,15 @@ class UnitSpec(_Table):
         for table in ("context", "event_columns", "target_features"):
             for i, entry in enumerate(getattr(self, table)):
                 features.feature(entry, f"{table}[{i}]")
+        ruled = self.target_columns + list(self.carry) + list(self.constants)
         for i, rule in enumerate(self.output_rules):
             expressions.parse(rule.where, f"output_rules[{i}].where")
-            unknown = [c for c in rule.columns if c not in self.target_columns]
+            unknown = [c for c in rule.columns if c not in ruled]
             if unknown:
-                raise ValueError(f"output_rules[{i}]: columns {unknown} are not targets of the unit ({self.target_columns})")
+                raise ValueError(f"output_rules[{i}]: columns {unknown} are not targets, carried or constant columns of the unit ({ruled})")
+        if self.match is not None and self.match.hops[0][0] != self.output:
+            raise ValueError(f"match.through: the first cross-reference {self.match.through[0]!r} must be a field of the "
+                             f"output collection {self.output!r}")
         check_model_config(self.model, "model")
         self.kind.check(self)
         self._check_pipelines()
@@ -226,6 +263,13 @@ class UnitSpec(_Table):
         return [c for entry in self.targets for c in entry.get("columns", [entry.get("column")])]
 
     @property
+    def hops(self) -> list[tuple[str, str]]:
+        """Object units: the cross-references (collection, field) from the output collection to the source."""
+        if self.match is not None:
+            return self.match.hops
+        return [(self.output, self.gen_index)] if self.gen_index else []
+
+    @property
     def produces(self) -> list[str]:
         """Collections this unit writes (several for an event unit with ``outputs``)."""
         return event_outputs.output_collections(self.outputs) if self.outputs else [self.output]
@@ -238,6 +282,7 @@ class UnitSpec(_Table):
             used |= features.collections_used(entry)
         if self.merge:
             used.add(self.output)
+        used |= {collection for collection, _ in self.hops[1:]}  # the reco collections a match goes through
         return used
 
     @property
@@ -245,8 +290,8 @@ class UnitSpec(_Table):
         """NanoAOD branches of the reco objects this unit draws and trains on (none for event units, which write their own)."""
         if self.outputs:
             return []
-        fields = self.target_columns + list(self.carry) + list(self.constants) + ([self.gen_index] if self.gen_index else [])
-        return [f"{self.output}_{f}" for f in dict.fromkeys(fields)]
+        fields = self.target_columns + list(self.carry) + list(self.constants) + [f for _, f in self.hops[:1]]
+        return [f"{self.output}_{f}" for f in dict.fromkeys(fields)] + [f"{c}_{f}" for c, f in self.hops[1:]]
 
     def context_steps(self) -> list[dict[str, Any]]:
         """Preprocessing of every context column (default: standardise)."""
@@ -261,6 +306,8 @@ class UnitSpec(_Table):
         """The parts that decide a training table's rows and columns, as JSON values."""
         dump = self.model_dump(exclude_unset=True, exclude={"path"})
         relevant = [self.type, self.output, dump.get("source", {}), self.context, self.targets, self.gen_index, dump.get("multiplicity")]
+        if self.match is not None:
+            relevant.append(dump.get("match"))
         if self.selection or self.event_columns or self.target_features or self.training_selection:
             relevant += [self.selection, self.event_columns, self.target_features, self.training_selection]
         return relevant

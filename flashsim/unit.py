@@ -29,6 +29,7 @@ import torch
 
 from flashsim import features
 from flashsim.errors import UnitError
+from flashsim.events import references_to
 from flashsim.expressions import parse
 from flashsim.files import atomic_write_text, file_digest
 from flashsim.kinds import POSITION, PREVIOUS, flat
@@ -270,17 +271,47 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
 
 
 def attach(events: ak.Array, name: str, output: ak.Array, merge: bool = False, sort_by: str | None = "pt") -> ak.Array:
-    """Attach a collection to the events; ``merge`` appends to an existing one. Objects are sorted by ``sort_by`` (descending)."""
+    """Attach a collection to the events; ``merge`` appends to an existing one (or creates it). Objects are sorted by
+    ``sort_by`` (descending); cross-references of the other collections into a merged one (``Photon.electronIdx``)
+    follow its objects to their new places."""
+    before = None
     if merge and name in events.fields:
         existing = events[name]
         common = [f for f in existing.fields if f in output.fields]
         missing = sorted(set(existing.fields) ^ set(output.fields))
         if missing:
             raise UnitError(f"cannot merge into {name!r}: fields differ ({missing})")
+        before = ak.to_numpy(ak.num(existing, axis=1))
         output = ak.concatenate([existing[common], output[common]], axis=1)
     if sort_by and output.ndim == 2 and sort_by in output.fields:
-        output = output[ak.argsort(output[sort_by], axis=1, ascending=False, stable=True)]
+        order = ak.argsort(output[sort_by], axis=1, ascending=False, stable=True)
+        output = output[order]
+        if before is not None:
+            events = _renumber_references(events, name, order, before)
     return ak.with_field(events, output, name)
+
+
+def _renumber_references(events: ak.Array, name: str, order: ak.Array, before: np.ndarray) -> ak.Array:
+    """Point the other collections' cross-references into ``name`` (its first ``before`` objects per event) to where
+    ``order`` moved those objects."""
+    counts = ak.to_numpy(ak.num(order, axis=1))
+    starts = np.r_[0, np.cumsum(counts)][:-1]
+    evt = np.repeat(np.arange(len(counts)), counts)
+    new_place = np.empty(len(evt), np.int64)
+    new_place[starts[evt] + flat(order).astype(np.int64)] = np.arange(len(evt)) - starts[evt]
+    for other in events.fields:
+        collection = events[other]
+        fields = references_to(name, collection.fields) if other != name and collection.ndim == 2 else []
+        for field in fields:
+            index = flat(collection[field])
+            owner = np.repeat(np.arange(len(counts)), ak.to_numpy(ak.num(collection, axis=1)))
+            old = (index >= 0) & (index < before[owner])
+            values = index.copy()
+            values[old] = new_place[starts[owner[old]] + index[old]]
+            collection = ak.with_field(collection, ak.unflatten(values, ak.num(collection, axis=1)), field)
+        if fields:
+            events = ak.with_field(events, collection, other)
+    return events
 
 
 DIGESTS = "digests.json"  # SHA-256 of every file a trained unit needs, written last by Unit.save
