@@ -112,7 +112,7 @@ def conditioner_flops(flow: torch.nn.Module) -> int:
 
 def sampling_options(name: str, rows: int, repeats: int, compile_flow: bool) -> None:
     """FLOP/s of a zoo flow's sampling inverse beside a same-run matrix product (rows x 128 x 128), and the options
-    tried for it side by side: threads, no_grad vs inference_mode, the CPU row block, torch.compile."""
+    tried for it side by side: threads, no_grad vs inference_mode, the CPU block (rows per thread), torch.compile."""
     import flashsim.models.spline_inverse as inverse
     from flashsim.unit import load_unit
 
@@ -138,12 +138,12 @@ def sampling_options(name: str, rows: int, repeats: int, compile_flow: bool) -> 
     for n_threads in sorted({1, threads}):
         torch.set_num_threads(n_threads)
         row("nflows inverse", lambda: flow._transform.inverse(noise, context=context))
-        row(f"flashsim, no_grad, block {default_block}", lambda: inverse.sample_inverse(flow._transform, noise, context))
-        row(f"flashsim, inference_mode, block {default_block}",
+        row(f"flashsim, no_grad, {default_block} rows/thread", lambda: inverse.sample_inverse(flow._transform, noise, context))
+        row(f"flashsim, inference_mode, {default_block} rows/thread",
             lambda: inverse.sample_inverse(flow._transform, noise, context), torch.inference_mode)
         for block in (512, 8192, rows):
             inverse.CPU_BLOCK = block
-            row(f"flashsim, no_grad, block {block}", lambda: inverse.sample_inverse(flow._transform, noise, context))
+            row(f"flashsim, no_grad, {block} rows/thread", lambda: inverse.sample_inverse(flow._transform, noise, context))
         inverse.CPU_BLOCK = default_block
     torch.set_num_threads(threads)
     if compile_flow:  # inductor compiles one graph per block shape; the first call pays the compilation

@@ -4,7 +4,7 @@ here every row goes through the spline clamped into the interval and the tail ro
 The conditioner projects the context for its first layer and every gate in one matrix product and gates by
 multiplication (no concatenation); the spline normalises widths and heights in one pass, searches the bins
 with one ``searchsorted`` and gathers the rest per row. On a CPU the rows go through in blocks whose
-activations stay in cache. Equal to nflows' inverse within float tolerance (tests/test_models.py); training
+activations stay in the cores' caches. Equal to nflows' inverse within float tolerance (tests/test_models.py); training
 keeps nflows. Layers of any other kind use nflows' own inverse.
 """
 
@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 __all__ = ["sample_inverse", "rq_spline_inverse", "CPU_BLOCK"]
 
-CPU_BLOCK = 2048  # rows per pass on a CPU: a conditioner's activations (rows x hidden floats) stay in the core's cache
+CPU_BLOCK = 2048  # rows per pass and CPU thread: a conditioner's activations (rows x hidden floats) stay in a core's cache
 
 _Step = Callable[[Tensor, Tensor | None], Tensor]
 
@@ -31,7 +31,7 @@ def sample_inverse(flow: CompositeTransform, noise: Tensor, context: Tensor | No
     """Push base noise through the inverse of ``flow`` (its layers in reverse order)."""
     steps = [_CouplingInverse(layer) if _fast(layer) else _nflows_inverse(layer) for layer in reversed(flow._transforms)]
     n = noise.shape[0]
-    block = CPU_BLOCK if noise.device.type == "cpu" else max(n, 1)
+    block = CPU_BLOCK * torch.get_num_threads() if noise.device.type == "cpu" else max(n, 1)
     out = noise if n <= block else torch.empty_like(noise)
     for start in range(0, n, block):
         x = noise[start : start + block]
