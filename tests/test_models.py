@@ -311,17 +311,17 @@ def test_efficiency_calibration_fixes_miscalibrated_logits():
     assert abs(a - 1 / 3) < 0.05 and abs(b) < 0.1
 
 
-@pytest.mark.parametrize("mixing", ["permutation", "lu"])
-def test_the_sampling_inverse_equals_nflows_inverse(mixing):
+@pytest.mark.parametrize(("mixing", "n_context"), [("permutation", 3), ("lu", 3), ("lu", 0)])
+def test_the_sampling_inverse_equals_nflows_inverse(mixing, n_context):
     from flashsim.models.spline_inverse import sample_inverse
 
     torch.manual_seed(0)
     model = build_model({"type": "coupling_rqs", "layers": 4, "hidden": 16, "blocks": 1, "bins": 6, "tail_bound": 3.0,
-                         "mixing": mixing}, 5, 3)
+                         "mixing": mixing}, 5, n_context)
     with torch.no_grad():  # random weights: splines far from the identity
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
-        context = torch.randn(4000, 3)
+        context = torch.randn(4000, 3) if n_context else None
         noise = 2.5 * torch.randn(4000, 5)  # many rows beyond the tail bound of 3
         expected, _ = model.flow._transform.inverse(noise, context=context)
         got = sample_inverse(model.flow._transform, noise, context)

@@ -67,11 +67,8 @@ class _CouplingInverse:
         self.layer, self.net, self.size = layer, net, net.hidden_features
         self.n_in = layer.num_identity_features
         initial = net.initial_layer
-        self.input_weight = initial.weight[:, : self.n_in].t()
-        if net.context_features is None:
-            self.input_bias: Tensor | None = initial.bias
-        else:
-            self.input_bias = None
+        self.input_weight, self.input_bias = initial.weight[:, : self.n_in].t(), initial.bias
+        if net.context_features is not None:
             self.context_weight = torch.cat([initial.weight[:, self.n_in :]] + [b.context_layer.weight for b in net.blocks]).t()
             self.context_bias = torch.cat([initial.bias] + [b.context_layer.bias for b in net.blocks])
         features, bins = layer.num_transform_features, layer.num_bins
@@ -131,7 +128,9 @@ def _spline_inverse(y: Tensor, widths_heights: Tensor, unnormalized_derivatives:
     """:func:`rq_spline_inverse` with the unnormalised widths and heights stacked, ``(..., 2, features, bins)``."""
     bins = widths_heights.shape[-1]
     yc = y.clamp(-bound, bound)
-    cdf = torch.softmax(widths_heights, dim=-1).cumsum_(dim=-1)  # cumulative bin sizes, widths then heights
+    # cumulative bin sizes, widths then heights: the softmax spelled out (torch's kernel is slow over 8 bins)
+    cdf = (widths_heights - widths_heights.amax(dim=-1, keepdim=True)).exp_().cumsum_(dim=-1)
+    cdf = cdf.div_(cdf[..., -1:])
     inner = torch.arange(1, bins, device=y.device, dtype=y.dtype) * (min_bin_height * 2 * bound) - bound
     inner_knots = torch.add(inner, cdf[..., 1, :, :-1], alpha=(1 - min_bin_height * bins) * 2 * bound)
     bin_index = torch.searchsorted(inner_knots, yc.unsqueeze(-1), right=True).squeeze(-1)  # the knots at or below y
