@@ -2,6 +2,8 @@
 should stay flat when the input grows. Each size runs in a fresh process (peak RSS of that process).
 
     python benchmarks/bench_memory.py --input data/refsim/test_ttbar.root --events 20000,100000
+
+The inputs are written copy by copy of the given file (new event numbers), in a temporary directory.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def main() -> None:
     parser.add_argument("--chain", default="muon,jet,fakejet,met")
     parser.add_argument("--step-size", type=int, default=10_000, help="events per chunk (what bounds memory)")
     args = parser.parse_args()
-    from flashsim.io import read_events, write_events
+    from flashsim.io import NanoAODWriter, read_events
 
     base = read_events(args.input)
     base = base[[f for f in base.fields if f not in ("Jet", "Muon", "MET")]]
@@ -44,11 +46,11 @@ def main() -> None:
     print(f"{'events':>10s} {'input MB':>9s} {'peak RSS MiB':>13s} {'s':>7s} {'events/s':>9s}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(float(s)) for s in args.events.split(",")):
-            copies = -(-n // len(base))
-            events = ak.concatenate([base] * copies)[:n]
-            events = ak.with_field(events, np.arange(n, dtype=np.uint64), "event")
-            gen = write_events(events, Path(tmp) / f"gen_{n}.root")
-            del events
+            gen = Path(tmp) / f"gen_{n}.root"
+            with NanoAODWriter(gen) as writer:
+                for first in range(0, n, len(base)):
+                    copy = base[: n - first]
+                    writer.write(ak.with_field(copy, np.arange(first, first + len(copy), dtype=np.uint64), "event"))
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-c", CHILD, str(gen), str(Path(tmp) / "out.root"), args.chain,
                                    str(args.step_size)], capture_output=True, text=True, check=True)

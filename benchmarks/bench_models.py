@@ -2,10 +2,13 @@
 
 For each type (maf_rqs, coupling_rqs, mean_quantile) and each size (parameter budgets, the
 hidden width is searched to get close), print parameter count, sampling objects/s (batch of
-``--batch`` context rows) and training samples/s (loss + backward + Adam step).
+``--batch`` context rows) and training samples/s (loss + backward + Adam step). Then, for the zoo's
+flows, nflows' inverse beside flashsim's sampling path, and for one of them (``--flops-unit``) the
+sampling FLOP/s beside a same-run matrix product, with the options tried side by side.
 
     python benchmarks/bench_models.py                 # 17 targets, 10 context, sizes 0.3M and 2M
     python benchmarks/bench_models.py --quick         # tiny smoke run
+    python benchmarks/bench_models.py --quick --zoo '' --flops-unit jet --compile   # the jet flow's FLOP/s and options
 """
 
 from __future__ import annotations
@@ -90,9 +93,66 @@ def inverse_paths(units: list[str], rows: int, repeats: int) -> None:
         with torch.no_grad():
             t_nflows = _timeit(lambda: flow._transform.inverse(noise, context=context), repeats)
             t_fast = _timeit(lambda: sample_inverse(flow._transform, noise, context), repeats)
-            diff = float((flow._transform.inverse(noise, context=context)[0] - sample_inverse(flow._transform, noise, context)).abs().max())
+            expected, got = flow._transform.inverse(noise, context=context)[0], sample_inverse(flow._transform, noise, context)
+            diff = (expected - got).abs()  # float rounding, magnified where a bin is narrow in y (the inverse is steep)
         print(f"{name:<10} nflows {rows / t_nflows:>10,.0f} rows/s   flashsim {rows / t_fast:>10,.0f} rows/s   "
-              f"x{t_nflows / t_fast:.2f}   max |diff| {diff:.1e}", flush=True)
+              f"x{t_nflows / t_fast:.2f}   max |diff| {float(diff.max()):.1e}, {float((diff > 1e-5).float().mean()):.2%} of values "
+              "beyond 1e-5", flush=True)
+
+
+def conditioner_flops(flow: torch.nn.Module) -> int:
+    """Floating-point operations per row of a flow's inverse counted from its conditioner networks' linear layers
+    (2 x in x out each); the splines, the LU mixing solves and every elementwise operation are not counted."""
+    from nflows.transforms.coupling import CouplingTransform
+
+    return sum(2 * linear.in_features * linear.out_features
+               for layer in flow._transform._transforms if isinstance(layer, CouplingTransform)
+               for linear in layer.transform_net.modules() if isinstance(linear, torch.nn.Linear))
+
+
+def sampling_options(name: str, rows: int, repeats: int, compile_flow: bool) -> None:
+    """FLOP/s of a zoo flow's sampling inverse beside a same-run matrix product (rows x 128 x 128), and the options
+    tried for it side by side: threads, no_grad vs inference_mode, the CPU block (rows per thread), torch.compile."""
+    import flashsim.models.spline_inverse as inverse
+    from flashsim.unit import load_unit
+
+    model = load_unit(name).trained_model()
+    flow, flops = model.flow, conditioner_flops(model.flow)
+    context = flow._embedding_net(torch.randn(rows, model.n_context))
+    noise = torch.randn(rows, model.n_targets, generator=torch.Generator().manual_seed(1))
+    a, b = torch.randn(rows, 128), torch.randn(128, 128)
+    print(f"\n{name} flow: {model.n_parameters():,} parameters, {flops / 1e6:.2f} MFLOP per row in its conditioners' linear "
+          f"layers (2 x in x out; splines, LU solves and elementwise operations not counted); {rows:,} rows, best of {repeats}")
+    print(f"{'option':<40} {'threads':>7} {'rows/s':>10} {'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'ratio':>6}")
+    default_block = inverse.CPU_BLOCK
+    threads = torch.get_num_threads()
+
+    def row(label: str, fn, mode=torch.no_grad) -> None:
+        with mode():
+            t = _timeit(fn, repeats)
+            t_mm = _timeit(lambda: a @ b, repeats)
+        mm = 2 * rows * 128 * 128 / t_mm
+        print(f"{label:<40} {torch.get_num_threads():>7} {rows / t:>10,.0f} {flops * rows / t / 1e9:>8.1f} {mm / 1e9:>15.1f} "
+              f"{flops * rows / t / mm:>6.0%}", flush=True)
+
+    for n_threads in sorted({1, threads}):
+        torch.set_num_threads(n_threads)
+        row("nflows inverse", lambda: flow._transform.inverse(noise, context=context))
+        row(f"flashsim, no_grad, {default_block} rows/thread", lambda: inverse.sample_inverse(flow._transform, noise, context))
+        row(f"flashsim, inference_mode, {default_block} rows/thread",
+            lambda: inverse.sample_inverse(flow._transform, noise, context), torch.inference_mode)
+        for block in (512, 8192, rows):
+            inverse.CPU_BLOCK = block
+            row(f"flashsim, no_grad, {block} rows/thread", lambda: inverse.sample_inverse(flow._transform, noise, context))
+        inverse.CPU_BLOCK = default_block
+    torch.set_num_threads(threads)
+    if compile_flow:  # inductor compiles one graph per block shape; the first call pays the compilation
+        compiled = torch.compile(inverse.sample_inverse, dynamic=False)
+        start = time.perf_counter()
+        with torch.no_grad():
+            compiled(flow._transform, noise, context)
+        print(f"torch.compile of the sampling path: compiled in {time.perf_counter() - start:.0f} s", flush=True)
+        row("flashsim, no_grad, torch.compile", lambda: compiled(flow._transform, noise, context))
 
 
 def main() -> None:
@@ -108,6 +168,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes and batches (smoke test)")
     ap.add_argument("--zoo", default="jet,fakejet,muon,met", help="zoo units whose flow inverse paths are compared ('' to skip)")
     ap.add_argument("--rows", type=int, default=20_000, help="rows for the inverse comparison")
+    ap.add_argument("--flops-unit", default="jet", help="zoo unit whose sampling FLOP/s and options are measured ('' to skip)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the sampling path (slow to compile)")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.batch, args.train_batch, args.repeats = [2e4], 1000, 256, 1
@@ -128,6 +190,8 @@ def main() -> None:
                   flush=True)
     if args.zoo:
         inverse_paths(args.zoo.split(","), args.rows, max(args.repeats, 2))
+    if args.flops_unit:
+        sampling_options(args.flops_unit, args.rows, max(args.repeats, 3), args.compile)
 
 
 if __name__ == "__main__":

@@ -148,10 +148,11 @@ class Chain:
         target = os.path.realpath(output)
         entries = []
         versions: dict[str, list[str]] = {}
+        sources: dict[str, Any] = {}  # opened once: the checks below and then the simulation read them
         for path in files:  # before writing anything: each input has what the chain needs, none is the output
             if os.path.realpath(path) == target:
                 raise OutputError(f"{output}: the output is also an input; writing it would replace the input")
-            source = open_source(path)
+            source = sources.setdefault(str(path), open_source(path))
             try:
                 self.check({collection_of(k) for k in source.keys})
             except ChainError as exc:
@@ -171,7 +172,7 @@ class Chain:
             units = [_unit_directory(u) for u in self.units]
             results = run_in_processes(partial(_chunk_simulator, units, str(self.device), settings), chunks, processes)
         else:
-            simulate = self._simulator(settings)
+            simulate = self._simulator(settings, sources)
             results = (simulate(chunk) for chunk in chunks)
         self.skipped_events: Counter[str] = Counter()
         with NanoAODWriter(output, format, version=self.nano_version) as writer:
@@ -196,12 +197,13 @@ class Chain:
                               "written as extra branches", stacklevel=3)
         return version
 
-    def _simulator(self, settings: _Settings) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
-        """A function from a chunk of an input file to its output record and the events it skipped (files opened once)."""
-        sources: dict[str, Any] = {}
+    def _simulator(self, settings: _Settings, sources: dict[str, Any] | None = None) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
+        """A function from a chunk of an input file to its output record and the events it skipped (files opened once:
+        ``sources`` by path, added to as needed)."""
+        opened = {} if sources is None else sources
 
         def simulate(chunk: Chunk) -> tuple[ak.Array, Counter[str]]:
-            source = sources.get(chunk.path) or sources.setdefault(chunk.path, open_source(chunk.path))
+            source = opened.get(str(chunk.path)) or opened.setdefault(str(chunk.path), open_source(chunk.path))
             events = from_branches(source.read(source.select(), chunk.start, chunk.stop))
             if settings.select is not None:
                 events = events[_selected(events, settings.select, chunk.path)]

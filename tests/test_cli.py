@@ -310,7 +310,9 @@ def test_a_signal_mid_partitioned_run_leaves_whole_partitions_only_and_a_rerun_c
     whole = read_events(sorted(out.rglob("*.root"), key=lambda f: int(f.stem.split("_")[-2])))
     Chain([trained_units["tinyjet"], trained_units["tinymet"]]).generate(gen, tmp_path / "one.root", seed=0)  # the CLI default
     straight = read_events(tmp_path / "one.root")
-    assert ak.array_equal(whole.Jet.pt, straight.Jet.pt)  # the same events: float kernels differ with torch's thread count
+    # the same events and jets; floats to float32 rounding (matrix products differ in the last bit with the rows' blocking)
+    assert ak.array_equal(ak.num(whole.Jet), ak.num(straight.Jet))
+    assert np.allclose(ak.to_numpy(ak.flatten(whole.Jet.pt)), ak.to_numpy(ak.flatten(straight.Jet.pt)), rtol=1e-5)
     assert np.allclose(ak.to_numpy(whole.MET.pt), ak.to_numpy(straight.MET.pt), rtol=1e-5)
 
 
