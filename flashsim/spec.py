@@ -61,7 +61,8 @@ class Multiplicity(_Table):
 
 
 class OutputRule(_Table):
-    """Set ``columns`` to ``value`` where the cut ``where`` on the drawn columns holds."""
+    """Set ``columns`` (drawn, carried or constant) to ``value`` where the cut ``where`` on the output columns holds
+    (a flag that is a function of eta, a pdgId that follows the drawn charge)."""
 
     where: str
     columns: list[str] = Field(min_length=1)
@@ -142,11 +143,12 @@ class UnitSpec(_Table):
         for table in ("context", "event_columns", "target_features"):
             for i, entry in enumerate(getattr(self, table)):
                 features.feature(entry, f"{table}[{i}]")
+        ruled = self.target_columns + list(self.carry) + list(self.constants)
         for i, rule in enumerate(self.output_rules):
             expressions.parse(rule.where, f"output_rules[{i}].where")
-            unknown = [c for c in rule.columns if c not in self.target_columns]
+            unknown = [c for c in rule.columns if c not in ruled]
             if unknown:
-                raise ValueError(f"output_rules[{i}]: columns {unknown} are not targets of the unit ({self.target_columns})")
+                raise ValueError(f"output_rules[{i}]: columns {unknown} are not targets, carried or constant columns of the unit ({ruled})")
         check_model_config(self.model, "model")
         self.kind.check(self)
         self._check_pipelines()

@@ -213,5 +213,5 @@ def test_output_rules_are_checked_on_load(trained_units, tmp_path: Path) -> None
     copy = Path(shutil.copytree(trained_units["tinyjet"], tmp_path / "badrule"))
     bad = 'output_rules = [{ where = "abs(eta) > 2.5", columns = ["btagDeepFlavB"], value = -1.0 }]\ncontext = ['
     (copy / "unit.toml").write_text((copy / "unit.toml").read_text().replace("context = [", bad, 1))
-    with pytest.raises(UnitError, match=r"output_rules\[0\]: columns \['btagDeepFlavB'\] are not targets"):
+    with pytest.raises(UnitError, match=r"output_rules\[0\]: columns \['btagDeepFlavB'\] are not targets, carried or constant"):
         load_unit(copy)

@@ -23,7 +23,7 @@ from flashsim.locations import (
 )
 
 ZOO = sorted(p.name for p in zoo_dir().iterdir() if (p / "unit.toml").is_file())
-SHIPPED = ["fakejet", "fakejet_run3", "jet", "jet_run3", "met", "met_genonly", "muon", "wjet_flow", "wjet_regressor"]  # every one trained
+SHIPPED = ["electron", "fakejet", "fakejet_run3", "jet", "jet_run3", "met", "met_genonly", "muon", "photon", "wjet_flow", "wjet_regressor"]  # every one trained
 
 
 def test_the_zoo_holds_the_shipped_units() -> None:
