@@ -60,17 +60,20 @@ def test_electrons_follow_their_gen_electrons_and_rules(flash, zee_gen) -> None:
     gen = zee_gen.GenPart[e.genPartIdx]
     assert ak.all(abs(gen.pdgId) == 11) and ak.all(gen.status == 1)
     assert ak.all(e.pdgId == -11 * e.charge)  # pdgId follows the drawn charge
-    assert ak.all(e.mvaFall17V2Iso_WP90[e.mvaFall17V2Iso_WP80 == 1] == 1)
+    # the working points are cuts on the drawn score, nested
+    assert ak.all(e.mvaFall17V2Iso_WP80 == (e.mvaFall17V2Iso > 0.5)) and ak.all(e.mvaFall17V2Iso_WP90 == (e.mvaFall17V2Iso > 0.12))
+    assert ak.all(e.mvaFall17V2Iso_WP90[e.mvaFall17V2Iso_WP80 == 1] == 1) and ak.all(abs(e.mvaFall17V2Iso) <= 1)
     assert abs(np.median(_flat(e.pt / gen.pt)) - 1) < 0.05
     assert set(np.unique(_flat(e.cutBased))) <= {0, 1, 2, 3, 4}
 
 
-def test_photon_regions_are_functions_of_eta(flash, zee_gen) -> None:
+def test_photon_regions_and_working_points_follow_eta_and_score(flash, zee_gen) -> None:
     ph = flash.Photon
     assert ak.sum(ak.num(ph)) > 0 and ak.all(ph.pt > 10)
     assert ak.all(zee_gen.GenPart.pdgId[ph.genPartIdx] == 22)
     aeta = abs(ph.eta)
     assert ak.all(ph.isScEtaEB == (aeta < 1.4442)) and ak.all(ph.isScEtaEE == ((aeta > 1.566) & (aeta < 2.5)))
+    assert ak.all(ph.mvaID_WP80 == (ph.mvaID > 0.88)) and ak.all(ph.mvaID_WP90 == (ph.mvaID > 0.77))
 
 
 @pytest.mark.filterwarnings("ignore:unit 'photon'. NanoAOD v15 has no Photon_mass")
@@ -89,7 +92,7 @@ def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, ver
     nano = nano_version(version)
     tree = uproot.open(out)["Events"]
     written = {k for k in tree.keys() if k.startswith(("Electron_", "Photon_"))}
-    for branch in ("Electron_mvaFall17V2Iso_WP80", "Electron_cutBased", "Electron_genPartIdx", "Photon_pfRelIso03_all",
+    for branch in ("Electron_mvaFall17V2Iso", "Electron_mvaFall17V2Iso_WP80", "Electron_cutBased", "Electron_genPartIdx", "Photon_pfRelIso03_all",
                    "Photon_isScEtaEB", "Photon_electronVeto", "Photon_genPartFlav"):
         assert nano.file_name(branch) in written, branch
     # Run 3 NanoAOD dropped Photon_mass (coffea fills in 0): the unit's constant is then an extra branch

@@ -16,6 +16,7 @@ from flashsim.transforms import (
     Categorical,
     ContextPipeline,
     FlavourScores,
+    Excess,
     HypotRatio,
     PolarResidual,
     StickBreaking,
@@ -372,6 +373,26 @@ def test_hypot_ratio_draws_ip3d_relative_to_dxy_and_dz():
     np.testing.assert_allclose(apart[2], np.log(2.0))
     with pytest.raises(ValueError, match=r"'c'.*hypot_ratio.*needs a length > 0.*row 1"):
         HypotRatio(["a", "b", "c"]).forward([np.ones(2), np.ones(2), np.array([1.0, 0.0])], [])
+
+
+def test_excess_keeps_a_total_above_its_part():
+    rng = np.random.default_rng(5)
+    chg = np.where(rng.random(3000) < 0.5, 0.0, rng.exponential(0.1, 3000)).astype(np.float32)
+    total = (chg + np.where(rng.random(3000) < 0.4, 0.0, rng.exponential(0.05, 3000))).astype(np.float32)
+    cfg = [{"columns": ["chg", "all"], "steps": [{"type": "excess"}, {"type": "clamp"}, {"type": "spike", "values": [0.0]},
+                                                 {"type": "log", "offset": 0.002}, {"type": "standardize"}]}]
+    data = {"chg": chg, "all": total}
+    p = TargetPipeline(cfg).fit(data)
+    q = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    back = q.inverse(q.forward(data, rng=np.random.default_rng(0)))
+    for name, x in data.items():
+        np.testing.assert_allclose(back[name], x, rtol=1e-5, atol=1e-7)
+    wild = q.inverse(rng.normal(0, 2, (2000, 2)))
+    assert np.all(wild["all"] >= wild["chg"]) and np.mean(wild["all"] == wild["chg"]) > 0.1  # the excess spike at 0
+    with pytest.raises(ValueError, match=r"'all'.*excess.*needs 'all' >= 'chg'.*row 1"):
+        Excess(["chg", "all"]).forward([np.array([0.1, 0.5]), np.array([0.2, 0.3])], [])
+    with pytest.raises(ValueError, match="takes two columns"):
+        Excess(["a"])
 
 
 # -- pipelines ---------------------------------------------------------------------------
