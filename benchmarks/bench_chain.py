@@ -2,9 +2,12 @@
 detector stage on the same events (the "full simulation" flashsim replaces).
 
     python benchmarks/bench_chain.py --input data/refsim/test_ttbar.root --chain muon,jet,fakejet,met
+    python benchmarks/bench_chain.py --input data/refsim2/test_ttbar.root --chain muon,jet,fakejet,met,electron,photon \
+        --baseline muon,jet,fakejet,met
 
 Prints events/s for: reading GEN, each unit, writing ROOT, the whole `Chain.generate`, and the
-refsim detector stage (Pythia excluded), with the device, batch size and thread count.
+refsim detector stage (Pythia excluded), with the device, batch size and thread count; ``--baseline``
+times a second chain end to end in the same run (the cost of some units).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=available_cores(), help="worker processes for the second generate")
     parser.add_argument("--step-size", type=int, default=2_000, help="events per chunk with --processes")
     parser.add_argument("--refsim-events", type=int, default=500, help="events for the detector-stage comparison (0: skip)")
+    parser.add_argument("--baseline", default=None, help="another chain (e.g. without some units) timed end to end on the same "
+                        "events in the same run, side by side")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     chain = Chain(args.chain.split(","), device=args.device)
@@ -104,6 +109,12 @@ def main() -> None:
         t_all, _ = _timed(lambda: chain.generate(args.input, Path(tmp) / "flash.root", seed=1, batch_size=args.batch_size), args.repeat)
         flash_rate = n / t_all
         print(f"{'Chain.generate end to end':28s} {t_all:8.3f} {flash_rate:10.0f}  (1 process, {args.threads} threads)")
+        if args.baseline:
+            baseline = Chain(args.baseline.split(","), device=args.device)
+            t_base, _ = _timed(lambda: baseline.generate(args.input, Path(tmp) / "base.root", seed=1, batch_size=args.batch_size),
+                               args.repeat)
+            print(f"{'  baseline ' + args.baseline:28s} {t_base:8.3f} {n / t_base:10.0f}  (1 process, {args.threads} threads; "
+                  f"the chain above takes {100 * (t_all / t_base - 1):+.0f} % time)")
         if args.processes > 1:
             t_par, _ = _timed(lambda: chain.generate(args.input, Path(tmp) / "flash_p.root", seed=1, batch_size=args.batch_size,
                                                      step_size=args.step_size, processes=args.processes), args.repeat)

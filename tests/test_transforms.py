@@ -16,6 +16,7 @@ from flashsim.transforms import (
     Categorical,
     ContextPipeline,
     FlavourScores,
+    Excess,
     HypotRatio,
     PolarResidual,
     StickBreaking,
@@ -353,18 +354,23 @@ def test_flavour_scores_model_cvb_and_cvl_and_give_back_b():
         FlavourScores(names[:2])
 
 
+def _saved_round_trip(cfg: list, data: dict, atol: float) -> TargetPipeline:
+    """The pipeline fitted on ``data``, saved and loaded again; it gives ``data`` back through forward and inverse."""
+    p = TargetPipeline(cfg).fit(data)
+    q = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
+    back = q.inverse(q.forward(data, rng=np.random.default_rng(0)))
+    for name, x in data.items():
+        np.testing.assert_allclose(back[name], x, rtol=1e-5, atol=atol)
+    return q
+
+
 def test_hypot_ratio_draws_ip3d_relative_to_dxy_and_dz():
     rng = np.random.default_rng(4)
     dxy, dz = rng.normal(0, 0.01, 3000).astype(np.float32), rng.normal(0, 0.02, 3000).astype(np.float32)
     ip3d = np.hypot(dxy, dz).astype(np.float32)  # one vector's components: the ratio is 1 up to float32 rounding
     cfg = [{"columns": ["dxy", "dz", "ip3d"], "steps": [{"type": "hypot_ratio"}, {"type": "spike", "values": [0.0], "width": 1e-9},
                                                         {"type": "asinh", "scale": 0.001}, {"type": "standardize"}]}]
-    data = {"dxy": dxy, "dz": dz, "ip3d": ip3d}
-    p = TargetPipeline(cfg).fit(data)
-    q = TargetPipeline.from_dict(json.loads(json.dumps(p.to_dict())))
-    back = q.inverse(q.forward(data, rng=np.random.default_rng(0)))
-    for name, x in data.items():
-        np.testing.assert_allclose(back[name], x, rtol=1e-5, atol=1e-8)
+    q = _saved_round_trip(cfg, {"dxy": dxy, "dz": dz, "ip3d": ip3d}, atol=1e-8)
     wild = q.inverse(rng.normal(0, 2, (2000, 3)))
     np.testing.assert_allclose(wild["ip3d"], np.hypot(wild["dxy"], wild["dz"]), rtol=1e-6)  # the spike band snaps to ratio 1
     # a length that differs from the hypotenuse is kept as a log-ratio
@@ -372,6 +378,21 @@ def test_hypot_ratio_draws_ip3d_relative_to_dxy_and_dz():
     np.testing.assert_allclose(apart[2], np.log(2.0))
     with pytest.raises(ValueError, match=r"'c'.*hypot_ratio.*needs a length > 0.*row 1"):
         HypotRatio(["a", "b", "c"]).forward([np.ones(2), np.ones(2), np.array([1.0, 0.0])], [])
+
+
+def test_excess_keeps_a_total_above_its_part():
+    rng = np.random.default_rng(5)
+    chg = np.where(rng.random(3000) < 0.5, 0.0, rng.exponential(0.1, 3000)).astype(np.float32)
+    total = (chg + np.where(rng.random(3000) < 0.4, 0.0, rng.exponential(0.05, 3000))).astype(np.float32)
+    cfg = [{"columns": ["chg", "all"], "steps": [{"type": "excess"}, {"type": "clamp"}, {"type": "spike", "values": [0.0]},
+                                                 {"type": "log", "offset": 0.002}, {"type": "standardize"}]}]
+    q = _saved_round_trip(cfg, {"chg": chg, "all": total}, atol=1e-7)
+    wild = q.inverse(rng.normal(0, 2, (2000, 2)))
+    assert np.all(wild["all"] >= wild["chg"]) and np.mean(wild["all"] == wild["chg"]) > 0.1  # the excess spike at 0
+    with pytest.raises(ValueError, match=r"'all'.*excess.*needs 'all' >= 'chg'.*row 1"):
+        Excess(["chg", "all"]).forward([np.array([0.1, 0.5]), np.array([0.2, 0.3])], [])
+    with pytest.raises(ValueError, match="takes two columns"):
+        Excess(["a"])
 
 
 # -- pipelines ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from flashsim.transforms.base import (
 from flashsim.transforms.continuous import Asinh, Clamp, Log, Log1p, Logit, Standardize
 from flashsim.transforms.discrete import Categorical, Dequantize, Score, Spike
 from flashsim.transforms.joint import (
+    Excess,
     FlavourScores,
     HypotRatio,
     PolarResidual,
@@ -48,6 +49,6 @@ __all__ = [
     "Log", "Log1p", "Asinh", "Logit", "Standardize", "Clamp",
     "Ratio", "LogRatio", "Difference", "PhiDifference",
     "Dequantize", "Categorical", "Spike", "Score",
-    "StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio",
+    "StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio", "Excess",
     "TargetPipeline", "ContextPipeline",
 ]

@@ -1,5 +1,5 @@
 """Joint steps on several columns: fractions summing to at most one, a vector residual, one
-tagger's class scores, a length relative to two others."""
+tagger's class scores, a length relative to two others, a total never below its part."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from flashsim.transforms.base import (
     _first_bad,
 )
 
-__all__ = ["StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio"]
+__all__ = ["StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio", "Excess"]
 
 
 
@@ -216,6 +216,45 @@ class HypotRatio(MultiColumnTransform):
     def inverse(self, ys, refs):
         x, y, ratio = (_as_float(v) for v in ys)
         return [x, y, np.hypot(x, y) * np.exp(np.clip(ratio, -_EXP_MAX, _EXP_MAX))]
+
+    def to_dict(self):
+        return {"type": self.type, "tolerance": self.tolerance}
+
+
+@MULTI_TRANSFORMS.register
+class Excess(MultiColumnTransform):
+    """[part, total] -> [part, total - part]: a total that is never below its part (an isolation sum and its
+    charged share), drawn as the part and a non-negative excess, so that total >= part by construction.
+
+    The excess is exactly 0 where the rest is (a rho-corrected neutral sum clipped at 0), which a ``spike``
+    step at 0 takes; excesses down to ``-tolerance`` (float rounding) count as 0, the inverse clips at 0.
+    """
+
+    type = "excess"
+    options = ("tolerance",)
+
+    def __init__(self, columns: Sequence[str], tolerance: float = 1e-5, **params: Any):
+        super().__init__(columns, **params)
+        if len(self.columns) != 2:
+            raise TransformError(f"columns {self.columns}: excess takes two columns, [part, total]")
+        self.tolerance = float(tolerance)
+        if not self.tolerance >= 0:
+            raise TransformError(f"columns {self.columns}: excess tolerance must be >= 0, got {tolerance}")
+
+    @override
+    def forward(self, xs, refs):
+        part, total = (_as_float(v) for v in xs)
+        excess = total - part
+        bad = ~np.isfinite(excess) | (excess < -self.tolerance * np.maximum(1.0, np.abs(total)))
+        if bad.any():
+            raise TransformError(f"column {self.columns[1]!r}, step 'excess': needs {self.columns[1]!r} >= "
+                                 f"{self.columns[0]!r}, got an excess of {_first_bad(excess, bad)}")
+        return [part, np.maximum(excess, 0.0)]
+
+    @override
+    def inverse(self, ys, refs):
+        part, excess = (_as_float(v) for v in ys)
+        return [part, part + np.maximum(excess, 0.0)]
 
     def to_dict(self):
         return {"type": self.type, "tolerance": self.tolerance}

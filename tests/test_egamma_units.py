@@ -1,0 +1,107 @@
+"""The zoo's electron and photon units (from generator electrons and photons): strict specs, and a chain that
+writes Electron and Photon with each NanoAOD version's names and types, readable by coffea (matched_gen)."""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ak = pytest.importorskip("awkward")
+pytest.importorskip("pythia8mc")
+
+from conftest import nanoevents  # noqa: E402
+from flashsim.chain import DEFAULT_CHAIN, Chain  # noqa: E402
+from flashsim.cli import app  # noqa: E402
+from flashsim.errors import UnitError  # noqa: E402
+from flashsim.io import write_events  # noqa: E402
+from flashsim.io.schema import nano_version  # noqa: E402
+from flashsim.locations import zoo_dir  # noqa: E402
+from flashsim.unit import UnitSpec  # noqa: E402
+
+UNITS = ("electron", "photon")
+
+
+@pytest.fixture(scope="module")
+def zee_gen() -> ak.Array:
+    from flashsim.refsim import DetectorParams, generate
+
+    return ak.concatenate(list(generate("zee", 60, pileup=35.0, seed=7, gen_only=True, params=DetectorParams(pu_pool_size=200))))
+
+
+@pytest.fixture(scope="module")
+def flash(zee_gen) -> ak.Array:
+    return Chain(list(UNITS)).run(zee_gen, seed=2)
+
+
+def _flat(x: ak.Array) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(x, axis=None))
+
+
+def test_not_in_the_default_chain() -> None:
+    assert not set(UNITS) & set(DEFAULT_CHAIN)
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_spec_is_strict(name: str) -> None:
+    text = (zoo_dir() / name / "unit.toml").read_text()
+    assert UnitSpec.from_dict(tomllib.loads(text)).name == name
+    bad = tomllib.loads(text.replace("output_rules = [", 'output_rules = [\n  { where = "pt > 0", columns = ["nosuch"], value = 1 },', 1))
+    with pytest.raises(UnitError, match=r"output_rules\[0\]: columns \['nosuch'\]"):
+        UnitSpec.from_dict(bad)
+
+
+def test_electrons_follow_their_gen_electrons_and_rules(flash, zee_gen) -> None:
+    e = flash.Electron
+    assert ak.sum(ak.num(e)) > 60 and ak.all(e.pt > 5) and ak.all(abs(e.eta) < 2.5)
+    gen = zee_gen.GenPart[e.genPartIdx]
+    assert ak.all(abs(gen.pdgId) == 11) and ak.all(gen.status == 1)
+    assert ak.all(e.pdgId == -11 * e.charge)  # pdgId follows the drawn charge
+    # the working points are cuts on the drawn score, nested
+    assert ak.all(e.mvaFall17V2Iso_WP80 == (e.mvaFall17V2Iso > 0.5)) and ak.all(e.mvaFall17V2Iso_WP90 == (e.mvaFall17V2Iso > 0.12))
+    assert ak.all(e.mvaFall17V2Iso_WP90[e.mvaFall17V2Iso_WP80 == 1] == 1) and ak.all(abs(e.mvaFall17V2Iso) <= 1)
+    assert abs(np.median(_flat(e.pt / gen.pt)) - 1) < 0.05
+    assert set(np.unique(_flat(e.cutBased))) <= {0, 1, 2, 3, 4}
+
+
+def test_photon_regions_and_working_points_follow_eta_and_score(flash, zee_gen) -> None:
+    ph = flash.Photon
+    assert ak.sum(ak.num(ph)) > 0 and ak.all(ph.pt > 10)
+    assert ak.all(zee_gen.GenPart.pdgId[ph.genPartIdx] == 22)
+    aeta = abs(ph.eta)
+    assert ak.all(ph.isScEtaEB == (aeta < 1.4442)) and ak.all(ph.isScEtaEE == ((aeta > 1.566) & (aeta < 2.5)))
+    assert ak.all(ph.mvaID_WP80 == (ph.mvaID > 0.88)) and ak.all(ph.mvaID_WP90 == (ph.mvaID > 0.77))
+
+
+@pytest.mark.filterwarnings("ignore:unit 'photon'. NanoAOD v15 has no Photon_mass")
+@pytest.mark.parametrize("version", ["v9", "v15"])
+def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, version: str) -> None:
+    from typer.testing import CliRunner
+
+    gen = tmp_path / "gen.root"
+    write_events(zee_gen, gen)
+    out = tmp_path / f"flash_{version}.root"
+    result = CliRunner().invoke(app, ["generate", "--chain", ",".join(UNITS), "-i", str(gen), "-o", str(out), "--keep-gen",
+                                      "--nano-version", version, "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    import uproot
+
+    nano = nano_version(version)
+    tree = uproot.open(out)["Events"]
+    written = {k for k in tree.keys() if k.startswith(("Electron_", "Photon_"))}
+    for branch in ("Electron_mvaFall17V2Iso", "Electron_mvaFall17V2Iso_WP80", "Electron_cutBased", "Electron_genPartIdx", "Photon_pfRelIso03_all",
+                   "Photon_isScEtaEB", "Photon_electronVeto", "Photon_genPartFlav"):
+        assert nano.file_name(branch) in written, branch
+    # Run 3 NanoAOD dropped Photon_mass (coffea fills in 0): the unit's constant is then an extra branch
+    assert {b for b in written if b not in nano.types} <= {"Photon_mass"}
+    for branch in written & set(nano.types):
+        assert tree[branch].array(library="ak").layout.content.dtype == nano.types[branch].dtype, branch
+    events = nanoevents(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ele_gen, pho_gen = events.Electron.matched_gen, events.Photon.matched_gen
+    assert ak.sum(ak.num(events.Electron)) > 0 and ak.all(abs(ele_gen.pdgId) == 11)
+    assert ak.all(pho_gen.pdgId == 22)
