@@ -109,10 +109,13 @@ data/refsim2/test_ttbar_30k.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process ttbar --events 30000 --seed 631 -o $@
 
 # Train the zoo's default units from their recipes (after `make training-data`).
-ZOO_UNITS := muon jet fakejet met met_genonly
+ZOO_UNITS := muon jet fakejet met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
-.PHONY: train-units train-units-run3
+ZOO_UNITS_2 := fakemuon met electron photon electron_fromjet photon_fromjet
+.PHONY: train-units train-units-run3 train-units-2
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done
 train-units-run3: training-data-run3
 	for unit in $(ZOO_UNITS_RUN3); do $(VENV)/bin/flashsim train $$unit || exit 1; done
+train-units-2: training-data-2
+	for unit in $(ZOO_UNITS_2); do $(VENV)/bin/flashsim train $$unit || exit 1; done
