@@ -105,3 +105,18 @@ def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, ver
         ele_gen, pho_gen = events.Electron.matched_gen, events.Photon.matched_gen
     assert ak.sum(ak.num(events.Electron)) > 0 and ak.all(abs(ele_gen.pdgId) == 11)
     assert ak.all(pho_gen.pdgId == 22)
+
+
+def test_both_sources_merge_into_one_collection(zee_gen) -> None:
+    """The GenPart-sourced and the from-jet units write the same fields, so one chain holds both sources per collection:
+    GenPart-sourced objects point to a gen electron (photon), from-jet ones have genPartIdx -1 and jetIdx to a flash jet."""
+    flash = Chain(["jet", "fakejet", "electron", "electron_fromjet", "photon", "photon_fromjet"]).run(zee_gen, seed=2)
+    for collection, pdg in (("Electron", 11), ("Photon", 22)):
+        objects = flash[collection]
+        from_gen = objects.genPartIdx >= 0
+        assert ak.all(abs(flash.GenPart.pdgId[objects.genPartIdx[from_gen]]) == pdg)
+        from_jets = objects[~from_gen]
+        assert ak.sum(ak.num(from_jets)) > 0 and ak.sum(ak.num(objects[from_gen])) > 0
+        in_jet = from_jets.jetIdx >= 0
+        assert ak.all(from_jets.jetIdx[in_jet] < ak.num(flash.Jet)) and ak.all(from_jets.jetIdx[~in_jet] == -1)
+        assert ak.all(objects.pt[:, 1:] <= objects.pt[:, :-1])  # one pt-ordered collection
