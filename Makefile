@@ -109,9 +109,9 @@ data/refsim2/test_ttbar_30k.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process ttbar --events 30000 --seed 631 -o $@
 
 # Train the zoo's default units from their recipes (after `make training-data`).
-ZOO_UNITS := muon jet fakejet met_genonly
+ZOO_UNITS := muon jet met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
-ZOO_UNITS_2 := fakemuon met electron photon electron_fromjet photon_fromjet
+ZOO_UNITS_2 := fakemuon fakejet met electron photon electron_fromjet photon_fromjet
 .PHONY: train-units train-units-run3 train-units-2
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done
