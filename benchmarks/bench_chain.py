@@ -1,7 +1,7 @@
 """End-to-end generation speed of a chain of trained units, including I/O, beside the refsim
 detector stage on the same events (the "full simulation" flashsim replaces).
 
-    python benchmarks/bench_chain.py --input data/refsim/test_ttbar.root --chain muon,jet,fakejet,met
+    python benchmarks/bench_chain.py --input data/refsim2/test_ttbar.root
     python benchmarks/bench_chain.py --input data/refsim2/test_ttbar.root --chain muon,jet,fakejet,met,electron,photon \
         --baseline muon,jet,fakejet,met
 
@@ -25,6 +25,7 @@ import torch
 
 from flashsim.chain import Chain
 from flashsim.io import read_events, write_events
+from flashsim.locations import DEFAULT_CHAIN
 from flashsim.processes import available_cores
 from flashsim.streams import RowNoise, mix
 
@@ -65,7 +66,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*without a GenPart collection")  # GEN is not written here
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="GEN (or GEN+RECO) NanoAOD file")
-    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--chain", default=",".join(DEFAULT_CHAIN))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -24,6 +24,7 @@ import torch
 
 from flashsim.chain import Chain
 from flashsim.io import read_events
+from flashsim.locations import DEFAULT_CHAIN
 from flashsim.streams import RowNoise, mix
 
 
@@ -86,7 +87,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*without a GenPart collection")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, required=True, help="GEN NanoAOD (e.g. data/refsim/test_ttbar.root)")
-    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--chain", default=",".join(DEFAULT_CHAIN))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default=None, help="comma-separated rows per model call (default: 1e4..1e7 on a GPU, 1e3..1e5 on a CPU)")
     parser.add_argument("--copies", type=int, default=None, help="input copies for the end-to-end run (default: 40 on a GPU, 1 on a CPU)")

@@ -20,6 +20,8 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from flashsim.locations import DEFAULT_CHAIN
+
 CHILD = """
 import resource, sys, warnings
 warnings.filterwarnings("ignore")
@@ -35,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, required=True, help="GEN NanoAOD, repeated (new event numbers) up to each size")
     parser.add_argument("--events", default="20000,100000", help="comma-separated input sizes")
-    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--chain", default=",".join(DEFAULT_CHAIN))
     parser.add_argument("--step-size", type=int, default=10_000, help="events per chunk (what bounds memory)")
     args = parser.parse_args()
     from flashsim.io import NanoAODWriter, read_events

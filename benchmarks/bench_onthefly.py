@@ -26,6 +26,7 @@ from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
 
 from flashsim.chain import Chain
 from flashsim.io import read_events
+from flashsim.locations import DEFAULT_CHAIN
 from flashsim.nanoevents import simulate
 
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=Path, help="GEN NanoAOD (default: a refsim ttbar file of --events)")
     parser.add_argument("--events", type=int, default=2000)
-    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--chain", default=",".join(DEFAULT_CHAIN))
     parser.add_argument("--oversample", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--mode", choices=["virtual", "eager"], default="virtual", help="how coffea reads both routes' files")

@@ -30,11 +30,12 @@ import torch
 from flashsim.chain import Chain
 from flashsim.io import read_events
 from flashsim.validate import gen_efficiency_objects, validate
-from flashsim.validate.metrics import (classifier_two_sample_test, efficiency_profile, event_splits, noise_floor_ratio,
-                                       response_profile)
+from flashsim.validate.metrics import classifier_two_sample_test, efficiency_profile, event_splits, noise_floor_ratio, response_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chain import detector_stage_rate  # noqa: E402
+
+from flashsim.locations import DEFAULT_CHAIN
 
 MIN_COUNT = 200  # bins with fewer matched objects are not judged
 # refsim's electrons and photons also come from conversions, hadrons and jets, which other units draw: the chain's
@@ -319,7 +320,7 @@ def print_seed_summary(per_seed: dict[int, dict[str, float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", nargs="+", required=True, help="held-out refsim GEN+RECO files")
-    parser.add_argument("--chain", default="muon,jet,fakejet,met")
+    parser.add_argument("--chain", default=",".join(DEFAULT_CHAIN))
     parser.add_argument("--ablation", default=None, help="a GEN-only MET unit to compare the correlation with")
     parser.add_argument("--out", type=Path, default=Path("bench_report"))
     parser.add_argument("--seeds", default="11", help="comma-separated generation seeds: every study per seed, then a summary")
