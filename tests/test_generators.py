@@ -631,6 +631,18 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return card, tmp / "cache"
 
 
+def test_refsim_pileup_pool_option_equals_the_card(detector: tuple[Path, Path], tmp_path: Path) -> None:
+    """`refsim --pileup-pool N` makes the sample that a detector card with pu_pool_size = N makes (same pool, same events)."""
+    card, cache = detector
+    by_card, by_option = tmp_path / "card.root", tmp_path / "option.root"
+    common = ("--process", "dy", "-n", 5, "--pileup", 10, "--seed", 3, "--cache-dir", cache)
+    assert run("refsim", *common, "-o", by_card, "--params", card)[0] == 0
+    code, output = run("refsim", *common, "-o", by_option, "--pileup-pool", 30)
+    assert code == 0, output
+    card_tree, option_tree = (uproot.open(path)["Events"] for path in (by_card, by_option))
+    assert ak.array_equal(card_tree.arrays(["Jet_pt", "Muon_pt", "MET_pt"]), option_tree.arrays(["Jet_pt", "Muon_pt", "MET_pt"]))
+
+
 def test_card_gen_reco_writes_refsims_branches_and_trains_a_unit(detector: tuple[Path, Path], tmp_path: Path) -> None:
     """A card -> gen --reco: GEN exactly as gen alone makes it, RECO with refsim's branches (both versions), and a
     file `flashsim dataset jet` makes training rows from."""

@@ -20,6 +20,10 @@ def refsim(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel generator processes."),
     gen_only: bool = typer.Option(False, "--gen-only", help="Write GEN collections only (no detector)."),
     params: Optional[Path] = typer.Option(None, "--params", help="TOML file overriding DetectorParams."),
+    pileup_pool: Optional[int] = typer.Option(
+        None, "--pileup-pool", min=1, help="Min-bias events in the sample's pileup pool (default 5,000; a 30k-event "
+        "sample at pileup 35 overlays each ~210 times, so rare pileup objects such as muons are then few: 100,000 for those)."
+    ),
     batch_size: int = typer.Option(250, "--batch-size", min=1, help="Events per chunk."),
     nano_version: str = typer.Option("v9", "--nano-version", help="NanoAOD version of the branches written: v7, v9, v12, "
                                      "v15 (names, types and only the branches that version has)"),
@@ -48,6 +52,8 @@ def refsim(
     if process not in PROCESSES:
         raise typer.BadParameter(f"unknown process {process!r}; choose from {', '.join(sorted(PROCESSES))}")
     det = DetectorParams.from_toml(params) if params is not None else DetectorParams()
+    if pileup_pool is not None:
+        det = det.replace(pu_pool_size=pileup_pool)
     columns = (
         TextColumn(f"refsim {process}"),
         BarColumn(),
