@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import cache
 
 import awkward as ak
 import numpy as np
 
-__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "take"]
+__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "pointing", "take"]
 
 
 def collection_of(branch: str) -> str:
@@ -77,15 +78,26 @@ def to_branches(events: ak.Array) -> dict[str, ak.Array]:
 
 def references_to(collection: str, fields: list[str]) -> list[str]:
     """The fields that are NanoAOD cross-references into ``collection``: ``jetIdx``, ``electronIdx1``, ``genJetIdx``."""
-    pattern = re.compile(re.escape(collection[:1].lower() + collection[1:]) + r"Idx\d*")
+    pattern = _reference_pattern(collection)
     return [f for f in fields if pattern.fullmatch(f)]
+
+
+@cache
+def _reference_pattern(collection: str) -> re.Pattern[str]:
+    """``<collection, lower-case first>Idx<digits>``, compiled once per collection name."""
+    return re.compile(re.escape(collection[:1].lower() + collection[1:]) + r"Idx\d*")
+
+
+def pointing(index: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, int]:
+    """Which cross-reference ``index`` values point to one of the ``n`` objects (``0 <= index < n``, element by element),
+    and how many dangle: neither that nor NanoAOD's 'none' (-1)."""
+    return (index >= 0) & (index < n), int(np.sum((index >= n) | (index < -1)))
 
 
 def take(values: np.ndarray, counts: np.ndarray, event: np.ndarray, index: np.ndarray, fill: float = -1) -> tuple[np.ndarray, int]:
     """``values`` (flat, ``counts`` per event) of the object ``index`` (local) in each row's ``event``: ``fill`` where
     the index is -1 or out of range; also how many were out of range (NanoAOD's 'none' is -1)."""
-    valid = (index >= 0) & (index < counts[event])
-    dangling = int(np.sum((index >= counts[event]) | (index < -1)))
+    valid, dangling = pointing(index, counts[event])
     start = np.r_[0, np.cumsum(counts)][:-1]
     out = np.full(len(index), fill, values.dtype)
     out[valid] = values[start[event[valid]] + index[valid]]

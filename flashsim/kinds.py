@@ -25,7 +25,7 @@ from typing_extensions import override
 
 from flashsim import event_outputs
 from flashsim.errors import InputError, UnitError
-from flashsim.events import references_to, take
+from flashsim.events import pointing, references_to, take
 from flashsim.expressions import REFERENCE_CUTS, select
 from flashsim.models import check_model_config
 from flashsim.registry import Registry
@@ -421,8 +421,7 @@ def _first_partner(n_source: np.ndarray, event: np.ndarray, index: np.ndarray) -
     through ``index`` (flat, with each object's ``event``; -1 if none); also the number of indices out of range
     and of source objects more than one object points to (only the first is their partner)."""
     offsets = np.r_[0, np.cumsum(n_source)]
-    valid = (index >= 0) & (index < n_source[event])
-    dangling = int(np.sum((index >= n_source[event]) | (index < -1)))  # -1 is NanoAOD's 'unmatched'
+    valid, dangling = pointing(index, n_source[event])
     partner = np.full(offsets[-1], -1, np.int64)
     positions = np.flatnonzero(valid)[::-1]  # assign in reverse so the first (leading) reco object wins
     target = offsets[event[positions]] + index[positions]

@@ -29,7 +29,7 @@ import torch
 
 from flashsim import features
 from flashsim.errors import UnitError
-from flashsim.events import references_to
+from flashsim.events import pointing, references_to
 from flashsim.expressions import parse
 from flashsim.files import atomic_write_text, file_digest
 from flashsim.kinds import POSITION, PREVIOUS, flat
@@ -302,15 +302,18 @@ def _renumber_references(events: ak.Array, name: str, order: ak.Array, before: n
     for other in events.fields:
         collection = events[other]
         fields = references_to(name, collection.fields) if other != name and collection.ndim == 2 else []
+        if not fields:
+            continue
+        other_counts = ak.to_numpy(ak.num(collection, axis=1))  # once per referring collection, not per field
+        owner = np.repeat(np.arange(len(counts)), other_counts)
+        limit, base = before[owner], starts[owner]
         for field in fields:
             index = flat(collection[field])
-            owner = np.repeat(np.arange(len(counts)), ak.to_numpy(ak.num(collection, axis=1)))
-            old = (index >= 0) & (index < before[owner])
+            old, _ = pointing(index, limit)
             values = index.copy()
-            values[old] = new_place[starts[owner[old]] + index[old]]
-            collection = ak.with_field(collection, ak.unflatten(values, ak.num(collection, axis=1)), field)
-        if fields:
-            events = ak.with_field(events, collection, other)
+            values[old] = new_place[base[old] + index[old]]
+            collection = ak.with_field(collection, ak.unflatten(values, other_counts), field)
+        events = ak.with_field(events, collection, other)
     return events
 
 
