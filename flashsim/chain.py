@@ -16,6 +16,7 @@ import awkward as ak
 import numpy as np
 import torch
 
+from flashsim.crossrefs import with_back_references
 from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, OutputError
 from flashsim.events import collection_of, from_branches
 from flashsim.io import NanoAODWriter, open_source, resolve_inputs
@@ -88,6 +89,10 @@ class Chain:
                 if coll not in produced:
                     raise ChainError(f"unit {unit.name!r} writes {unit.spec.output}_{unit.spec.hops[0][1]}, which points into "
                                      f"{coll!r} (through {coll}_{field}); no earlier unit of the chain produces {coll!r}")
+            link = unit.spec.link
+            if link is not None and link.collection not in produced:
+                raise ChainError(f"unit {unit.name!r} links {unit.spec.output}_{link.field} to the nearest {link.collection} "
+                                 f"(link.collection); no earlier unit of the chain produces {link.collection!r}")
             for coll in sorted(unit.spec.inputs):
                 if unit.spec.merge and coll == unit.spec.output:
                     continue  # a merging unit creates the collection when no earlier unit produced it
@@ -108,8 +113,13 @@ class Chain:
         return self._run_units(events, seed, batch_size)
 
     def _run_units(self, events: ak.Array, seed: int, batch_size: int) -> ak.Array:
+        """Each unit in order; after each, the back-references between the collections the chain produced
+        (``Jet.electronIdx1``) follow any change of either."""
+        produced: set[str] = set()
         for unit in self.units:
             events = unit.run(events, seed=seed, device=self.device, batch_size=batch_size)
+            produced |= set(unit.spec.produces)
+            events = with_back_references(events, produced, unit.spec.produces)
         return events
 
     def generate(

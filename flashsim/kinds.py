@@ -375,7 +375,7 @@ class EventKind(UnitKind):
 
     def check(self, spec: UnitSpec) -> None:
         super().check(spec)
-        _refuse(spec, self.type, ("source", "gen_index", "match", "carry", "constants", "efficiency", "multiplicity",
+        _refuse(spec, self.type, ("source", "gen_index", "match", "link", "carry", "constants", "efficiency", "multiplicity",
                                   "output_rules", "output_selection"))
 
     def draw(self, unit, events, noise, device, batch_size):

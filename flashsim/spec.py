@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flashsim import event_outputs, expressions, features
 from flashsim.errors import FlashsimError, UnitError
+from flashsim.events import references_to
 from flashsim.kinds import KINDS, UnitKind
 from flashsim.models import check_model_config
 from flashsim.registry import suggest
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
-__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Match", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Match", "Link", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
 
 FORMAT_VERSION = 1
 DEFAULT_CONTEXT_STEPS: list[dict[str, Any]] = [{"type": "standardize"}]
@@ -75,6 +76,23 @@ class Match(_Table):
     def hops(self) -> list[tuple[str, str]]:
         """``through`` as (collection, field) pairs."""
         return [(c, f) for c, _, f in (hop.partition(".") for hop in self.through)]
+
+
+class Link(_Table):
+    """An output field holding each drawn object's nearest object of an earlier unit's ``collection`` within ΔR <
+    ``max_dr`` (-1: none), as refsim's ``Electron.jetIdx`` (the jet that clustered the electron) is in 99.5-100 % of
+    its electrons; ``field`` is a NanoAOD cross-reference into ``collection``, so merges renumber it."""
+
+    field: str
+    collection: str
+    max_dr: float = Field(gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _reference(self) -> Link:
+        if not references_to(self.collection, [self.field]):
+            named = self.collection[:1].lower() + self.collection[1:] + "Idx"
+            raise ValueError(f"field {self.field!r} is not a cross-reference into {self.collection!r} (NanoAOD names those {named!r})")
+        return self
 
 
 class Multiplicity(_Table):
@@ -133,6 +151,7 @@ class UnitSpec(_Table):
     output_rules: list[OutputRule] = []
     gen_index: str | None = None
     match: Match | None = None
+    link: Link | None = None
     efficiency: dict[str, Any] | None = None
     model: dict[str, Any]
     multiplicity: Multiplicity | None = None
@@ -184,12 +203,26 @@ class UnitSpec(_Table):
         if self.match is not None and self.match.hops[0][0] != self.output:
             raise ValueError(f"match.through: the first cross-reference {self.match.through[0]!r} must be a field of the "
                              f"output collection {self.output!r}")
+        if self.link is not None:
+            self._check_link(self.link)
         check_model_config(self.model, "model")
         self.kind.check(self)
         self._check_pipelines()
         self._check_derived_columns()
         self._check_ranges()
         return self
+
+    def _check_link(self, link: Link) -> None:
+        """The linked field is written by the link alone, from the output's eta and phi, into another collection."""
+        written = self.target_columns + list(self.carry) + list(self.constants)
+        if link.field in written or link.field in [f for _, f in self.hops[:1]]:
+            raise ValueError(f"link: {self.output}_{link.field} is written by the link; it cannot also be a target, carried, "
+                             "constant or match column")
+        if link.collection == self.output:
+            raise ValueError(f"link.collection: the unit's own output {self.output!r}; link another unit's collection")
+        missing = [f for f in ("eta", "phi") if f not in written]
+        if missing:
+            raise ValueError(f"link: the output needs {missing} (targets, carried or constant columns) to find the nearest {link.collection}")
 
     def _check_ranges(self) -> None:
         """Declared input ranges name a field of a collection the unit reads; target ranges name a target."""
@@ -283,6 +316,8 @@ class UnitSpec(_Table):
         if self.merge:
             used.add(self.output)
         used |= {collection for collection, _ in self.hops[1:]}  # the reco collections a match goes through
+        if self.link is not None:
+            used.add(self.link.collection)
         return used
 
     @property
@@ -291,6 +326,7 @@ class UnitSpec(_Table):
         if self.outputs:
             return []
         fields = self.target_columns + list(self.carry) + list(self.constants) + [f for _, f in self.hops[:1]]
+        fields += [self.link.field] if self.link is not None else []
         return [f"{self.output}_{f}" for f in dict.fromkeys(fields)] + [f"{c}_{f}" for c, f in self.hops[1:]]
 
     def context_steps(self) -> list[dict[str, Any]]:

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from flashsim import features
-from flashsim.errors import UnitError
+from flashsim.crossrefs import derived_fields, nearest
+from flashsim.errors import ChainError, UnitError
 from flashsim.events import pointing, references_to
 from flashsim.expressions import parse
 from flashsim.files import atomic_write_text, file_digest
@@ -201,8 +202,19 @@ class Unit:
         noise = RowNoise(event_keys(events, seed, self.name))
         events, outputs = self.kind.draw(self, events, noise, device, batch_size)
         for name, collection in outputs.items():
+            if self.spec.link is not None and name == self.spec.output:
+                collection = self.linked(events, collection)
             events = attach(events, name, collection, merge=self.spec.merge, sort_by=self.spec.sort_by)
         return events
+
+    def linked(self, events: ak.Array, output: ak.Array) -> ak.Array:
+        """The drawn ``output`` with its ``link`` field: each object's nearest object of ``link.collection`` within ``link.max_dr``."""
+        link = self.spec.link
+        assert link is not None
+        if link.collection not in events.fields or not {"eta", "phi"} <= set(events[link.collection].fields):
+            raise ChainError(f"unit {self.name!r}: link.collection {link.collection!r} (for {self.spec.output}_{link.field}) needs "
+                             f"{link.collection}_eta and _phi from an earlier unit; the events have {sorted(events.fields)}")
+        return ak.with_field(output, nearest(output, events[link.collection], link.max_dr), link.field)
 
     # ---- persistence --------------------------------------------------------------------------
 
@@ -277,6 +289,8 @@ def attach(events: ak.Array, name: str, output: ak.Array, merge: bool = False, s
     before = None
     if merge and name in events.fields:
         existing = events[name]
+        derived = derived_fields(name) - set(output.fields)  # back-references, recomputed by the chain after the unit
+        existing = existing[[f for f in existing.fields if f not in derived]]
         common = [f for f in existing.fields if f in output.fields]
         missing = sorted(set(existing.fields) ^ set(output.fields))
         if missing:

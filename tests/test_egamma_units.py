@@ -16,6 +16,7 @@ pytest.importorskip("pythia8mc")
 from conftest import nanoevents  # noqa: E402
 from flashsim.chain import DEFAULT_CHAIN, Chain  # noqa: E402
 from flashsim.cli import app  # noqa: E402
+from flashsim.crossrefs import nearest  # noqa: E402
 from flashsim.errors import UnitError  # noqa: E402
 from flashsim.io import write_events  # noqa: E402
 from flashsim.io.schema import nano_version  # noqa: E402
@@ -34,7 +35,7 @@ def zee_gen() -> ak.Array:
 
 @pytest.fixture(scope="module")
 def flash(zee_gen) -> ak.Array:
-    return Chain(list(UNITS)).run(zee_gen, seed=2)
+    return Chain(["jet", *UNITS]).run(zee_gen, seed=2)  # the units link Jet (jetIdx)
 
 
 def _flat(x: ak.Array) -> np.ndarray:
@@ -77,6 +78,7 @@ def test_photon_regions_and_working_points_follow_eta_and_score(flash, zee_gen) 
 
 
 @pytest.mark.filterwarnings("ignore:unit 'photon'. NanoAOD v15 has no Photon_mass")
+@pytest.mark.filterwarnings("ignore:unit 'jet'. NanoAOD v15 has no Jet_qgl")
 @pytest.mark.parametrize("version", ["v9", "v15"])
 def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, version: str) -> None:
     from typer.testing import CliRunner
@@ -84,15 +86,15 @@ def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, ver
     gen = tmp_path / "gen.root"
     write_events(zee_gen, gen)
     out = tmp_path / f"flash_{version}.root"
-    result = CliRunner().invoke(app, ["generate", "--chain", ",".join(UNITS), "-i", str(gen), "-o", str(out), "--keep-gen",
+    result = CliRunner().invoke(app, ["generate", "--chain", ",".join(["jet", *UNITS]), "-i", str(gen), "-o", str(out), "--keep-gen",
                                       "--nano-version", version, "--seed", "3"])
     assert result.exit_code == 0, result.output
     import uproot
 
     nano = nano_version(version)
     tree = uproot.open(out)["Events"]
-    written = {k for k in tree.keys() if k.startswith(("Electron_", "Photon_"))}
-    for branch in ("Electron_mvaFall17V2Iso", "Electron_mvaFall17V2Iso_WP80", "Electron_cutBased", "Electron_genPartIdx", "Photon_pfRelIso03_all",
+    written = {k for k in tree.keys() if k.startswith(("Electron_", "Photon_", "Jet_electronIdx", "Jet_nElectrons"))}
+    for branch in ("Jet_electronIdx1", "Jet_nElectrons", "Electron_jetIdx", "Electron_mvaFall17V2Iso", "Electron_mvaFall17V2Iso_WP80", "Electron_cutBased", "Electron_genPartIdx", "Photon_pfRelIso03_all",
                    "Photon_isScEtaEB", "Photon_electronVeto", "Photon_genPartFlav"):
         assert nano.file_name(branch) in written, branch
     # Run 3 NanoAOD dropped Photon_mass (coffea fills in 0): the unit's constant is then an extra branch
@@ -109,7 +111,8 @@ def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, ver
 
 def test_both_sources_merge_into_one_collection(zee_gen) -> None:
     """The GenPart-sourced and the from-jet units write the same fields, so one chain holds both sources per collection:
-    GenPart-sourced objects point to a gen electron (photon), from-jet ones have genPartIdx -1 and jetIdx to a flash jet."""
+    GenPart-sourced objects point to a gen electron (photon) and to the nearest flash jet within dR 0.4, from-jet ones have
+    genPartIdx -1 and jetIdx to a flash jet; after every merge each jet names its first two electrons and counts them."""
     flash = Chain(["jet", "fakejet", "electron", "electron_fromjet", "photon", "photon_fromjet"]).run(zee_gen, seed=2)
     for collection, pdg in (("Electron", 11), ("Photon", 22)):
         objects = flash[collection]
@@ -120,3 +123,14 @@ def test_both_sources_merge_into_one_collection(zee_gen) -> None:
         in_jet = from_jets.jetIdx >= 0
         assert ak.all(from_jets.jetIdx[in_jet] < ak.num(flash.Jet)) and ak.all(from_jets.jetIdx[~in_jet] == -1)
         assert ak.all(objects.pt[:, 1:] <= objects.pt[:, :-1])  # one pt-ordered collection
+        assert ak.all(objects.jetIdx[from_gen] == nearest(objects[from_gen], flash.Jet, 0.4))
+        assert ak.any(objects.jetIdx[from_gen] >= 0)
+    e, jet = flash.Electron, flash.Jet
+    assert ak.sum(jet.nElectrons) == ak.sum(e.jetIdx >= 0)
+    in_jet = ak.sum(e.jetIdx[:, None, :] == ak.local_index(jet)[:, :, None], axis=2)
+    assert ak.all(jet.nElectrons == in_jet)
+    for k, name in enumerate(("electronIdx1", "electronIdx2")):  # the k-th electron (in pt order) whose jetIdx is the jet
+        pointed = jet[name] >= 0
+        assert ak.all(pointed == (in_jet > k))
+        assert ak.all(e.jetIdx[jet[name][pointed]] == ak.local_index(jet)[pointed])
+    assert ak.all(jet.electronIdx1[jet.nElectrons >= 2] < jet.electronIdx2[jet.nElectrons >= 2])

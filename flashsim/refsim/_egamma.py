@@ -194,31 +194,6 @@ def reconstruct_egamma(p: DetectorParams, rng: np.random.Generator, n_ev: int, p
     return collection(ele_cols, e_order, e_counts), collection(pho_cols, p_order, p_counts)
 
 
-def jet_electrons(electrons: ak.Array, jet_counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Jet_electronIdx1, Jet_electronIdx2 (the first two electrons in the jet, -1 if fewer) and Jet_nElectrons,
-    flat over the jets of ``jet_counts`` per event, from the electrons' ``jetIdx``."""
-    n_jet = int(np.sum(jet_counts))
-    jet_start = _kin.starts_of(jet_counts)
-    e_counts = ak.to_numpy(ak.num(electrons)).astype(np.int64)
-    e_evt = _kin.event_index(e_counts)
-    e_local = _kin.ragged_arange(e_counts)
-    jet_idx = ak.to_numpy(ak.flatten(electrons.jetIdx)).astype(np.int64)
-    inj = jet_idx >= 0
-    jet = jet_start[e_evt[inj]] + jet_idx[inj]
-    local = e_local[inj]
-    count = np.bincount(jet, minlength=n_jet).astype(np.int64)
-    order = np.lexsort((local, jet))
-    rank = np.arange(len(order)) - _kin.starts_of(count)[jet[order]]
-    out = {}
-    for name, k in (("electronIdx1", 0), ("electronIdx2", 1)):
-        idx = np.full(n_jet, -1, np.int32)
-        sel = order[rank == k]
-        idx[jet[sel]] = local[sel]
-        out[name] = idx
-    out["nElectrons"] = count.astype(np.int32)
-    return out
-
-
 @dataclass
 class _Clusters:
     """ECAL clusters: seed particle, event, measured energy and position, shower shapes, H/E (cone 0.15 and the

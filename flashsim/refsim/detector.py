@@ -23,11 +23,12 @@ from __future__ import annotations
 import awkward as ak
 import numpy as np
 
+from flashsim.crossrefs import ELECTRONS_IN_JETS
 from flashsim.kinematics import delta_phi, wrap_phi
 
 from . import _kin
 from ._columns import collection, pt_order
-from ._egamma import Particles, PFCandidates, jet_electrons, reconstruct_egamma
+from ._egamma import Particles, PFCandidates, reconstruct_egamma
 from ._jets import cluster
 from .params import DetectorParams
 from .pileup import PileupPool, draw_pileup
@@ -280,7 +281,7 @@ def _simulate(gen, pileup_pool, p, rng, eg_rng, pileup_mean) -> dict:
                               P["genPartIdx"], P["genPartFlav"])
         cands = PFCandidates(pf_idx, pf_counts, qpt, qeta, qphi, np.isin(qcat, (CH_HAD, CH_EM, MUON)), qcat == NE_EM, pf_jet)
         out["Electron"], out["Photon"] = reconstruct_egamma(p, eg_rng, n_ev, particles, cands, rho)
-        jets.update(jet_electrons(out["Electron"], jet_counts))
+        jets.update(ELECTRONS_IN_JETS.compute(out["Electron"].jetIdx, jet_counts))
     out["Jet"] = ak.unflatten(ak.zip(jets), jet_counts)
     return out
 

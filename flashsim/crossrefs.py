@@ -1,0 +1,90 @@
+"""Cross-references between reco collections that are derived, not drawn, the same way for refsim and the chain:
+an object's nearest object of another collection within a ΔR (a unit's ``link``, e.g. ``Electron.jetIdx``), and a
+collection's back-references to the objects pointing into it (``Jet.electronIdx1/2``, ``Jet.nElectrons``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from flashsim.events import pointing
+from flashsim.kinematics import delta_phi
+
+__all__ = ["BackReference", "BACK_REFERENCES", "ELECTRONS_IN_JETS", "nearest", "with_back_references", "derived_fields"]
+
+
+def nearest(objects: ak.Array, others: ak.Array, max_dr: float) -> ak.Array:
+    """Each object's nearest object of ``others`` in its event (local index) within ΔR < ``max_dr``, else -1 (int32)."""
+    pairs = ak.cartesian({"a": objects[["eta", "phi"]], "b": others[["eta", "phi"]]}, axis=1, nested=True)
+    dr = np.hypot(pairs.a.eta - pairs.b.eta, delta_phi(pairs.a.phi, pairs.b.phi))
+    best = ak.argmin(dr, axis=2, keepdims=True)
+    within = ak.fill_none(ak.firsts(dr[best], axis=2) < max_dr, False)
+    return ak.values_astype(ak.where(within, ak.fill_none(ak.firsts(best, axis=2), -1), -1), np.int32)
+
+
+@dataclass(frozen=True)
+class BackReference:
+    """Fields of ``target`` naming the first objects of ``source`` whose ``field`` points to each target object (in
+    ``source`` order, -1 where fewer) and counting them all."""
+
+    target: str
+    source: str
+    field: str
+    first: tuple[str, ...]
+    count: str
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The target fields written."""
+        return (*self.first, self.count)
+
+    def compute(self, index: ak.Array, target_counts: np.ndarray) -> dict[str, np.ndarray]:
+        """The fields, flat over the target objects (``target_counts`` per event), from the source's jagged ``index``."""
+        counts = ak.to_numpy(ak.num(index, axis=1)).astype(np.int64)
+        event = np.repeat(np.arange(len(counts)), counts)
+        local = np.arange(len(event)) - np.repeat(np.cumsum(counts) - counts, counts)
+        pointer = ak.to_numpy(ak.flatten(index)).astype(np.int64)
+        inside, _ = pointing(pointer, target_counts[event])
+        target = (np.cumsum(target_counts) - target_counts)[event[inside]] + pointer[inside]
+        local = local[inside]
+        n_target = int(np.sum(target_counts))
+        count = np.bincount(target, minlength=n_target)
+        order = np.lexsort((local, target))
+        rank = np.arange(len(order)) - (np.cumsum(count) - count)[target[order]]  # 0 for the first source object of a target
+        out = {}
+        for k, name in enumerate(self.first):
+            values = np.full(n_target, -1, np.int32)
+            chosen = order[rank == k]
+            values[target[chosen]] = local[chosen]
+            out[name] = values
+        out[self.count] = count.astype(np.int32)
+        return out
+
+
+ELECTRONS_IN_JETS = BackReference("Jet", "Electron", "jetIdx", ("electronIdx1", "electronIdx2"), "nElectrons")
+BACK_REFERENCES = (ELECTRONS_IN_JETS,)
+
+
+def with_back_references(events: ak.Array, produced: Collection[str], changed: Collection[str]) -> ak.Array:
+    """``events`` with the back-references recomputed whose collections are both ``produced`` (by the chain: input
+    reco objects point into input collections) and one of which ``changed``; a source without ``field`` gives none."""
+    for ref in BACK_REFERENCES:
+        if not {ref.target, ref.source} <= set(produced) or not {ref.target, ref.source} & set(changed):
+            continue
+        if ref.field not in events[ref.source].fields:
+            continue
+        target = events[ref.target]
+        counts = ak.to_numpy(ak.num(target, axis=1))
+        for name, values in ref.compute(events[ref.source][ref.field], counts).items():
+            target = ak.with_field(target, ak.unflatten(values, counts), name)
+        events = ak.with_field(events, target, ref.target)
+    return events
+
+
+def derived_fields(collection: str) -> set[str]:
+    """The fields of ``collection`` that back-references derive."""
+    return {f for ref in BACK_REFERENCES if ref.target == collection for f in ref.fields}
