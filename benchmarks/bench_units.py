@@ -10,7 +10,8 @@ AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon, el
 efficiency vs pT/eta (flash averaged over --efficiency-oversample generations; electrons and photons
 are compared with the reference objects the chain's units stand for, the others counted by genPartFlav), jet multiplicity per pileup
 bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-jet-mismeasurement
-correlation (with a GEN-only MET ablation), and the chain's events/s next to the refsim detector
+correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons (issue 24; e/gamma chain:
+``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``), and the chain's events/s next to the refsim detector
 stage's. ``--seeds 11,12,13`` repeats everything per generation seed and ends with a table of the
 headline figures per seed, their mean and spread.
 """
@@ -150,11 +151,14 @@ def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str
 
 def covered_reference(chain: Chain, ref: ak.Array, collection: str) -> ak.Array:
     """The reference objects of ``collection`` pointing (``gen_index``) to a source object of an object unit of the
-    chain that writes it; prints how many that is and the others by genPartFlav."""
+    chain that writes it, or all of them where a from-jet unit (``match``) writes it too (it stands for the objects
+    no GenPart points to); prints how many that is and the others by genPartFlav."""
     objects = ref[collection]
     covered = ak.zeros_like(objects.pt, dtype=bool)
     for unit in chain.units:
-        if unit.spec.output == collection and unit.spec.type == "object":
+        if unit.spec.output == collection and unit.spec.match is not None:  # a from-jet unit stands for the rest
+            covered = ak.ones_like(objects.pt, dtype=bool)
+        elif unit.spec.output == collection and unit.spec.type == "object":
             rows = unit.spec.kind.rows(unit, ref)
             covered = covered | ak.any(objects[unit.spec.gen_index][:, :, None] == rows["_index"][:, None, :], axis=2)
     n, n_all = int(ak.sum(covered)), int(ak.sum(ak.num(objects)))
@@ -182,6 +186,39 @@ def jet_multiplicity_by_pileup(flash: ak.Array, ref: ak.Array, n_bins: int = 5) 
         print(f"{lo:6.1f}-{hi:<6.1f} {int(sel.sum()):7d} {nr[sel].mean():8.2f} {nf[sel].mean():7.2f} {chi2 / ndf:9.2f}")
     print(f"worst chi2/ndf {worst:.2f} (bar 2)")
     return {"jets/event chi2/ndf": worst}
+
+
+def jet_links_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
+    """Issue 24: the fraction of electrons and photons in a jet (``jetIdx >= 0``) by source (a genPartIdx or none), and
+    the distribution of ``Jet_nElectrons`` with its paired noise-floor ratio, flash vs reference (none without Electron)."""
+    if "nElectrons" not in flash.Jet.fields:
+        return {}
+    _rows("Electrons and photons in a jet (jetIdx >= 0), by source; error: binomial",
+          f"{'objects':26s} {'n ref':>6s} {'ref':>13s} {'n flash':>7s} {'flash':>13s}")
+    headline = {}
+    for name in PARTIAL:
+        if name not in flash.fields:
+            continue
+        for label, cut in (("all", None), ("genPartIdx >= 0", True), ("genPartIdx = -1", False)):
+            cells = []
+            for ev in (ref, flash):
+                objects = ev[name] if cut is None else ev[name][(ev[name].genPartIdx >= 0) == cut]
+                inside = ak.to_numpy(ak.flatten(objects.jetIdx >= 0))
+                p = float(inside.mean()) if len(inside) else float("nan")
+                cells.append((len(inside), p, float(np.sqrt(p * (1 - p) / len(inside))) if len(inside) else float("nan")))
+            (nr, pr, er), (nf, pf, ef) = cells
+            print(f"{name + ' ' + label:26s} {nr:6d} {pr:6.3f}+-{er:5.3f} {nf:7d} {pf:6.3f}+-{ef:5.3f}")
+            headline[f"{name} {label} in jet ref"], headline[f"{name} {label} in jet flash"] = pr, pf
+    counts = {k: ak.to_numpy(ak.flatten(ev.Jet.nElectrons)) for k, ev in (("ref", ref), ("flash", flash))}
+    top = int(max(c.max(initial=0) for c in counts.values())) + 1
+    _rows("Jet_nElectrons: jets per value", f"{'nElectrons':>10s} {'ref':>8s} {'flash':>8s}")
+    hist = {k: np.bincount(c, minlength=top) for k, c in counts.items()}
+    for value in range(top):
+        print(f"{value:10d} {hist['ref'][value]:8d} {hist['flash'][value]:8d}")
+    ratio = noise_floor_ratio(flash.Jet.nElectrons, ref.Jet.nElectrons).ratio
+    print(f"jets {len(counts['ref'])} ref / {len(counts['flash'])} flash; electrons per jet {counts['ref'].mean():.4f} ref / "
+          f"{counts['flash'].mean():.4f} flash; noise-floor ratio R {ratio:.2f} (bar 2)")
+    return headline | {"Jet nElectrons R": ratio}
 
 
 ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRelIso04_all", "tightId"),
@@ -286,6 +323,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
     if "Jet" in collections:
         headline |= print_response("Jet", metrics["collections"]["Jet"])
         headline |= print_roc(metrics["collections"]["Jet"])
+        headline |= jet_links_study(flash, ref)
     for name in ALL_OBJECTS:
         if name in collections:
             headline |= all_objects_study(flash, ref, name)
