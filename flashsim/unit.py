@@ -285,7 +285,8 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
 def attach(events: ak.Array, name: str, output: ak.Array, merge: bool = False, sort_by: str | None = "pt") -> ak.Array:
     """Attach a collection to the events; ``merge`` appends to an existing one (or creates it). Objects are sorted by
     ``sort_by`` (descending); cross-references of the other collections into a merged one (``Photon.electronIdx``)
-    follow its objects to their new places."""
+    follow its objects to their new places. A merged collection's back-references (``Jet.nElectrons``) that the new
+    objects lack are dropped: the chain recomputes them after the unit (:mod:`flashsim.crossrefs`)."""
     before = None
     if merge and name in events.fields:
         existing = events[name]
