@@ -52,12 +52,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class Chain:
     """An ordered list of units; a later unit may condition on the outputs of earlier ones."""
 
-    def __init__(self, units: Iterable[Unit | str | os.PathLike[str]], device: str | torch.device = "cpu") -> None:
+    def __init__(self, units: Iterable[Unit | str | os.PathLike[str]], device: str | torch.device = "cpu",
+                 precision: str = "float32") -> None:
+        """``precision``: that of the coupling flows' conditioner networks (:data:`flashsim.models.PRECISIONS`); units
+        given loaded must have been loaded with it."""
         self.device = resolve_device(device)
-        loaded = [u if isinstance(u, Unit) else load_unit(os.fspath(u), self.device) for u in units]
+        self.precision = precision
+        loaded = [u if isinstance(u, Unit) else load_unit(os.fspath(u), self.device, precision=precision) for u in units]
         names = [u.name for u in loaded]
         if len(set(names)) != len(names):
             raise ChainError(f"unit names must be unique in a chain, got {names}")
+        for unit in loaded:
+            if unit.model is not None and unit.model.precision != precision:
+                raise ChainError(f"unit {unit.name!r} was loaded to sample in {unit.model.precision}, the chain's precision is "
+                                 f"{precision}: load it with load_unit(..., precision={precision!r}) or give its name")
         self.units: list[Unit] = _order(loaded)
 
     def __repr__(self) -> str:
@@ -180,7 +188,7 @@ class Chain:
                              on_bad_input == "skip")
         if processes > 1:
             units = [_unit_directory(u) for u in self.units]
-            results = run_in_processes(partial(_chunk_simulator, units, str(self.device), settings), chunks, processes)
+            results = run_in_processes(partial(_chunk_simulator, units, str(self.device), self.precision, settings), chunks, processes)
         else:
             simulate = self._simulator(settings, sources)
             results = (simulate(chunk) for chunk in chunks)
@@ -275,9 +283,10 @@ def _unit_directory(unit: Unit) -> str:
     return str(unit.spec.path.parent)
 
 
-def _chunk_simulator(units: list[str], device: str, settings: _Settings) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
+def _chunk_simulator(units: list[str], device: str, precision: str,
+                     settings: _Settings) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:
     """In a worker process: load the chain once, return its chunk simulator."""
-    return Chain(units, device=device)._simulator(settings)
+    return Chain(units, device=device, precision=precision)._simulator(settings)
 
 
 def _selected(chunk: ak.Array, wanted: frozenset[tuple[int, ...]], path: str | os.PathLike[str]) -> np.ndarray:

@@ -220,6 +220,7 @@ class _Job:
     fingerprint: str  # settings + unit hashes + flashsim version; a partition is reused only if it matches
     units: tuple[str, ...]
     device: str = "cpu"
+    precision: str = "float32"  # of the coupling flows' conditioners
     batch_size: int = 100_000
     keep_gen: bool = False
     oversample: int = 1
@@ -364,7 +365,8 @@ def _simulate(part: Partition, job: _Job) -> tuple[Any, str, dict[str, int], str
     from flashsim.events import from_branches
     from flashsim.io import open_source
 
-    chain = _cached(("chain", job.units, job.fingerprint, job.device), lambda: Chain(list(job.units), job.device))
+    chain = _cached(("chain", job.units, job.fingerprint, job.device, job.precision),
+                    lambda: Chain(list(job.units), job.device, job.precision))
     source = open_source(part.path, part.tree)
     events = from_branches(source.read(source.select(), part.entry_start, part.entry_stop))
     if len(events) != part.entry_stop - part.entry_start:
@@ -561,6 +563,7 @@ def generate_partitions(
     keep_gen: bool = False,
     oversample: int = 1,
     device: str = "cpu",
+    precision: str = "float32",
     batch_size: int = 100_000,
     threads: int = 1,
     on_bad_input: str = "error",
@@ -573,9 +576,11 @@ def generate_partitions(
     in-process; with a dask client, one task per partition. ``threads``: torch threads per task (fixed,
     since CPU results differ in the last bit with their number; scale out with workers). Raises :class:`PartitionsFailed` (after
     writing everything else and the manifest) when an input or partition failed. ``nano_version``: that of the
-    output (default: each input's own).
+    output (default: each input's own). ``precision``: that of the coupling flows' conditioner networks
+    (:data:`flashsim.models.PRECISIONS`).
     """
     from flashsim.io import format_of
+    from flashsim.models import precision_dtype
     from flashsim.io.schema import nano_version as version_named
 
     if format not in ("root", "parquet"):
@@ -584,14 +589,15 @@ def generate_partitions(
         raise InputError(f"oversample must be >= 1, got {oversample}")
     if on_bad_input not in ("error", "skip"):
         raise ConfigError(f"on_bad_input must be 'error' or 'skip', got {on_bad_input!r}")
+    precision_dtype(precision)
     version = None if nano_version is None else version_named(nano_version).name
     settings = {"seed": seed, "partition_size": partition_size, "format": format, "keep_gen": keep_gen,
-                "oversample": oversample, "device": device, "batch_size": batch_size, "threads": threads,
+                "oversample": oversample, "device": device, "precision": precision, "batch_size": batch_size, "threads": threads,
                 "on_bad_input": on_bad_input, "nano_version": version}
     units = [os.fspath(u) for u in chain_units]
     return _run("generate", _generate_task, inputs, output_dir, client, seed, partition_size,
                 ".root" if format == "root" else ".parquet", settings, units, progress,
-                {"device": device, "batch_size": batch_size, "keep_gen": keep_gen, "oversample": oversample,
+                {"device": device, "precision": precision, "batch_size": batch_size, "keep_gen": keep_gen, "oversample": oversample,
                  "format": format, "threads": threads, "skip_bad": on_bad_input == "skip", "nano_version": version})
 
 

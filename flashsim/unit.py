@@ -35,7 +35,7 @@ from flashsim.expressions import parse
 from flashsim.files import atomic_write_text, file_digest
 from flashsim.kinds import POSITION, PREVIOUS, flat
 from flashsim.locations import resolve_unit_dir
-from flashsim.models import ConditionalModel, EfficiencyModel, SamplingError, load_model, save_model
+from flashsim.models import ConditionalModel, EfficiencyModel, SamplingError, load_model, precision_dtype, save_model
 from flashsim.spec import FORMAT_VERSION, UnitSpec
 from flashsim.streams import RowNoise, event_keys
 from flashsim.transforms import ContextPipeline, TargetPipeline
@@ -239,8 +239,11 @@ class Unit:
         return directory
 
 
-def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", require_trained: bool = True) -> Unit:
-    """Load a unit (spec, preprocessing, weights) from the zoo or a directory; never unpickles."""
+def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", require_trained: bool = True,
+              precision: str = "float32") -> Unit:
+    """Load a unit (spec, preprocessing, weights) from the zoo or a directory; never unpickles. ``precision``: that of a
+    coupling flow's conditioner networks when sampling (:data:`flashsim.models.PRECISIONS`)."""
+    precision_dtype(precision)
     directory = resolve_unit_dir(name_or_path)
     spec = UnitSpec.load(directory / "unit.toml")
     state_path = directory / "preprocessing.json"
@@ -278,6 +281,7 @@ def load_unit(name_or_path: str | Path, device: str | torch.device = "cpu", requ
         if model is not None:
             model.name = spec.name
             model.to(device).eval()  # a loaded unit samples: no mode switch per call
+    cast(ConditionalModel, models["model"]).precision = precision
     return Unit(spec, context, targets, cast(ConditionalModel, models["model"]), cast(EfficiencyModel | None, models["efficiency"]),
                 cast(EfficiencyModel | None, models["multiplicity"]))
 

@@ -14,7 +14,7 @@ import uproot
 
 from conftest import JET_UNIT, MET_UNIT, synthetic_events, write_unit
 from flashsim.chain import Chain
-from flashsim.errors import ChainError, InputError, UnitError
+from flashsim.errors import ChainError, ConfigError, InputError, UnitError
 from flashsim.io import read_events, write_events
 from flashsim import kinds
 from flashsim.streams import RowNoise, event_keys
@@ -65,6 +65,22 @@ def test_same_seed_same_output_different_seed_different(trained_units, synthetic
     assert ak.array_equal(a.MET.pt, b.MET.pt)
     assert not ak.array_equal(a.Jet.pt, c.Jet.pt)
     assert not np.array_equal(ak.to_numpy(a.MET.pt), ak.to_numpy(c.MET.pt))
+
+
+def test_chain_samples_in_its_precision(trained_units, synthetic_file) -> None:
+    """bfloat16 conditioners: the same jets (the efficiency draw stays float32), their pt within bfloat16 rounding of
+    float32's; a precision the chain's units were not loaded with, or an unknown one, is an error naming it."""
+    events = read_events(synthetic_file)
+    single = Chain([trained_units["tinyjet"]]).run(events, seed=1).Jet
+    half = Chain([trained_units["tinyjet"]], precision="bfloat16").run(events, seed=1).Jet
+    assert ak.array_equal(ak.sort(single.genJetIdx), ak.sort(half.genJetIdx))
+    a, b = (ak.to_numpy(ak.flatten(jets.pt[ak.argsort(jets.genJetIdx)])) for jets in (single, half))
+    moved = np.abs(b / a - 1)
+    assert np.median(moved) < 1e-2 and (moved > 0).mean() > 0.5
+    with pytest.raises(ChainError, match="'tinyjet'.*bfloat16.*float32"):
+        Chain([load_unit(trained_units["tinyjet"], precision="bfloat16")])
+    with pytest.raises(ConfigError, match="'float16'"):
+        Chain([trained_units["tinyjet"]], precision="float16")
 
 
 def test_met_conditions_on_upstream_reco_jets(trained_units, synthetic_file) -> None:

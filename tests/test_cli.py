@@ -102,6 +102,15 @@ def test_output_onto_a_directory_or_an_input(trained_units, gen_file: Path, tmp_
     assert_one_error_line(code, output, str(tmp_path / "file"), "cannot create its directory")
 
 
+def test_generate_takes_the_precision(trained_units, gen_file: Path, tmp_path: Path) -> None:
+    code, output = run("generate", "--chain", trained_units["tinyjet"], "-i", gen_file, "-o", tmp_path / "out.root",
+                       "--precision", "bfloat16")
+    assert code == 0, output
+    assert "bfloat16 conditioners" in output and len(read_events(tmp_path / "out.root")) == 200
+    code, output = run("generate", "--chain", "muon", "-i", gen_file, "-o", tmp_path / "out.root", "--precision", "fp16")
+    assert code == 2 and "'fp16' is not one of" in output, output
+
+
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     out = ["-o", tmp_path / "out.root"]
     for args in (["generate", "-i", "x.root", *out],  # missing --chain
@@ -110,6 +119,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
                  ["generate", "--chain", "muon", "-i", "x.root", "--seed", "-1", *out],
                  ["generate", "--chain", "muon", "-i", "x.root", "--format", "xyz", *out],
                  ["generate", "--chain", "muon", "-i", "x.root", "--device", "tpu", *out],
+                 ["generate", "--chain", "muon", "-i", "x.root", "--precision", "float16", *out],
                  ["generate", "--chain", " , ", "-i", "x.root", *out],
                  ["train", "muon", "--epochs", "0"],
                  ["no-such-command"]):

@@ -133,6 +133,8 @@ def simulate(
     qcut: Optional[float] = typer.Option(None, "--qcut", min=0.0, help=QCUT_HELP),
     njetmax: Optional[int] = typer.Option(None, "--njetmax", min=0, help=NJETMAX_HELP),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
+    precision: Literal["float32", "bfloat16"] = typer.Option(
+        "float32", "--precision", help="float32|bfloat16: of the flows' conditioner networks (see flashsim generate --help)"),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
     nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
 ) -> None:
@@ -143,5 +145,5 @@ def simulate(
     if not names:
         raise typer.BadParameter(f"give at least one unit, e.g. --chain {','.join(DEFAULT_CHAIN)}", param_hint="'--chain'")
     source = _source(input, output, events, seed, pileup, run, lumi, qcut, njetmax)
-    units = Chain(names, device=device)
+    units = Chain(names, device=device, precision=precision)
     _write(source, output, format, nano_version, jobs, "simulate", lambda chunk: units.process(chunk, seed=seed, keep_gen=keep_gen))

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from typing_extensions import override
 
 from flashsim.errors import UnitError
-from flashsim.models.base import MODELS, ConditionalModel
+from flashsim.models.base import MODELS, ConditionalModel, precision_dtype
 from flashsim.models.spline_inverse import sample_inverse
 from flashsim.streams import Noise
 
@@ -108,7 +108,7 @@ class _FlowModel(ConditionalModel):
         base = noise.normal(context.shape[0], self.n_targets, draw, context.device, context.dtype)
         ctx = self._ctx(context)
         embedded = self.flow._embedding_net(ctx) if ctx is not None else None
-        samples = sample_inverse(self.flow._transform, base, embedded)
+        samples = sample_inverse(self.flow._transform, base, embedded, precision_dtype(self.precision))
         return samples
 
 
