@@ -4,17 +4,21 @@ For each type (maf_rqs, coupling_rqs, mean_quantile) and each size (parameter bu
 hidden width is searched to get close), print parameter count, sampling objects/s (batch of
 ``--batch`` context rows) and training samples/s (loss + backward + Adam step). Then, for the zoo's
 flows, nflows' inverse beside flashsim's sampling path, and for one of them (``--flops-unit``) the
-sampling FLOP/s beside a same-run matrix product, with the options tried side by side.
+sampling FLOP/s beside a same-run matrix product, with the options tried side by side. ``--precision`` compares, for some
+zoo flows, float32 and bfloat16 conditioner networks (bfloat16 weights, as flashsim samples with ``precision="bfloat16"``,
+and float32 weights under ``torch.autocast``) in one run, each timed in turn, beside float32 and bfloat16 matrix products.
 
     python benchmarks/bench_models.py                 # 17 targets, 10 context, sizes 0.3M and 2M
     python benchmarks/bench_models.py --quick         # tiny smoke run
     python benchmarks/bench_models.py --quick --zoo '' --flops-unit jet --compile   # the jet flow's FLOP/s and options
+    OMP_NUM_THREADS=1 python benchmarks/bench_models.py --threads 1 --types --zoo '' --flops-unit '' --precision jet,fakejet,muon
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -155,6 +159,75 @@ def sampling_options(name: str, rows: int, repeats: int, compile_flow: bool) -> 
         row("flashsim, no_grad, torch.compile", lambda: compiled(flow._transform, noise, context))
 
 
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best time of each function, timed in turn ``repeats`` times after a warm-up (on a loaded machine, a slow
+    spell then hits every function alike)."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def precision_comparison(units: list[str], rows: int, repeats: int) -> None:
+    """Each flow's sampling inverse and its conditioner networks alone with float32 weights, bfloat16 weights
+    (flashsim's ``precision="bfloat16"``) and float32 weights under ``torch.autocast(bfloat16)``, all timed in turn
+    in one run beside float32 and bfloat16 matrix products of rows x 128 x 128; FLOP/s count the conditioners'
+    linear layers (:func:`conditioner_flops`)."""
+    from flashsim.models.spline_inverse import CPU_BLOCK, _CouplingInverse, _fast, sample_inverse
+    from flashsim.unit import load_unit
+
+    def autocast(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fn()
+        return run
+
+    a, b = torch.randn(rows, 128), torch.randn(128, 128)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    block = CPU_BLOCK * torch.get_num_threads()
+    print(f"\nfloat32 vs bfloat16 conditioners: {rows:,} rows, {torch.get_num_threads()} threads, best of {repeats} timed in turn; "
+          "GFLOP/s of the conditioners' linear layers; matmul: rows x 128 x 128 in the same run")
+    print(f"{'flow':<8} {'conditioners':<22} {'flow rows/s':>11} {'x f32':>6} {'GFLOP/s':>8} {'/f32 mm':>8} {'/bf16 mm':>9} "
+          f"{'conditioners alone ms':>22} {'share':>6}")
+    for name in units:
+        model = load_unit(name).trained_model()
+        flow, flops = model.flow, conditioner_flops(model.flow)
+        context = flow._embedding_net(torch.randn(rows, model.n_context))
+        noise = torch.randn(rows, model.n_targets, generator=torch.Generator().manual_seed(1))
+        layers = [layer for layer in flow._transform._transforms if _fast(layer)]
+
+        def conditioners(dtype: torch.dtype) -> Callable[[], object]:
+            def run() -> None:  # every fast layer's conditioner on the base noise, in sample_inverse's blocks
+                steps = [_CouplingInverse(layer, dtype) for layer in layers]
+                for start in range(0, rows, block):
+                    for step in steps:
+                        step.spline_parameters(noise[start : start + block, step.layer.identity_features],
+                                               context[start : start + block])
+            return run
+
+        paths = {"float32": lambda: sample_inverse(flow._transform, noise, context),
+                 "bfloat16 weights": lambda: sample_inverse(flow._transform, noise, context, torch.bfloat16),
+                 "float32 under autocast": autocast(lambda: sample_inverse(flow._transform, noise, context))}
+        alone = {"float32": conditioners(torch.float32), "bfloat16 weights": conditioners(torch.bfloat16),
+                 "float32 under autocast": autocast(conditioners(torch.float32))}
+        with torch.no_grad():
+            times = _interleaved({**{("flow", k): v for k, v in paths.items()}, **{("alone", k): v for k, v in alone.items()},
+                                  ("mm", "float32"): lambda: a @ b, ("mm", "bfloat16"): lambda: a16 @ b16}, repeats)
+        mm32, mm16 = (2 * rows * 128 * 128 / times[("mm", k)] for k in ("float32", "bfloat16"))
+        for label in paths:
+            t, t_alone = times[("flow", label)], times[("alone", label)]
+            rate = flops * rows / t
+            print(f"{name:<8} {label:<22} {rows / t:>11,.0f} {times[('flow', 'float32')] / t:>6.2f} {rate / 1e9:>8.1f} "
+                  f"{rate / mm32:>8.0%} {rate / mm16:>9.0%} {1e3 * t_alone:>22.1f} {t_alone / t:>6.0%}", flush=True)
+        print(f"{name:<8} {'matmul (same run)':<22} float32 {mm32 / 1e9:,.0f} GFLOP/s, bfloat16 {mm16 / 1e9:,.0f} GFLOP/s "
+              f"(x{mm16 / mm32:.1f})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", type=int, default=17)
@@ -162,7 +235,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000, help="context rows per sampling call")
     ap.add_argument("--train-batch", type=int, default=2048)
     ap.add_argument("--sizes", type=float, nargs="+", default=[3e5, 2e6], help="parameter budgets")
-    ap.add_argument("--types", nargs="+", default=list(BASE), choices=list(BASE))
+    ap.add_argument("--types", nargs="*", default=list(BASE), choices=list(BASE), help="model types timed (none: skip)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and batches (smoke test)")
@@ -170,6 +243,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000, help="rows for the inverse comparison")
     ap.add_argument("--flops-unit", default="jet", help="zoo unit whose sampling FLOP/s and options are measured ('' to skip)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the sampling path (slow to compile)")
+    ap.add_argument("--precision", default="", help="zoo units whose flows are timed with float32 and bfloat16 conditioners "
+                    "side by side, e.g. jet,fakejet,muon ('' to skip)")
     args = ap.parse_args()
     if args.quick:
         args.sizes, args.batch, args.train_batch, args.repeats = [2e4], 1000, 256, 1
@@ -179,19 +254,22 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.targets} targets, "
           f"{args.context} context features; sampling batch {args.batch}, training batch {args.train_batch}; "
           f"best of {args.repeats}")
-    header = f"{'type':<14} {'budget':>8} {'hidden':>6} {'params':>10} {'sample obj/s':>14} {'train samples/s':>16}"
-    print(header)
-    print("-" * len(header))
-    for size in args.sizes:
-        for kind in args.types:
-            cfg = sized_config(kind, int(size), args.targets, args.context)
-            r = bench(kind, cfg, args.targets, args.context, args.batch, args.train_batch, args.repeats)
-            print(f"{kind:<14} {size:>8.1e} {r['hidden']:>6} {r['params']:>10,} {r['sample']:>14,.0f} {r['train']:>16,.0f}",
-                  flush=True)
+    if args.types:
+        header = f"{'type':<14} {'budget':>8} {'hidden':>6} {'params':>10} {'sample obj/s':>14} {'train samples/s':>16}"
+        print(header)
+        print("-" * len(header))
+        for size in args.sizes:
+            for kind in args.types:
+                cfg = sized_config(kind, int(size), args.targets, args.context)
+                r = bench(kind, cfg, args.targets, args.context, args.batch, args.train_batch, args.repeats)
+                print(f"{kind:<14} {size:>8.1e} {r['hidden']:>6} {r['params']:>10,} {r['sample']:>14,.0f} {r['train']:>16,.0f}",
+                      flush=True)
     if args.zoo:
         inverse_paths(args.zoo.split(","), args.rows, max(args.repeats, 2))
     if args.flops_unit:
         sampling_options(args.flops_unit, args.rows, max(args.repeats, 3), args.compile)
+    if args.precision:
+        precision_comparison(args.precision.split(","), args.rows, max(args.repeats, 5))
 
 
 if __name__ == "__main__":

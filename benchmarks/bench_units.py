@@ -13,7 +13,8 @@ bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-j
 correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons (issue 24; e/gamma chain:
 ``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``), and the chain's events/s next to the refsim detector
 stage's. ``--seeds 11,12,13`` repeats everything per generation seed and ends with a table of the
-headline figures per seed, their mean and spread.
+headline figures per seed, their mean and spread. ``--precision bfloat16`` runs the flows' conditioner networks in
+bfloat16 (flashsim generate --precision).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from flashsim.chain import Chain
 from flashsim.io import read_events
+from flashsim.models import PRECISIONS
 from flashsim.validate import gen_efficiency_objects, validate
 from flashsim.validate.metrics import classifier_two_sample_test, efficiency_profile, event_splits, noise_floor_ratio, response_profile
 
@@ -119,7 +121,7 @@ def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str
     the flash efficiency is their mean, so its sampling error is that of the reference over
     sqrt(oversample): sigma of the difference is sqrt(p (1 - p) / n (1 + 1 / oversample))."""
     last = next(i for i, u in enumerate(chain.units) if u.spec.output == collection)
-    upstream = Chain(chain.units[: last + 1])
+    upstream = Chain(chain.units[: last + 1], precision=chain.precision)
     r = gen_efficiency_objects(ref, collection)
     runs = [gen_efficiency_objects(upstream.run(gen, seed=seed * 1000 + k), collection, ref) for k in range(oversample)]
     headline = {}
@@ -337,7 +339,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
         ablation = None
         if ablation_unit:
             without = [u for u in chain.units if u.spec.output != "MET"]
-            ablation = Chain([*without, ablation_unit]).run(gen, seed=seed)
+            ablation = Chain([*without, ablation_unit], precision=chain.precision).run(gen, seed=seed)
         headline |= met_studies(flash, ref, ablation)
     print(f"report: {out / 'report.html'}")
     return headline
@@ -363,6 +365,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_report"))
     parser.add_argument("--seeds", default="11", help="comma-separated generation seeds: every study per seed, then a summary")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precision", default="float32", choices=list(PRECISIONS), help="of the flows' conditioner networks")
     parser.add_argument("--refsim-events", type=int, default=500)
     parser.add_argument("--json", type=Path, default=None, help="also write the headline figures per seed (and speed) as JSON, "
                         "for benchmarks/readme_tables.py")
@@ -370,7 +373,8 @@ def main() -> None:
                         help="generations averaged for the flash muon/electron/photon efficiency (its sampling error / sqrt(N))")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    chain = Chain(args.chain.split(","))
+    chain = Chain(args.chain.split(","), precision=args.precision)
+    print(f"chain {chain}, {args.precision} conditioners")
     ref = read_events(args.input)
     gen = ref[[f for f in ref.fields if f not in chain.outputs]]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -386,7 +390,7 @@ def main() -> None:
         print(f"\nspeed: flashsim chain {flash_rate:,.0f} events/s vs refsim detector stage {rate:,.0f} events/s "
               f"(ratio {flash_rate / rate:.0f}x), same machine, same run")
     if args.json is not None:
-        record = {"inputs": [str(p) for p in args.input], "events": len(ref), "chain": args.chain, "seeds": seeds,
+        record = {"inputs": [str(p) for p in args.input], "events": len(ref), "chain": args.chain, "precision": args.precision, "seeds": seeds,
                   "per_seed": {str(s): h for s, h in per_seed.items()}, "speed": speed}
         args.json.write_text(json.dumps(record, indent=1))
         print(f"figures: {args.json}")
