@@ -15,6 +15,7 @@ import pytest
 from conftest import synthetic_events
 from flashsim.datasets import extract, load_dataset
 from flashsim.distributed import RETRIES, Manifest, PartitionsFailed, extract_partitions, generate_partitions, merge_outputs
+from flashsim.errors import ConfigError
 from flashsim.events import to_branches
 from flashsim.io import read_events, write_events
 from flashsim.unit import load_unit
@@ -126,6 +127,22 @@ def test_resume_redoes_only_missing_partitions(reference, chain_units, gen_dir, 
     # other settings are not silently mixed with the old files
     other = generate_partitions(chain_units, str(gen_dir / "*.root"), tmp_path, seed=8, partition_size=PARTITION)
     assert other.run["skipped"] == 0
+
+
+def test_precision_is_a_setting_of_the_partitions(reference, chain_units, gen_dir, tmp_path: Path) -> None:
+    """bfloat16 conditioners: the same events, MET within bfloat16 rounding of float32's; partitions of one precision are
+    not reused by a run in the other; an unknown precision is refused before anything runs."""
+    half = generate_partitions(chain_units, str(gen_dir / "*.root"), tmp_path, seed=7, partition_size=PARTITION, precision="bfloat16")
+    assert half.settings["precision"] == "bfloat16"
+    events, single = read_events(half.outputs()), reference[1]
+    assert ak.array_equal(events.event, single.event)
+    met, met_single = ak.to_numpy(events.MET.pt), ak.to_numpy(single.MET.pt)
+    assert not np.array_equal(met, met_single) and np.median(np.abs(met / met_single - 1)) < 1e-2
+    again = generate_partitions(chain_units, str(gen_dir / "*.root"), tmp_path, seed=7, partition_size=PARTITION)
+    assert again.run["skipped"] == 0
+    with pytest.raises(ConfigError, match="'float16'"):
+        generate_partitions(chain_units, str(gen_dir / "*.root"), tmp_path / "other", precision="float16")
+    assert not (tmp_path / "other").exists()
 
 
 def test_corrupt_input_fails_clearly_and_rerun_completes(chain_units, gen_dir, client, tmp_path: Path) -> None:
