@@ -26,9 +26,9 @@ from flashsim.locations import DEFAULT_CHAIN
 from flashsim.errors import FlashsimError
 
 DEBUG_ENV = "FLASHSIM_DEBUG"
-PRECISION_HELP = ("float32|bfloat16: the precision of the coupling flows' conditioner networks (splines and all else stay "
-                  "float32). bfloat16 is opt-in: faster on CPUs with AMX and on GPUs, its samples differ from float32's "
-                  "(same seed) by bfloat16 rounding")
+PRECISION_HELP = ("the precision of the coupling flows' conditioner networks (the splines and all else stay float32). bfloat16 is opt-in: "
+                  "faster where bfloat16 matrix products are (CPUs with AMX, GPUs), and its samples move from float32's "
+                  "with the same seed by bfloat16 rounding (about a quarter of the jets' pt by more than 0.1 %)")
 console = Console(stderr=True)
 
 

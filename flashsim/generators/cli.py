@@ -134,7 +134,7 @@ def simulate(
     njetmax: Optional[int] = typer.Option(None, "--njetmax", min=0, help=NJETMAX_HELP),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N"),
     precision: Literal["float32", "bfloat16"] = typer.Option(
-        "float32", "--precision", help="float32|bfloat16: of the flows' conditioner networks (see flashsim generate --help)"),
+        "float32", "--precision", help="the precision of the coupling flows' conditioner networks (see flashsim generate --help)"),
     format: Optional[Literal["root", "parquet"]] = typer.Option(None, "--format", help="root | parquet (default: from the suffix)"),
     nano_version: str = typer.Option("v9", "--nano-version", help=VERSION_HELP),
 ) -> None:
