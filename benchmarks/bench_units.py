@@ -290,17 +290,21 @@ def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> di
         print(f"{edges[i]:7.0f}-{edges[i + 1]:<7.0f} {pr['resolution'][i]:7.2f} {pf['resolution'][i]:7.2f} {d:6.1f}+-{e:4.1f}")
     print(f"worst |diff| {worst:.1f} % (bar 5); largest excess over the bar {worst_excess:+.1f} sigma")
 
-    def jet_mismeasure_x(ev: ak.Array) -> np.ndarray:
-        matched = ev.Jet[ev.Jet.genJetIdx >= 0]
-        gen = ev.GenJet[matched.genJetIdx]
+    def mismeasure_x(ev: ak.Array, name: str, gen_name: str, index: str) -> np.ndarray:
+        matched = ev[name][ev[name][index] >= 0]
+        gen = ev[gen_name][matched[index]]
         return ak.to_numpy(ak.sum(matched.pt * np.cos(matched.phi), axis=1) - ak.sum(gen.pt * np.cos(gen.phi), axis=1))
 
-    def corr(ev: ak.Array) -> float:
-        return float(np.corrcoef(met_xy(ev)[0], jet_mismeasure_x(ev))[0, 1])
+    def corr(ev: ak.Array, name: str = "Jet", gen_name: str = "GenJet", index: str = "genJetIdx") -> float:
+        return float(np.corrcoef(met_xy(ev)[0], mismeasure_x(ev, name, gen_name, index))[0, 1])
 
     _rows("Correlation of (MET - GenMET)_x with the jets' total mismeasurement (sum reco - gen)_x", "")
     print(f"reference {corr(ref):+.3f}   flash (upstream reco conditioning) {corr(flash):+.3f}"
           + (f"   flash GEN-only MET (ablation) {corr(ablation):+.3f}" if ablation is not None else ""))
+    for name in ("Muon", "Electron", "Photon"):  # the gen-matched leptons and photons the chain drew, if any
+        if name in flash.fields and "genPartIdx" in flash[name].fields:
+            print(f"with the {name}s' (sum reco - gen)_x: reference {corr(ref, name, 'GenPart', 'genPartIdx'):+.3f}   "
+                  f"flash {corr(flash, name, 'GenPart', 'genPartIdx'):+.3f}")
     headline = {"MET res worst %": worst, "MET res excess sig": worst_excess, "MET corr ref": corr(ref), "MET corr flash": corr(flash)}
     return headline | ({"MET corr GEN-only": corr(ablation)} if ablation is not None else {})
 
