@@ -10,8 +10,9 @@ AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon, el
 efficiency vs pT/eta (flash averaged over --efficiency-oversample generations; electrons and photons
 are compared with the reference objects the chain's units stand for, the others counted by genPartFlav), jet multiplicity per pileup
 bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-jet-mismeasurement
-correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons (issue 24; e/gamma chain:
-``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``), and the chain's events/s next to the refsim detector
+correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons, photons per event by
+source and their electronIdx (issue 24; e/gamma chain: ``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``,
+with ``photon_fromelectron`` the third photon source), and the chain's events/s next to the refsim detector
 stage's. ``--seeds 11,12,13`` repeats everything per generation seed and ends with a table of the
 headline figures per seed, their mean and spread. ``--precision bfloat16`` runs the flows' conditioner networks in
 bfloat16 (flashsim generate --precision).
@@ -223,8 +224,42 @@ def jet_links_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     return headline | {"Jet nElectrons R": ratio}
 
 
+def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
+    """Issue 24: photons per event by source (where genPartIdx points: the `photon`, `photon_fromelectron` and
+    `photon_fromjet` units' objects), the fraction of each naming an electron (electronIdx >= 0), and of electrons
+    naming a photon (photonIdx >= 0), flash vs reference (none without Photon)."""
+    if "Photon" not in flash.fields:
+        return {}
+
+    def sources(ev: ak.Array) -> ak.Array:
+        index = ev.Photon.genPartIdx
+        return abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
+
+    _rows("Photons by source (genPartIdx to a GenPart photon, electron or none): per event, and the fraction naming an "
+          "electron (electronIdx >= 0); error: binomial", f"{'photons':22s} {'/event ref':>10s} {'flash':>7s} {'with electron ref':>18s} {'flash':>13s}")
+    headline = {}
+    kinds = {ev_name: sources(ev) for ev_name, ev in (("ref", ref), ("flash", flash))}
+    for label, code in (("all", None), ("-> GenPart photon", 22), ("-> GenPart electron", 11), ("genPartIdx -1", 0)):
+        cells = []
+        for name, ev in (("ref", ref), ("flash", flash)):
+            photons = ev.Photon if code is None else ev.Photon[kinds[name] == code]
+            linked = ak.to_numpy(ak.flatten(photons.electronIdx >= 0)) if "electronIdx" in photons.fields else np.zeros(0, bool)
+            p = float(linked.mean()) if len(linked) else float("nan")
+            cells.append((float(ak.mean(ak.num(photons))), p, float(np.sqrt(p * (1 - p) / len(linked))) if len(linked) else float("nan")))
+        (nr, pr, er), (nf, pf, ef) = cells
+        print(f"{label:22s} {nr:10.3f} {nf:7.3f} {pr:11.3f}+-{er:5.3f} {pf:6.3f}+-{ef:5.3f}")
+        headline[f"Photon {label} /event ref"], headline[f"Photon {label} /event flash"] = nr, nf
+    if "Electron" in flash.fields:
+        with_photon = {k: ak.to_numpy(ak.flatten(ev.Electron.photonIdx >= 0)) if "photonIdx" in ev.Electron.fields else np.zeros(0, bool)
+                       for k, ev in (("ref", ref), ("flash", flash))}
+        print("electrons naming a photon (photonIdx >= 0): " + ", ".join(
+            f"{k} {v.mean() if len(v) else float('nan'):.3f} of {len(v)}" for k, v in with_photon.items()))
+    return headline
+
+
 ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRelIso04_all", "tightId"),
-               "Jet": ("pt", "eta", "phi", "btagDeepFlavB")}
+               "Jet": ("pt", "eta", "phi", "btagDeepFlavB"),
+               "Photon": ("pt", "eta", "phi", "sieie", "r9", "hoe", "pfRelIso03_all", "mvaID", "electronVeto", "genPartFlav")}
 
 
 def all_objects_study(flash: ak.Array, ref: ak.Array, collection: str) -> dict[str, float]:
@@ -330,6 +365,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
         headline |= print_response("Jet", metrics["collections"]["Jet"])
         headline |= print_roc(metrics["collections"]["Jet"])
         headline |= jet_links_study(flash, ref)
+    headline |= photon_sources_study(flash, ref)
     for name in ALL_OBJECTS:
         if name in collections:
             headline |= all_objects_study(flash, ref, name)
