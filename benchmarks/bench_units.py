@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chain import detector_stage_rate  # noqa: E402
 
 from flashsim.locations import DEFAULT_CHAIN
+from flashsim.unit import Unit
 
 MIN_COUNT = 200  # bins with fewer matched objects are not judged
 # refsim's electrons and photons also come from conversions, hadrons and jets, which other units draw: the chain's
@@ -116,15 +117,32 @@ def print_roc(c: dict) -> dict[str, float]:
     return {"btagB ROC dAUC": worst}
 
 
-def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str, seed: int, oversample: int) -> dict[str, float]:
+def source_efficiency_objects(unit: Unit, events: ak.Array, gen: ak.Array) -> dict[str, np.ndarray]:
+    """pt, eta and a reconstructed flag (an object of the unit's output points to it through gen_index) of the unit's
+    selected source objects in ``gen``: the efficiency of a source of another kind (photons of gen electrons)."""
+    rows = unit.rows(gen)
+    assert rows is not None and unit.spec.gen_index is not None
+    index = events[unit.spec.output][unit.spec.gen_index]
+    matched = ak.any(rows["_index"][:, :, None] == index[:, None, :], axis=2)
+    return {"pt": ak.to_numpy(ak.flatten(rows.pt)), "eta": ak.to_numpy(ak.flatten(rows.eta)), "matched": ak.to_numpy(ak.flatten(matched))}
+
+
+def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str, seed: int, oversample: int,
+                     unit: Unit | None = None) -> dict[str, float]:
     """Efficiency vs gen pT and eta of reference and flash. The chain up to the unit that writes
     ``collection`` runs ``oversample`` times on the same GEN events (seeds ``seed * 1000 + k``) and
     the flash efficiency is their mean, so its sampling error is that of the reference over
-    sqrt(oversample): sigma of the difference is sqrt(p (1 - p) / n (1 + 1 / oversample))."""
-    last = next(i for i, u in enumerate(chain.units) if u.spec.output == collection)
+    sqrt(oversample): sigma of the difference is sqrt(p (1 - p) / n (1 + 1 / oversample)).
+    With ``unit``: the efficiency of that unit's source objects (source_efficiency_objects), the chain up to it."""
+    last = next(i for i, u in enumerate(chain.units) if (u is unit if unit is not None else u.spec.output == collection))
     upstream = Chain(chain.units[: last + 1], precision=chain.precision)
-    r = gen_efficiency_objects(ref, collection)
-    runs = [gen_efficiency_objects(upstream.run(gen, seed=seed * 1000 + k), collection, ref) for k in range(oversample)]
+    if unit is None:
+        r = gen_efficiency_objects(ref, collection)
+        runs = [gen_efficiency_objects(upstream.run(gen, seed=seed * 1000 + k), collection, ref) for k in range(oversample)]
+    else:
+        r = source_efficiency_objects(unit, ref, ref)
+        runs = [source_efficiency_objects(unit, upstream.run(gen, seed=seed * 1000 + k), ref) for k in range(oversample)]
+        collection = f"{collection} of {unit.spec.source.collection} ({unit.name})"
     headline = {}
     # pt bins from half the 1 % quantile of the reconstructed (below: the many soft gen objects nothing reconstructs)
     pt_edges = np.geomspace(0.5 * np.quantile(r["pt"][r["matched"]], 0.01), np.quantile(r["pt"], 0.99), 13)
@@ -149,6 +167,20 @@ def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str
         print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02); worst |diff|/sigma {worst_pull:.1f}")
         headline[f"{collection} eff vs {axis}"] = worst
         headline[f"{collection} eff vs {axis} sig"] = worst_pull
+    return headline
+
+
+def efficiency_studies(chain: Chain, gen: ak.Array, ref: ak.Array, collections: list[str], seed: int, oversample: int) -> dict[str, float]:
+    """The efficiency of every muon, electron and photon collection, and of the source of each further GenPart-sourced
+    unit writing an electron or photon collection (photon_fromelectron's gen electrons)."""
+    headline = {}
+    for name in ("Muon", *PARTIAL):
+        if name in collections:
+            headline |= efficiency_study(chain, gen, ref, name, seed, oversample)
+    for unit in chain.units:
+        first = next(u for u in chain.units if u.spec.output == unit.spec.output)
+        if unit is not first and unit.spec.output in PARTIAL and unit.spec.gen_index and unit.spec.type == "object":
+            headline |= efficiency_study(chain, gen, ref, unit.spec.output, seed, oversample, unit)
     return headline
 
 
@@ -369,9 +401,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
     for name in ALL_OBJECTS:
         if name in collections:
             headline |= all_objects_study(flash, ref, name)
-    for name in ("Muon", *PARTIAL):
-        if name in collections:
-            headline |= efficiency_study(chain, gen, ref, name, seed, oversample)
+    headline |= efficiency_studies(chain, gen, ref, collections, seed, oversample)
     if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
         headline |= jet_multiplicity_by_pileup(flash, ref)
         headline |= fake_pair(flash, ref)
