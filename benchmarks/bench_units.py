@@ -10,8 +10,9 @@ AUC, jet response/resolution per gen-pT bin, b-tag ROC AUC per flavour, muon, el
 efficiency vs pT/eta (flash averaged over --efficiency-oversample generations; electrons and photons
 are compared with the reference objects the chain's units stand for, the others counted by genPartFlav), jet multiplicity per pileup
 bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-jet-mismeasurement
-correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons (issue 24; e/gamma chain:
-``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``), and the chain's events/s next to the refsim detector
+correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons, photons per event by
+source and their electronIdx (issue 24; e/gamma chain: ``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``,
+with ``photon_fromelectron`` the third photon source), and the chain's events/s next to the refsim detector
 stage's. ``--seeds 11,12,13`` repeats everything per generation seed and ends with a table of the
 headline figures per seed, their mean and spread. ``--precision bfloat16`` runs the flows' conditioner networks in
 bfloat16 (flashsim generate --precision).
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chain import detector_stage_rate  # noqa: E402
 
 from flashsim.locations import DEFAULT_CHAIN
+from flashsim.unit import Unit
 
 MIN_COUNT = 200  # bins with fewer matched objects are not judged
 # refsim's electrons and photons also come from conversions, hadrons and jets, which other units draw: the chain's
@@ -115,15 +117,32 @@ def print_roc(c: dict) -> dict[str, float]:
     return {"btagB ROC dAUC": worst}
 
 
-def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str, seed: int, oversample: int) -> dict[str, float]:
+def source_efficiency_objects(unit: Unit, events: ak.Array, gen: ak.Array) -> dict[str, np.ndarray]:
+    """pt, eta and a reconstructed flag (an object of the unit's output points to it through gen_index) of the unit's
+    selected source objects in ``gen``: the efficiency of a source of another kind (photons of gen electrons)."""
+    rows = unit.rows(gen)
+    assert rows is not None and unit.spec.gen_index is not None
+    index = events[unit.spec.output][unit.spec.gen_index]
+    matched = ak.any(rows["_index"][:, :, None] == index[:, None, :], axis=2)
+    return {"pt": ak.to_numpy(ak.flatten(rows.pt)), "eta": ak.to_numpy(ak.flatten(rows.eta)), "matched": ak.to_numpy(ak.flatten(matched))}
+
+
+def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str, seed: int, oversample: int,
+                     unit: Unit | None = None) -> dict[str, float]:
     """Efficiency vs gen pT and eta of reference and flash. The chain up to the unit that writes
     ``collection`` runs ``oversample`` times on the same GEN events (seeds ``seed * 1000 + k``) and
     the flash efficiency is their mean, so its sampling error is that of the reference over
-    sqrt(oversample): sigma of the difference is sqrt(p (1 - p) / n (1 + 1 / oversample))."""
-    last = next(i for i, u in enumerate(chain.units) if u.spec.output == collection)
+    sqrt(oversample): sigma of the difference is sqrt(p (1 - p) / n (1 + 1 / oversample)).
+    With ``unit``: the efficiency of that unit's source objects (source_efficiency_objects), the chain up to it."""
+    last = next(i for i, u in enumerate(chain.units) if (u is unit if unit is not None else u.spec.output == collection))
     upstream = Chain(chain.units[: last + 1], precision=chain.precision)
-    r = gen_efficiency_objects(ref, collection)
-    runs = [gen_efficiency_objects(upstream.run(gen, seed=seed * 1000 + k), collection, ref) for k in range(oversample)]
+    if unit is None:
+        r = gen_efficiency_objects(ref, collection)
+        runs = [gen_efficiency_objects(upstream.run(gen, seed=seed * 1000 + k), collection, ref) for k in range(oversample)]
+    else:
+        r = source_efficiency_objects(unit, ref, ref)
+        runs = [source_efficiency_objects(unit, upstream.run(gen, seed=seed * 1000 + k), ref) for k in range(oversample)]
+        collection = f"{collection} of {unit.spec.source.collection} ({unit.name})"
     headline = {}
     # pt bins from half the 1 % quantile of the reconstructed (below: the many soft gen objects nothing reconstructs)
     pt_edges = np.geomspace(0.5 * np.quantile(r["pt"][r["matched"]], 0.01), np.quantile(r["pt"], 0.99), 13)
@@ -148,6 +167,20 @@ def efficiency_study(chain: Chain, gen: ak.Array, ref: ak.Array, collection: str
         print(f"worst |diff| in bins with >= {MIN_COUNT} gen objects: {worst:.3f} (bar 0.02); worst |diff|/sigma {worst_pull:.1f}")
         headline[f"{collection} eff vs {axis}"] = worst
         headline[f"{collection} eff vs {axis} sig"] = worst_pull
+    return headline
+
+
+def efficiency_studies(chain: Chain, gen: ak.Array, ref: ak.Array, collections: list[str], seed: int, oversample: int) -> dict[str, float]:
+    """The efficiency of every muon, electron and photon collection, and of the source of each further GenPart-sourced
+    unit writing an electron or photon collection (photon_fromelectron's gen electrons)."""
+    headline = {}
+    for name in ("Muon", *PARTIAL):
+        if name in collections:
+            headline |= efficiency_study(chain, gen, ref, name, seed, oversample)
+    for unit in chain.units:
+        first = next(u for u in chain.units if u.spec.output == unit.spec.output)
+        if unit is not first and unit.spec.output in PARTIAL and unit.spec.gen_index and unit.spec.type == "object":
+            headline |= efficiency_study(chain, gen, ref, unit.spec.output, seed, oversample, unit)
     return headline
 
 
@@ -223,8 +256,42 @@ def jet_links_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     return headline | {"Jet nElectrons R": ratio}
 
 
+def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
+    """Issue 24: photons per event by source (where genPartIdx points: the `photon`, `photon_fromelectron` and
+    `photon_fromjet` units' objects), the fraction of each naming an electron (electronIdx >= 0), and of electrons
+    naming a photon (photonIdx >= 0), flash vs reference (none without Photon)."""
+    if "Photon" not in flash.fields:
+        return {}
+
+    def sources(ev: ak.Array) -> ak.Array:
+        index = ev.Photon.genPartIdx
+        return abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
+
+    _rows("Photons by source (genPartIdx to a GenPart photon, electron or none): per event, and the fraction naming an "
+          "electron (electronIdx >= 0); error: binomial", f"{'photons':22s} {'/event ref':>10s} {'flash':>7s} {'with electron ref':>18s} {'flash':>13s}")
+    headline = {}
+    kinds = {ev_name: sources(ev) for ev_name, ev in (("ref", ref), ("flash", flash))}
+    for label, code in (("all", None), ("-> GenPart photon", 22), ("-> GenPart electron", 11), ("genPartIdx -1", 0)):
+        cells = []
+        for name, ev in (("ref", ref), ("flash", flash)):
+            photons = ev.Photon if code is None else ev.Photon[kinds[name] == code]
+            linked = ak.to_numpy(ak.flatten(photons.electronIdx >= 0)) if "electronIdx" in photons.fields else np.zeros(0, bool)
+            p = float(linked.mean()) if len(linked) else float("nan")
+            cells.append((float(ak.mean(ak.num(photons))), p, float(np.sqrt(p * (1 - p) / len(linked))) if len(linked) else float("nan")))
+        (nr, pr, er), (nf, pf, ef) = cells
+        print(f"{label:22s} {nr:10.3f} {nf:7.3f} {pr:11.3f}+-{er:5.3f} {pf:6.3f}+-{ef:5.3f}")
+        headline[f"Photon {label} /event ref"], headline[f"Photon {label} /event flash"] = nr, nf
+    if "Electron" in flash.fields:
+        with_photon = {k: ak.to_numpy(ak.flatten(ev.Electron.photonIdx >= 0)) if "photonIdx" in ev.Electron.fields else np.zeros(0, bool)
+                       for k, ev in (("ref", ref), ("flash", flash))}
+        print("electrons naming a photon (photonIdx >= 0): " + ", ".join(
+            f"{k} {v.mean() if len(v) else float('nan'):.3f} of {len(v)}" for k, v in with_photon.items()))
+    return headline
+
+
 ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRelIso04_all", "tightId"),
-               "Jet": ("pt", "eta", "phi", "btagDeepFlavB")}
+               "Jet": ("pt", "eta", "phi", "btagDeepFlavB"),
+               "Photon": ("pt", "eta", "phi", "sieie", "r9", "hoe", "pfRelIso03_all", "mvaID", "electronVeto", "genPartFlav")}
 
 
 def all_objects_study(flash: ak.Array, ref: ak.Array, collection: str) -> dict[str, float]:
@@ -330,12 +397,11 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
         headline |= print_response("Jet", metrics["collections"]["Jet"])
         headline |= print_roc(metrics["collections"]["Jet"])
         headline |= jet_links_study(flash, ref)
+    headline |= photon_sources_study(flash, ref)
     for name in ALL_OBJECTS:
         if name in collections:
             headline |= all_objects_study(flash, ref, name)
-    for name in ("Muon", *PARTIAL):
-        if name in collections:
-            headline |= efficiency_study(chain, gen, ref, name, seed, oversample)
+    headline |= efficiency_studies(chain, gen, ref, collections, seed, oversample)
     if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
         headline |= jet_multiplicity_by_pileup(flash, ref)
         headline |= fake_pair(flash, ref)

@@ -101,6 +101,11 @@ class Chain:
             if link is not None and link.collection not in produced:
                 raise ChainError(f"unit {unit.name!r} links {unit.spec.output}_{link.field} to the nearest {link.collection} "
                                  f"(link.collection); no earlier unit of the chain produces {link.collection!r}")
+            partner = unit.spec.partner
+            if partner is not None and partner.collection not in produced:
+                raise ChainError(f"unit {unit.name!r} sets {unit.spec.output}_{partner.field} to the {partner.collection} of the same "
+                                 f"{unit.spec.source.collection} (partner.collection); no earlier unit of the chain produces "
+                                 f"{partner.collection!r}")
             for coll in sorted(unit.spec.inputs):
                 if unit.spec.merge and coll == unit.spec.output:
                     continue  # a merging unit creates the collection when no earlier unit produced it

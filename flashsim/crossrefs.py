@@ -1,6 +1,7 @@
 """Cross-references between reco collections that are derived, not drawn, the same way for refsim and the chain:
 an object's nearest object of another collection within a ΔR (a unit's ``link``, e.g. ``Electron.jetIdx``), and a
-collection's back-references to the objects pointing into it (``Jet.electronIdx1/2``, ``Jet.nElectrons``).
+collection's back-references to the objects pointing into it (``Jet.electronIdx1/2``, ``Jet.nElectrons``,
+``Electron.photonIdx``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from flashsim.events import pointing
 from flashsim.kinematics import delta_phi
 
-__all__ = ["BackReference", "BACK_REFERENCES", "ELECTRONS_IN_JETS", "nearest", "with_back_references", "derived_fields"]
+__all__ = ["BackReference", "BACK_REFERENCES", "ELECTRONS_IN_JETS", "PHOTONS_OF_ELECTRONS", "nearest", "with_back_references", "derived_fields"]
 
 
 def nearest(objects: ak.Array, others: ak.Array, max_dr: float) -> ak.Array:
@@ -29,18 +30,18 @@ def nearest(objects: ak.Array, others: ak.Array, max_dr: float) -> ak.Array:
 @dataclass(frozen=True)
 class BackReference:
     """Fields of ``target`` naming the first objects of ``source`` whose ``field`` points to each target object (in
-    ``source`` order, -1 where fewer) and counting them all."""
+    ``source`` order, -1 where fewer) and counting them all (``count``; None: NanoAOD has no such counter)."""
 
     target: str
     source: str
     field: str
     first: tuple[str, ...]
-    count: str
+    count: str | None
 
     @property
     def fields(self) -> tuple[str, ...]:
         """The target fields written."""
-        return (*self.first, self.count)
+        return (*self.first, self.count) if self.count else self.first
 
     def compute(self, index: ak.Array, target_counts: np.ndarray) -> dict[str, np.ndarray]:
         """The fields, flat over the target objects (``target_counts`` per event), from the source's jagged ``index``."""
@@ -61,12 +62,15 @@ class BackReference:
             chosen = order[rank == k]
             values[target[chosen]] = local[chosen]
             out[name] = values
-        out[self.count] = count.astype(np.int32)
+        if self.count:
+            out[self.count] = count.astype(np.int32)
         return out
 
 
 ELECTRONS_IN_JETS = BackReference("Jet", "Electron", "jetIdx", ("electronIdx1", "electronIdx2"), "nElectrons")
-BACK_REFERENCES = (ELECTRONS_IN_JETS,)
+# refsim's Electron.photonIdx is the photon of the electron's cluster, the one photon whose electronIdx is the electron
+PHOTONS_OF_ELECTRONS = BackReference("Electron", "Photon", "electronIdx", ("photonIdx",), None)
+BACK_REFERENCES = (ELECTRONS_IN_JETS, PHOTONS_OF_ELECTRONS)
 
 
 def with_back_references(events: ak.Array, produced: Collection[str], changed: Collection[str]) -> ak.Array:

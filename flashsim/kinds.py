@@ -24,7 +24,7 @@ import torch
 from typing_extensions import override
 
 from flashsim import event_outputs
-from flashsim.errors import InputError, UnitError
+from flashsim.errors import ChainError, InputError, UnitError
 from flashsim.events import pointing, references_to, take
 from flashsim.expressions import REFERENCE_CUTS, select
 from flashsim.models import check_model_config
@@ -191,11 +191,21 @@ class ObjectKind(UnitKind):
         for out_name, src_name in spec.carry.items():
             columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
         columns[spec.hops[0][1]] = _back_through(events, spec.hops, coll, row_event, source_index)[keep].astype(np.int32)
+        if spec.partner is not None:  # the first object of partner.collection from the same source object
+            partner = spec.partner
+            assert spec.gen_index is not None
+            if partner.collection not in events.fields or spec.gen_index not in events[partner.collection].fields:
+                raise ChainError(f"unit {unit.name!r}: partner.collection {partner.collection!r} (for {spec.output}_{partner.field}) "
+                                 f"needs {partner.collection}_{spec.gen_index} from an earlier unit; the events have {sorted(events.fields)}")
+            hops = [(spec.output, partner.field), (partner.collection, spec.gen_index)]
+            columns[partner.field] = _back_through(events, hops, coll, row_event, source_index)[keep].astype(np.int32)
         _add_constants(columns, spec.constants, int(keep.sum()))
         output = ak.zip({k: ak.unflatten(v, kept_counts) for k, v in columns.items()})
         return events, {spec.output: self._finish(unit, output)}
 
-    def training_rows(self, unit, events, event_ids, report):
+    def row_partners(self, unit: Unit, events: ak.Array, report: ExtractionReport) -> tuple[ak.Array, np.ndarray, np.ndarray]:
+        """The selected source objects, each one's event and the flat position in the reco collection of the object
+        it is trained on (-1: none): the reco objects the unit stands for."""
         spec = unit.spec
         reco = self._reco(unit, events)
         rows = self.rows(unit, events)
@@ -210,7 +220,12 @@ class ObjectKind(UnitKind):
         report.shared_partner += shared
         offsets = np.r_[0, np.cumsum(source_counts)]
         row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
-        row_partner = partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
+        return rows, row_event, partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
+
+    def training_rows(self, unit, events, event_ids, report):
+        spec = unit.spec
+        reco = self._reco(unit, events)
+        rows, row_event, row_partner = self.row_partners(unit, events, report)
         table = {EVENT_ID: event_ids[row_event], "reconstructed": row_partner >= 0}
         table |= {f"ctx.{k}": _flat64(v) for k, v in unit.context_columns(events, rows).items()}
         table |= {f"ref.{k}": _flat64(v) for k, v in unit.reference_columns(events, rows).items()}
@@ -375,7 +390,7 @@ class EventKind(UnitKind):
 
     def check(self, spec: UnitSpec) -> None:
         super().check(spec)
-        _refuse(spec, self.type, ("source", "gen_index", "match", "link", "carry", "constants", "efficiency", "multiplicity",
+        _refuse(spec, self.type, ("source", "gen_index", "match", "link", "partner", "carry", "constants", "efficiency", "multiplicity",
                                   "output_rules", "output_selection"))
 
     def draw(self, unit, events, noise, device, batch_size):

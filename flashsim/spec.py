@@ -23,7 +23,7 @@ from flashsim.models import check_model_config
 from flashsim.registry import suggest
 from flashsim.transforms import ContextPipeline, TargetPipeline
 
-__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Match", "Link", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
+__all__ = ["FORMAT_VERSION", "UnitSpec", "Source", "Match", "Link", "Partner", "Multiplicity", "OutputRule", "Ranges", "describe_errors"]
 
 FORMAT_VERSION = 1
 DEFAULT_CONTEXT_STEPS: list[dict[str, Any]] = [{"type": "standardize"}]
@@ -78,21 +78,33 @@ class Match(_Table):
         return [(c, f) for c, _, f in (hop.partition(".") for hop in self.through)]
 
 
-class Link(_Table):
-    """An output field holding each drawn object's nearest object of an earlier unit's ``collection`` within ΔR <
-    ``max_dr`` (-1: none), as refsim's ``Electron.jetIdx`` (the jet that clustered the electron) is in 99.5-100 % of
-    its electrons; ``field`` is a NanoAOD cross-reference into ``collection``, so merges renumber it."""
+class _Reference(_Table):
+    """An output field the unit derives (not draws): a NanoAOD cross-reference into an earlier unit's ``collection``,
+    so merges renumber it."""
 
     field: str
     collection: str
-    max_dr: float = Field(gt=0, le=10)
 
     @model_validator(mode="after")
-    def _reference(self) -> Link:
+    def _reference(self) -> _Reference:
         if not references_to(self.collection, [self.field]):
             named = self.collection[:1].lower() + self.collection[1:] + "Idx"
             raise ValueError(f"field {self.field!r} is not a cross-reference into {self.collection!r} (NanoAOD names those {named!r})")
         return self
+
+
+class Link(_Reference):
+    """An output field holding each drawn object's nearest object of an earlier unit's ``collection`` within ΔR <
+    ``max_dr`` (-1: none), as refsim's ``Electron.jetIdx`` (the jet that clustered the electron) is in 99.5-100 % of
+    its electrons."""
+
+    max_dr: float = Field(gt=0, le=10)
+
+
+class Partner(_Reference):
+    """An output field holding the first object of an earlier unit's ``collection`` whose ``gen_index`` points to the
+    drawn object's source object (-1: none), as refsim's ``Photon.electronIdx`` names the electron of the same gen
+    electron in all of its photons of electron clusters."""
 
 
 class Multiplicity(_Table):
@@ -152,6 +164,7 @@ class UnitSpec(_Table):
     gen_index: str | None = None
     match: Match | None = None
     link: Link | None = None
+    partner: Partner | None = None
     efficiency: dict[str, Any] | None = None
     model: dict[str, Any]
     multiplicity: Multiplicity | None = None
@@ -203,8 +216,12 @@ class UnitSpec(_Table):
         if self.match is not None and self.match.hops[0][0] != self.output:
             raise ValueError(f"match.through: the first cross-reference {self.match.through[0]!r} must be a field of the "
                              f"output collection {self.output!r}")
-        if self.link is not None:
-            self._check_link(self.link)
+        for key in ("link", "partner"):
+            if getattr(self, key) is not None:
+                self._check_reference(key, getattr(self, key))
+        if self.partner is not None and not self.gen_index:
+            raise ValueError(f"partner: needs gen_index (the {self.partner.collection} of the same source object is the one "
+                             f"whose gen_index points to it)")
         check_model_config(self.model, "model")
         self.kind.check(self)
         self._check_pipelines()
@@ -212,17 +229,19 @@ class UnitSpec(_Table):
         self._check_ranges()
         return self
 
-    def _check_link(self, link: Link) -> None:
-        """The linked field is written by the link alone, from the output's eta and phi, into another collection."""
+    def _check_reference(self, key: str, reference: Link | Partner) -> None:
+        """A derived field (``link``, ``partner``) is written by its key alone, into another collection; a link needs the
+        output's eta and phi."""
         written = self.target_columns + list(self.carry) + list(self.constants)
-        if link.field in written or link.field in [f for _, f in self.hops[:1]]:
-            raise ValueError(f"link: {self.output}_{link.field} is written by the link; it cannot also be a target, carried, "
-                             "constant or match column")
-        if link.collection == self.output:
-            raise ValueError(f"link.collection: the unit's own output {self.output!r}; link another unit's collection")
+        derived = [r.field for r in (self.link, self.partner) if r is not None and r is not reference]
+        if reference.field in written + derived or reference.field in [f for _, f in self.hops[:1]]:
+            raise ValueError(f"{key}: {self.output}_{reference.field} is written by the {key}; it cannot also be a target, "
+                             "carried, constant, match, link or partner column")
+        if reference.collection == self.output:
+            raise ValueError(f"{key}.collection: the unit's own output {self.output!r}; name another unit's collection")
         missing = [f for f in ("eta", "phi") if f not in written]
-        if missing:
-            raise ValueError(f"link: the output needs {missing} (targets, carried or constant columns) to find the nearest {link.collection}")
+        if key == "link" and missing:
+            raise ValueError(f"link: the output needs {missing} (targets, carried or constant columns) to find the nearest {reference.collection}")
 
     def _check_ranges(self) -> None:
         """Declared input ranges name a field of a collection the unit reads; target ranges name a target."""
@@ -316,8 +335,7 @@ class UnitSpec(_Table):
         if self.merge:
             used.add(self.output)
         used |= {collection for collection, _ in self.hops[1:]}  # the reco collections a match goes through
-        if self.link is not None:
-            used.add(self.link.collection)
+        used |= {r.collection for r in (self.link, self.partner) if r is not None}
         return used
 
     @property
@@ -326,7 +344,7 @@ class UnitSpec(_Table):
         if self.outputs:
             return []
         fields = self.target_columns + list(self.carry) + list(self.constants) + [f for _, f in self.hops[:1]]
-        fields += [self.link.field] if self.link is not None else []
+        fields += [r.field for r in (self.link, self.partner) if r is not None]
         return [f"{self.output}_{f}" for f in dict.fromkeys(fields)] + [f"{c}_{f}" for c, f in self.hops[1:]]
 
     def context_steps(self) -> list[dict[str, Any]]:
