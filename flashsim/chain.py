@@ -212,12 +212,14 @@ class Chain:
             listed = "; ".join(f"{v}: {', '.join(paths)}" for v, paths in found.items())
             raise InputError(f"the inputs are of different NanoAOD versions ({listed}); choose the output's with nano_version")
         version = nano_version(asked if asked is not None else next(iter(found)))
+        lacking: dict[str, list[str]] = {}  # branch -> the units writing it (one warning, however many units write it)
         for unit in self.units:
-            lacking = [b for b in unit.spec.reco_branches
-                       if version.file_name(b) not in version.types and collection_of(b) in version.collections]
-            if lacking:
-                warnings.warn(f"unit {unit.name!r}: NanoAOD {version} has no {', '.join(version.file_name(b) for b in lacking)}; "
-                              "written as extra branches", stacklevel=3)
+            for b in unit.spec.reco_branches:
+                if version.file_name(b) not in version.types and collection_of(b) in version.collections:
+                    lacking.setdefault(version.file_name(b), []).append(unit.name)
+        if lacking:
+            listed = "; ".join(f"{b} (units {', '.join(names)})" for b, names in lacking.items())
+            warnings.warn(f"NanoAOD {version} has no {listed}: written as extra branches", stacklevel=3)
         return version
 
     def _simulator(self, settings: _Settings, sources: dict[str, Any] | None = None) -> Callable[[Chunk], tuple[ak.Array, Counter[str]]]:

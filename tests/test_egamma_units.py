@@ -42,8 +42,9 @@ def _flat(x: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.flatten(x, axis=None))
 
 
-def test_not_in_the_default_chain() -> None:
-    assert not set(UNITS) & set(DEFAULT_CHAIN)
+def test_in_the_default_chain_after_the_jets() -> None:
+    chain = list(DEFAULT_CHAIN)
+    assert set(UNITS) <= set(chain) and all(chain.index("jet") < chain.index(name) for name in UNITS)
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -77,8 +78,7 @@ def test_photon_regions_and_working_points_follow_eta_and_score(flash, zee_gen) 
     assert ak.all(ph.mvaID_WP80 == (ph.mvaID > 0.88)) and ak.all(ph.mvaID_WP90 == (ph.mvaID > 0.77))
 
 
-@pytest.mark.filterwarnings("ignore:unit 'photon'. NanoAOD v15 has no Photon_mass")
-@pytest.mark.filterwarnings("ignore:unit 'jet'. NanoAOD v15 has no Jet_qgl")
+@pytest.mark.filterwarnings("ignore:NanoAOD v15 has no Jet_qgl")  # and Photon_mass: extra branches
 @pytest.mark.parametrize("version", ["v9", "v15"])
 def test_generate_writes_version_types_coffea_reads(zee_gen, tmp_path: Path, version: str) -> None:
     from typer.testing import CliRunner
@@ -113,13 +113,15 @@ def test_both_sources_merge_into_one_collection(zee_gen) -> None:
     """The GenPart-sourced and the from-jet units write the same fields, so one chain holds both sources per collection:
     GenPart-sourced objects point to a gen electron (photon) and to the nearest flash jet within dR 0.4, from-jet ones have
     genPartIdx -1 and jetIdx to a flash jet; after every merge each jet names its first two electrons and counts them."""
-    flash = Chain(["jet", "fakejet", "electron", "electron_fromjet", "photon", "photon_fromjet"]).run(zee_gen, seed=2)
-    for collection, pdg in (("Electron", 11), ("Photon", 22)):
+    flash = Chain(["jet", "fakejet", "electron", "electron_fromjet", "photon", "photon_fromjet", "photon_fromelectron"]).run(zee_gen, seed=2)
+    # photons point to gen photons (photon) or to gen electrons (photon_fromelectron: their clusters); the from-jet
+    # photons (no gen partner, ~1 % of Z -> ee events) are too rare in 60 events to require one
+    for collection, pdgs, some_from_jets in (("Electron", [11], True), ("Photon", [11, 22], False)):
         objects = flash[collection]
         from_gen = objects.genPartIdx >= 0
-        assert ak.all(abs(flash.GenPart.pdgId[objects.genPartIdx[from_gen]]) == pdg)
+        assert ak.all(np.isin(ak.to_numpy(ak.flatten(abs(flash.GenPart.pdgId[objects.genPartIdx[from_gen]]))), pdgs))
         from_jets = objects[~from_gen]
-        assert ak.sum(ak.num(from_jets)) > 0 and ak.sum(ak.num(objects[from_gen])) > 0
+        assert (ak.sum(ak.num(from_jets)) > 0 or not some_from_jets) and ak.sum(ak.num(objects[from_gen])) > 0
         in_jet = from_jets.jetIdx >= 0
         assert ak.all(from_jets.jetIdx[in_jet] < ak.num(flash.Jet)) and ak.all(from_jets.jetIdx[~in_jet] == -1)
         assert ak.all(objects.pt[:, 1:] <= objects.pt[:, :-1])  # one pt-ordered collection
