@@ -77,11 +77,12 @@ data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --nano-version v15 --process ttbar --events 5000 --seed 303 -o $@
 
 # refsim 2 samples (per-seed pileup pools, electrons and photons; NanoAOD v9, one worker each so that a seed
-# gives the same file): the fakejet, fakemuon, met and e/gamma units, the 30k held-out ttbar of
-# benchmarks/bench_units.py. About 1 h 45 min of one core in all (the 100k pools about 15 min each).
+# gives the same file): the jet, fakejet, fakemuon, met and e/gamma units, the 30k held-out ttbar of
+# benchmarks/bench_units.py. About 2 h 20 min of one core in all (the 100k pools about 15 min each).
 REFSIM2 := $(VENV)/bin/flashsim refsim --pileup 35
 TRAIN_DATA_2 := data/refsim2/train_zee.root data/refsim2/train_ttbar.root data/refsim2/train_gjets.root \
-	data/refsim2/train_wjets.root data/refsim2/train_minbias.root data/refsim2/train_minbias_pool100k.root
+	data/refsim2/train_wjets.root data/refsim2/train_minbias.root data/refsim2/train_minbias_pool100k.root \
+	data/refsim2/train_ttbar_b.root data/refsim2/train_ttbar_c.root data/refsim2/train_wjets_b.root
 HELDOUT_DATA_2 := data/refsim2/test_zee.root data/refsim2/test_ttbar.root data/refsim2/test_gjets.root \
 	data/refsim2/test_ttbar_30k_pool100k.root
 .PHONY: training-data-2
@@ -96,6 +97,13 @@ data/refsim2/train_wjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process wjets --events 10000 --seed 514 -o $@
 data/refsim2/train_minbias.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process minbias --events 20000 --seed 515 -o $@
+# more jets for the jet unit (each seed its own 5,000-event pool: pool-specific pileup averages out)
+data/refsim2/train_ttbar_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process ttbar --events 30000 --seed 631 -o $@
+data/refsim2/train_ttbar_c.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process ttbar --events 20000 --seed 519 -o $@
+data/refsim2/train_wjets_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process wjets --events 30000 --seed 518 -o $@
 # the same over a 100,000-event min-bias pool (about 15 min for the pool): rare pileup objects (muons) from many events
 data/refsim2/train_minbias_pool100k.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process minbias --events 20000 --seed 516 --pileup-pool 100000 -o $@
@@ -110,9 +118,9 @@ data/refsim2/test_ttbar_30k_pool100k.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process ttbar --events 30000 --seed 632 --pileup-pool 100000 -o $@
 
 # Train the zoo's default units from their recipes (after `make training-data`).
-ZOO_UNITS := muon jet met_genonly
+ZOO_UNITS := muon met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
-ZOO_UNITS_2 := fakemuon fakejet met electron photon electron_fromjet photon_fromjet photon_fromelectron
+ZOO_UNITS_2 := jet fakemuon fakejet met electron photon electron_fromjet photon_fromjet photon_fromelectron
 .PHONY: train-units train-units-run3 train-units-2
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done
