@@ -379,8 +379,11 @@ def test_model_samples_in_its_precision():
 
 def test_the_sampling_inverse_of_a_trained_flow_equals_nflows_inverse(monkeypatch):
     """The zoo's jet flow (trained: some bins are narrow in y, where the inverse is steep and magnifies float
-    rounding): nearly every value agrees with nflows' inverse to 1e-5, all to 2e-3; the rows' split into CPU
-    blocks does not change them."""
+    rounding) against nflows' inverse in float64: nearly every value agrees to 1e-5, all to 1e-3, and no worse than
+    nflows' own float32 inverse does (whose largest error there is ~2e-3); the rows' split into CPU blocks does not
+    change them."""
+    import copy
+
     from flashsim.models import spline_inverse
     from flashsim.unit import load_unit
 
@@ -392,9 +395,11 @@ def test_the_sampling_inverse_of_a_trained_flow_equals_nflows_inverse(monkeypatc
     assert spline_inverse.CPU_BLOCK * torch.get_num_threads() < 5000
     with torch.no_grad():
         got = spline_inverse.sample_inverse(flow._transform, noise, context)
-        expected, _ = flow._transform.inverse(noise, context=context)
+        nflows32, _ = flow._transform.inverse(noise, context=context)
+        exact, _ = copy.deepcopy(flow._transform).double().inverse(noise.double(), context=context.double())
         monkeypatch.setattr(spline_inverse, "CPU_BLOCK", 10**9)
         whole = spline_inverse.sample_inverse(flow._transform, noise, context)
-    torch.testing.assert_close(got, expected, rtol=0, atol=2e-3)
-    assert float(((got - expected).abs() > 1e-5).float().mean()) < 0.01
+    error = (got.double() - exact).abs()
+    assert float(error.max()) < 1e-3 and float(error.max()) <= float((nflows32.double() - exact).abs().max())
+    assert float((error > 1e-5).float().mean()) < 0.01
     torch.testing.assert_close(whole, got, rtol=1e-5, atol=1e-5)
