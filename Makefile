@@ -78,11 +78,11 @@ data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
 
 # refsim 2 samples (per-seed pileup pools, electrons and photons; NanoAOD v9, one worker each so that a seed
 # gives the same file): the jet, fakejet, fakemuon, met and e/gamma units, the 30k held-out ttbar of
-# benchmarks/bench_units.py. About 2 h 20 min of one core in all (the 100k pools about 15 min each).
+# benchmarks/bench_units.py. About 2 h 30 min of one core in all (the 100k pools about 15 min each).
 REFSIM2 := $(VENV)/bin/flashsim refsim --pileup 35
 TRAIN_DATA_2 := data/refsim2/train_zee.root data/refsim2/train_ttbar.root data/refsim2/train_gjets.root \
 	data/refsim2/train_wjets.root data/refsim2/train_minbias.root data/refsim2/train_minbias_pool100k.root \
-	data/refsim2/train_ttbar_b.root data/refsim2/train_ttbar_c.root data/refsim2/train_wjets_b.root
+	data/refsim2/train_minbias_pool100k_b.root data/refsim2/train_ttbar_b.root data/refsim2/train_ttbar_c.root data/refsim2/train_wjets_b.root
 HELDOUT_DATA_2 := data/refsim2/test_zee.root data/refsim2/test_ttbar.root data/refsim2/test_gjets.root \
 	data/refsim2/test_ttbar_30k_pool100k.root
 .PHONY: training-data-2
@@ -107,6 +107,8 @@ data/refsim2/train_wjets_b.root: | $(VENV)/.installed-refsim
 # the same over a 100,000-event min-bias pool (about 15 min for the pool): rare pileup objects (muons) from many events
 data/refsim2/train_minbias_pool100k.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process minbias --events 20000 --seed 516 --pileup-pool 100000 -o $@
+data/refsim2/train_minbias_pool100k_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process minbias --events 20000 --seed 517 --pileup-pool 100000 -o $@
 data/refsim2/test_zee.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process zee --events 5000 --seed 611 -o $@
 data/refsim2/test_ttbar.root: | $(VENV)/.installed-refsim
@@ -120,7 +122,8 @@ data/refsim2/test_ttbar_30k_pool100k.root: | $(VENV)/.installed-refsim
 # Train the zoo's default units from their recipes (after `make training-data`).
 ZOO_UNITS := muon met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
-ZOO_UNITS_2 := jet fakemuon fakejet met electron photon electron_fromjet photon_fromjet photon_fromelectron
+ZOO_UNITS_2 := jet fakemuon fakejet met electron photon electron_fromjet photon_fromjet photon_fromelectron \
+	fakeelectron fakephoton
 .PHONY: train-units train-units-run3 train-units-2
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done
