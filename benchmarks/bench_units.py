@@ -185,22 +185,30 @@ def efficiency_studies(chain: Chain, gen: ak.Array, ref: ak.Array, collections: 
 
 
 def covered_reference(chain: Chain, ref: ak.Array, collection: str) -> ak.Array:
-    """The reference objects of ``collection`` pointing (``gen_index``) to a source object of an object unit of the
-    chain that writes it, or all of them where a from-jet unit (``match``) writes it too (it stands for the objects
-    no GenPart points to); prints how many that is and the others by genPartFlav."""
+    """The reference objects of ``collection`` the chain's units stand for, as the validation report is to compare them:
+    those pointing (``gen_index``) to a source object of a GenPart-sourced object unit keep their genPartIdx (the
+    gen-matched comparison); where a from-jet (``match``) or pileup (multiplicity) unit writes the collection too, it
+    stands for all the others, with genPartIdx -1 as those units write it (a conversion electron pointing to its GenPart
+    photon in refsim is a from-jet unit's electron with no gen partner in flash). Prints how many that is."""
     objects = ref[collection]
-    covered = ak.zeros_like(objects.pt, dtype=bool)
+    by_gen = ak.zeros_like(objects.pt, dtype=bool)
+    rest = False
     for unit in chain.units:
-        if unit.spec.output == collection and unit.spec.match is not None:  # a from-jet unit stands for the rest
-            covered = ak.ones_like(objects.pt, dtype=bool)
-        elif unit.spec.output == collection and unit.spec.type == "object":
+        if unit.spec.output != collection:
+            continue
+        if unit.spec.type == "object" and unit.spec.gen_index:
             rows = unit.spec.kind.rows(unit, ref)
-            covered = covered | ak.any(objects[unit.spec.gen_index][:, :, None] == rows["_index"][:, None, :], axis=2)
-    n, n_all = int(ak.sum(covered)), int(ak.sum(ak.num(objects)))
+            by_gen = by_gen | ak.any(objects[unit.spec.gen_index][:, :, None] == rows["_index"][:, None, :], axis=2)
+        else:
+            rest = True
+    covered = ak.ones_like(by_gen) if rest else by_gen
+    n_gen, n, n_all = int(ak.sum(by_gen)), int(ak.sum(covered)), int(ak.sum(ak.num(objects)))
     flav, counts = np.unique(ak.to_numpy(ak.flatten(objects.genPartFlav[~covered])), return_counts=True)
-    rest = ", ".join(f"{int(f)}: {c} ({100 * c / n_all:.1f} %)" for f, c in zip(flav, counts))
+    others = ", ".join(f"{int(f)}: {c} ({100 * c / n_all:.1f} %)" for f, c in zip(flav, counts))
     _rows(f"{collection}: reference objects the chain's units stand for", "")
-    print(f"{n} of {n_all} ({100 * n / n_all:.1f} %); the others by genPartFlav: {rest or 'none'}")
+    print(f"{n} of {n_all} ({100 * n / n_all:.1f} %), {n_gen} of them gen-matched as the GenPart-sourced units' objects; "
+          f"the others by genPartFlav: {others or 'none'}")
+    objects = ak.with_field(objects, ak.where(by_gen, objects.genPartIdx, -1), "genPartIdx")
     return objects[covered]
 
 
@@ -291,6 +299,8 @@ def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
 
 ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRelIso04_all", "tightId"),
                "Jet": ("pt", "eta", "phi", "btagDeepFlavB"),
+               "Electron": ("pt", "eta", "phi", "dxy", "dz", "sip3d", "sieie", "r9", "hoe", "pfRelIso03_all", "miniPFRelIso_all",
+                            "cutBased", "mvaFall17V2Iso", "lostHits", "convVeto", "genPartFlav"),
                "Photon": ("pt", "eta", "phi", "sieie", "r9", "hoe", "pfRelIso03_all", "mvaID", "electronVeto", "genPartFlav")}
 
 

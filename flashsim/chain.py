@@ -24,6 +24,7 @@ from flashsim.io.schema import NanoVersion, nano_version
 from flashsim.input_checks import DeclaredRange, bad_events, declared_ranges
 from flashsim.locations import DEFAULT_CHAIN
 from flashsim.processes import Chunk, chunks_of, run_in_processes
+from flashsim.spec import UnitSpec
 from flashsim.unit import Unit, load_unit
 
 __all__ = ["Chain", "resolve_device", "DEFAULT_CHAIN", "EVENT_ID_COLUMNS"]
@@ -93,19 +94,9 @@ class Chain:
         have = set(available)
         for unit in self.units:
             produced = {c for u in self.units[: self.units.index(unit)] for c in u.spec.produces}
-            for coll, field in unit.spec.hops[1:]:  # a written cross-reference points into a collection the output holds
+            for coll, what in _earlier_collections(unit.spec):
                 if coll not in produced:
-                    raise ChainError(f"unit {unit.name!r} writes {unit.spec.output}_{unit.spec.hops[0][1]}, which points into "
-                                     f"{coll!r} (through {coll}_{field}); no earlier unit of the chain produces {coll!r}")
-            link = unit.spec.link
-            if link is not None and link.collection not in produced:
-                raise ChainError(f"unit {unit.name!r} links {unit.spec.output}_{link.field} to the nearest {link.collection} "
-                                 f"(link.collection); no earlier unit of the chain produces {link.collection!r}")
-            partner = unit.spec.partner
-            if partner is not None and partner.collection not in produced:
-                raise ChainError(f"unit {unit.name!r} sets {unit.spec.output}_{partner.field} to the {partner.collection} of the same "
-                                 f"{unit.spec.source.collection} (partner.collection); no earlier unit of the chain produces "
-                                 f"{partner.collection!r}")
+                    raise ChainError(f"unit {unit.name!r} {what}; no earlier unit of the chain produces {coll!r}")
             for coll in sorted(unit.spec.inputs):
                 if unit.spec.merge and coll == unit.spec.output:
                     continue  # a merging unit creates the collection when no earlier unit produced it
@@ -306,7 +297,8 @@ def _selected(chunk: ak.Array, wanted: frozenset[tuple[int, ...]], path: str | o
 
 
 def _order(units: list[Unit]) -> list[Unit]:
-    """Topological order: producers of a collection, then units merging into it, then its readers."""
+    """Topological order: producers of a collection, then units merging into it (those drawing a source object's
+    second object after the others), then its readers."""
     producers: dict[str, list[Unit]] = {}
     for unit in units:
         for coll in unit.spec.produces:
@@ -318,8 +310,8 @@ def _order(units: list[Unit]) -> list[Unit]:
             for producer in producers.get(coll, []):
                 if producer is unit:
                     continue
-                if unit.spec.merge and coll == unit.spec.output and producer.spec.merge:
-                    continue
+                if unit.spec.merge and coll == unit.spec.output and producer.spec.merge and _rank(producer) >= _rank(unit):
+                    continue  # merging units of one collection in the given order; a match.rank k unit after the others
                 needed.add(producer.name)
         deps[unit.name] = needed
     ordered: list[Unit] = []
@@ -336,3 +328,22 @@ def _order(units: list[Unit]) -> list[Unit]:
             pending.remove(unit)
     return ordered
 
+
+def _rank(unit: Unit) -> int:
+    """The rank of the objects an object unit draws per source object (``match.rank``; 1 for every other unit)."""
+    return unit.spec.match.rank if unit.spec.match is not None else 1
+
+
+def _earlier_collections(spec: UnitSpec) -> list[tuple[str, str]]:
+    """The collections a unit needs from earlier units of a chain, each with what the unit does with it."""
+    out, written = spec.output, spec.hops[0][1] if spec.hops else ""
+    needs = [(coll, f"writes {out}_{written}, which points into {coll!r} (through {coll}_{field})") for coll, field in spec.hops[1:]]
+    if spec.link is not None:
+        needs.append((spec.link.collection, f"links {out}_{spec.link.field} to the nearest {spec.link.collection} (link.collection)"))
+    if spec.partner is not None:
+        needs.append((spec.partner.collection, f"sets {out}_{spec.partner.field} to the {spec.partner.collection} of the same "
+                                               f"{spec.source.collection} (partner.collection)"))
+    if spec.match is not None and spec.match.rank > 1:
+        needs.append((out, f"draws the {out} of rank {spec.match.rank} per {spec.source.collection} object (match.rank), "
+                           f"after the {out} earlier units drew"))
+    return needs

@@ -43,7 +43,7 @@ class ExtractionReport:
     rows: int = 0
     matched: int = 0
     dangling_index: int = 0  # reco objects whose gen index points past the (pruned) collection, or below -1
-    shared_partner: int = 0  # source objects more than one reco object reaches (the first is their partner)
+    shared_partner: int = 0  # source objects reached by more reco objects than their rank (match.rank, else 1): extra ones unused
     placeholder_rows: dict[str, int] = field(default_factory=dict)
     non_finite_rows: dict[str, int] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -54,7 +54,8 @@ class ExtractionReport:
         if self.dangling_index:
             parts.append(f"{self.dangling_index} reco objects with an out-of-range gen index treated as unmatched")
         if self.shared_partner:
-            parts.append(f"{self.shared_partner} source objects reached by more than one reco object (the first is the target)")
+            parts.append(f"{self.shared_partner} source objects reached by more reco objects than the unit's rank "
+                         "(the target is the first, or the match.rank-th)")
         for col, n in self.placeholder_rows.items():
             parts.append(f"{n} rows dropped: placeholder value (< {PLACEHOLDER_BELOW}) in target {col!r}")
         for col, n in self.non_finite_rows.items():

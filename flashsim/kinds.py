@@ -174,6 +174,12 @@ class ObjectKind(UnitKind):
         coll = spec.source.collection
         assert coll is not None
         rows = self.rows(unit, events)
+        if spec.match is not None and spec.match.rank > 1:  # the sources already holding rank - 1 objects of earlier units
+            from flashsim.datasets import ExtractionReport
+
+            reco_event, index = self._reached(unit, events, ExtractionReport())
+            source_counts = self._source_counts(unit, events)
+            rows = self._held_rows(unit, rows, source_counts, _ranked_partner(source_counts, reco_event, index, spec.match.rank)[1])
         context = unit.context_array(unit.context_columns(events, rows))
         counts = ak.to_numpy(ak.num(rows, axis=1))
         row_event = np.repeat(np.arange(len(events)), counts)
@@ -205,22 +211,46 @@ class ObjectKind(UnitKind):
 
     def row_partners(self, unit: Unit, events: ak.Array, report: ExtractionReport) -> tuple[ak.Array, np.ndarray, np.ndarray]:
         """The selected source objects, each one's event and the flat position in the reco collection of the object
-        it is trained on (-1: none): the reco objects the unit stands for."""
+        it is trained on (-1: none): the reco objects the unit stands for (the ``match.rank``-th of each source)."""
+        spec = unit.spec
+        rank = spec.match.rank if spec.match is not None else 1
+        reco_event, index = self._reached(unit, events, report)
+        source_counts = self._source_counts(unit, events)
+        partner, held, dangling = _ranked_partner(source_counts, reco_event, index, rank)
+        report.dangling_index += dangling
+        report.shared_partner += int(np.sum(held > rank))
+        rows = self._held_rows(unit, self.rows(unit, events), source_counts, held)
+        offsets = np.r_[0, np.cumsum(source_counts)]
+        row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
+        return rows, row_event, partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
+
+    def _reached(self, unit: Unit, events: ak.Array, report: ExtractionReport) -> tuple[np.ndarray, np.ndarray]:
+        """Each object of the unit's reco collection: its event and the index of the source object it reaches
+        (-1: none, or cut by ``match.selection``)."""
         spec = unit.spec
         reco = self._reco(unit, events)
-        rows = self.rows(unit, events)
-        assert spec.source.collection is not None
-        source_counts = ak.to_numpy(ak.num(events[spec.source.collection], axis=1))
         reco_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(reco, axis=1)))
         index = self._source_index(unit, events, reco_event, report)
         if spec.match is not None and spec.match.selection:
             index[~_reco_selection(unit, events, reco, reco_event)] = -1
-        partner, dangling, shared = _first_partner(source_counts, reco_event, index)
-        report.dangling_index += dangling
-        report.shared_partner += shared
+        return reco_event, index
+
+    @staticmethod
+    def _source_counts(unit: Unit, events: ak.Array) -> np.ndarray:
+        assert unit.spec.source.collection is not None
+        return ak.to_numpy(ak.num(events[unit.spec.source.collection], axis=1))
+
+    @staticmethod
+    def _held_rows(unit: Unit, rows: ak.Array, source_counts: np.ndarray, held: np.ndarray) -> ak.Array:
+        """The rows whose source object already holds ``match.rank`` - 1 reco objects (all rows for rank 1)."""
+        rank = unit.spec.match.rank if unit.spec.match is not None else 1
+        if rank == 1:
+            return rows
+        counts = ak.to_numpy(ak.num(rows, axis=1))
         offsets = np.r_[0, np.cumsum(source_counts)]
-        row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
-        return rows, row_event, partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
+        row_event = np.repeat(np.arange(len(counts)), counts)
+        enough = held[offsets[row_event] + flat(rows["_index"]).astype(np.int64)] >= rank - 1
+        return rows[ak.unflatten(enough, counts)]
 
     def training_rows(self, unit, events, event_ids, report):
         spec = unit.spec
@@ -431,18 +461,21 @@ class EventKind(UnitKind):
         return table
 
 
-def _first_partner(n_source: np.ndarray, event: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """For every source object (``n_source`` per event), the flat position of the first object pointing to it
-    through ``index`` (flat, with each object's ``event``; -1 if none); also the number of indices out of range
-    and of source objects more than one object points to (only the first is their partner)."""
+def _ranked_partner(n_source: np.ndarray, event: np.ndarray, index: np.ndarray, rank: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
+    """For every source object (``n_source`` per event), the flat position of the ``rank``-th object (in their order:
+    the leading one for rank 1) pointing to it through ``index`` (flat, with each object's ``event``; -1 if none) and
+    how many objects point to it; also the number of indices out of range."""
     offsets = np.r_[0, np.cumsum(n_source)]
     valid, dangling = pointing(index, n_source[event])
-    partner = np.full(offsets[-1], -1, np.int64)
-    positions = np.flatnonzero(valid)[::-1]  # assign in reverse so the first (leading) reco object wins
+    positions = np.flatnonzero(valid)
     target = offsets[event[positions]] + index[positions]
-    partner[target] = positions
-    shared = int(np.sum(np.bincount(target, minlength=offsets[-1]) > 1)) if len(target) else 0
-    return partner, dangling, shared
+    held = np.bincount(target, minlength=offsets[-1])
+    order = np.argsort(target, kind="stable")  # by source object, each one's objects in their order
+    occurrence = np.arange(len(order)) - (np.cumsum(held) - held)[target[order]]
+    pick = order[occurrence == rank - 1]
+    partner = np.full(offsets[-1], -1, np.int64)
+    partner[target[pick]] = positions[pick]
+    return partner, held, dangling
 
 
 def _reco_selection(unit: Unit, events: ak.Array, reco: ak.Array, reco_event: np.ndarray) -> np.ndarray:
@@ -476,7 +509,7 @@ def _back_through(events: ak.Array, hops: list[tuple[str, str]], source: str, ro
     pointed = ak.to_numpy(ak.num(events[source], axis=1))  # objects per event of the collection ``index`` points into
     for collection, field in reversed(hops[1:]):
         counts = ak.to_numpy(ak.num(events[collection], axis=1))
-        partner, _, _ = _first_partner(pointed, np.repeat(np.arange(len(counts)), counts), flat(events[collection][field]).astype(np.int64))
+        partner = _ranked_partner(pointed, np.repeat(np.arange(len(counts)), counts), flat(events[collection][field]).astype(np.int64))[0]
         starts = np.r_[0, np.cumsum(counts)][:-1]
         found, _ = take(partner, pointed, row_event, index)
         index = np.where(found >= 0, found - starts[row_event], -1)

@@ -34,8 +34,8 @@ __all__ = [
 UNITS_ENV = "FLASHSIM_UNITS"
 # the zoo's default chain, in dependency order: the e/gamma units after the jets they link to; met conditions on
 # the muons' and jets' mismeasurement (refsim's MET does not see the electrons' and photons', README)
-DEFAULT_CHAIN = ("muon", "fakemuon", "jet", "fakejet", "electron", "electron_fromjet", "fakeelectron", "photon",
-                 "photon_fromjet", "photon_fromelectron", "fakephoton", "met")
+DEFAULT_CHAIN = ("muon", "fakemuon", "jet", "fakejet", "electron", "electron_fromjet", "electron_fromjet2", "fakeelectron",
+                 "photon", "photon_fromjet", "photon_fromelectron", "fakephoton", "met")
 
 _extracted = ExitStack()  # package data that only exists inside an archive, extracted once per process
 atexit.register(_extracted.close)

@@ -53,10 +53,13 @@ class Match(_Table):
 
     ``through`` lists the cross-references ``Collection.field`` in order: the first is a field of the unit's output
     collection, each indexes the collection of the next, the last the source collection. ``selection`` is a cut on
-    the reco objects the unit stands for (e.g. those no GenPart-sourced unit covers)."""
+    the reco objects the unit stands for (e.g. those no GenPart-sourced unit covers). ``rank`` k > 1: the unit stands
+    for the k-th such object of a source (in the collection's order), drawn on the sources already holding k - 1
+    objects of earlier units (a jet's second electron)."""
 
     through: list[str] = Field(min_length=1, max_length=4)
     selection: str | None = None
+    rank: int = Field(1, ge=1, le=4)
 
     @field_validator("through")
     @classmethod

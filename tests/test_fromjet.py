@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import awkward as ak
@@ -180,3 +181,53 @@ def test_match_selection_needs_one_reference_into_the_collection_it_reads(tmp_pa
     unit = load_unit(write_unit(tmp_path / "u", FROMJET_UNIT.replace("GenPart.pdgId", "GenJet.pt")), require_trained=False)
     with pytest.raises(InputError, match=r"GenJet\.pt needs GenJet_pt in the input and one cross-reference into it in 'Electron' \(has none\)"):
         unit.kind.training_rows(unit, _hand_built(), np.arange(3), ExtractionReport())
+
+
+def test_rank_two_pairs_each_genjet_holding_one_electron_with_its_second(tmp_path: Path):
+    text = FROMJET_UNIT.replace('selection = "abs(GenPart.pdgId) != 11" }', 'selection = "abs(GenPart.pdgId) != 11", rank = 2 }')
+    unit = load_unit(write_unit(tmp_path / "u", text), require_trained=False)
+    report = ExtractionReport()
+    table = unit.kind.training_rows(unit, _hand_built(), np.arange(3), report)
+    # the rows are the GenJets holding one such electron (GenJets 0 and 1 of event 0), paired with their second
+    assert list(table["event_id"]) == [0, 0] and list(table["ref.pt"]) == [50.0, 40.0]
+    assert list(table["reconstructed"]) == [False, True] and table["tgt.pt"][1] == 6.0
+    assert report.dangling_index == 2 and report.shared_partner == 0
+
+
+@pytest.mark.parametrize("rank", [0, 5])
+def test_rank_is_between_one_and_four(rank: int):
+    with pytest.raises(UnitError, match=r"match\.rank"):
+        _spec(FROMJET_UNIT.replace('selection = "abs(GenPart.pdgId) != 11" }', f'selection = "abs(GenPart.pdgId) != 11", rank = {rank} }}'))
+
+
+@pytest.fixture(scope="module")
+def second_unit(fromjet_unit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained tiny unit, drawing the second electron of a GenJet (its weights as they are: a test of the rows)."""
+    directory = tmp_path_factory.mktemp("second") / "tinyfromjet2"
+    shutil.copytree(fromjet_unit, directory)
+    spec = directory / "unit.toml"
+    text = spec.read_text().replace('name = "tinyfromjet"', 'name = "tinyfromjet2"')
+    spec.write_text(text.replace('selection = "abs(GenPart.pdgId) != 11" }', 'selection = "abs(GenPart.pdgId) != 11", rank = 2 }'))
+    return directory
+
+
+def test_a_second_electron_is_drawn_only_in_genjets_holding_a_first(trained_units, fromjet_unit, second_unit):
+    gen = synthetic_events(400, seed=9)
+    units = [trained_units["tinyjet"], trained_units["tinyfake"], fromjet_unit]
+    chain = Chain([*units[:2], second_unit, units[2]])
+    assert [u.name for u in chain.units][-2:] == ["tinyfromjet", "tinyfromjet2"]  # after the other units merging into Electron
+    first = Chain(units).process(gen, seed=2)
+    both = chain.process(gen, seed=2)
+    genjet_of = [{int(both.Jet.genJetIdx[i][j]) for j in e.jetIdx if j >= 0} for i, e in enumerate(both.Electron)]
+    n_first, n_both = ak.num(first.Electron), ak.num(both.Electron)
+    assert ak.all(n_both >= n_first) and ak.sum(n_both - n_first) > 10
+    for i in range(len(gen)):  # every GenJet holds its first electron before a second; the first unit's are unchanged
+        held = [int(first.Jet.genJetIdx[i][j]) for j in first.Electron.jetIdx[i] if j >= 0]
+        assert sorted(first.Electron.pt[i].tolist()) == sorted(set(first.Electron.pt[i].tolist()) & set(both.Electron.pt[i].tolist()))
+        assert genjet_of[i] <= set(held) | {-1}
+
+
+def test_chain_refuses_a_second_electron_with_no_first(trained_units, second_unit):
+    with pytest.raises(ChainError, match=r"unit 'tinyfromjet2' draws the Electron of rank 2 per GenJet object \(match\.rank\), after the "
+                                         r"Electron earlier units drew; no earlier unit of the chain produces 'Electron'"):
+        Chain([trained_units["tinyjet"], second_unit]).check(["GenJet", "GenPart", "Pileup"])
