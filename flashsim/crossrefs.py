@@ -13,18 +13,17 @@ import awkward as ak
 import numpy as np
 
 from flashsim.events import pointing
-from flashsim.kinematics import delta_phi
+from flashsim.kinematics import pairs_by_distance
 
 __all__ = ["BackReference", "BACK_REFERENCES", "ELECTRONS_IN_JETS", "PHOTONS_OF_ELECTRONS", "nearest", "with_back_references", "derived_fields"]
 
 
 def nearest(objects: ak.Array, others: ak.Array, max_dr: float) -> ak.Array:
     """Each object's nearest object of ``others`` in its event (local index) within ΔR < ``max_dr``, else -1 (int32)."""
-    pairs = ak.cartesian({"a": objects[["eta", "phi"]], "b": others[["eta", "phi"]]}, axis=1, nested=True)
-    dr = np.hypot(pairs.a.eta - pairs.b.eta, delta_phi(pairs.a.phi, pairs.b.phi))
-    best = ak.argmin(dr, axis=2, keepdims=True)
-    within = ak.fill_none(ak.firsts(dr[best], axis=2) < max_dr, False)
-    return ak.values_astype(ak.where(within, ak.fill_none(ak.firsts(best, axis=2), -1), -1), np.int32)
+    counts, other_counts = (ak.to_numpy(ak.num(c, axis=1)) for c in (objects, others))
+    index, dr = pairs_by_distance(objects, others).nearest()
+    first_other = np.repeat(np.cumsum(other_counts) - other_counts, counts)
+    return ak.unflatten(np.where((index >= 0) & (dr < max_dr), index - first_other, -1).astype(np.int32), counts)
 
 
 @dataclass(frozen=True)

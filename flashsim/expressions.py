@@ -152,5 +152,26 @@ def parse(expression: str, where: str = "selection") -> Cut:
 
 
 def select(expression: str, objects: ak.Array, where: str = "selection") -> Any:
-    """Evaluate a cut such as ``(abs(pdgId) == 13) & (status == 1)`` on a collection (no Python eval of arbitrary code)."""
-    return parse(expression, where)(objects, where)
+    """Evaluate a cut such as ``(abs(pdgId) == 13) & (status == 1)`` on a collection (no Python eval of arbitrary code);
+    on a jagged collection of numeric fields, on their flat numpy values (one awkward broadcast per operation is slow)."""
+    cut = parse(expression, where)
+    columns = _flat_columns(objects, cut.names)
+    if columns is None:
+        return cut(objects, where)
+    counts = ak.num(objects, axis=1)
+    result = cut(columns, where)
+    return ak.unflatten(np.broadcast_to(result, (int(ak.sum(counts)),)), counts)
+
+
+def _flat_columns(objects: Any, names: frozenset[str]) -> dict[str, np.ndarray] | None:
+    """The flat numpy values of the ``names`` of a jagged record array (None where it is not one, lacks a name, or a
+    field is not plain numbers: the general path then evaluates, or names the missing field)."""
+    if not isinstance(objects, ak.Array) or objects.ndim != 2 or not objects.fields or not names <= set(objects.fields):
+        return None
+    columns = {}
+    for name in names:
+        values = ak.flatten(objects[name], axis=1)
+        if not values.layout.is_numpy:
+            return None
+        columns[name] = ak.to_numpy(values)
+    return columns

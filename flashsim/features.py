@@ -28,7 +28,7 @@ from typing_extensions import override
 
 from flashsim.errors import InputError, UnitError
 from flashsim.expressions import parse, select
-from flashsim.kinematics import delta_phi
+from flashsim.kinematics import delta_phi, pairs_by_distance
 from flashsim.registry import Registry, suggest
 
 vector.register_awkward()
@@ -422,30 +422,31 @@ def _leading_values(feat: Leading, events: ak.Array, objects: ak.Array, where: s
     return out
 
 
+def _flat(values: ak.Array) -> np.ndarray:
+    return ak.to_numpy(ak.flatten(values, axis=None))
+
+
+def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` where ``index >= 0``, 0 elsewhere (also when there are no values)."""
+    out = np.zeros(len(index), np.float64)
+    out[index >= 0] = values[index[index >= 0]]
+    return out
+
+
 def _nearest(rows: ak.Array | None, others: ak.Array, k: int, fields: list[str], names: list[str], where: str,
              exclude_self: bool = False) -> dict[str, ak.Array]:
     """The k nearest ``others`` in ΔR; ``exclude_self`` skips ΔR = 0, the row itself when ``others``
     is the unit's own source collection (a jet's nearest neighbouring jet)."""
     if rows is None:
         raise UnitError(f"{where}: feature 'nearest' needs a source collection")
-    pairs = ak.cartesian({"a": rows, "b": others}, axis=1, nested=True)
-    a = ak.zip({"eta": pairs.a.eta, "phi": pairs.a.phi, "pt": pairs.a.pt, "mass": pairs.a.mass}, with_name="Momentum4D")
-    b = ak.zip({"eta": pairs.b.eta, "phi": pairs.b.phi, "pt": pairs.b.pt, "mass": pairs.b.mass}, with_name="Momentum4D")
-    dr = a.deltaR(b)
-    if exclude_self:
-        keep = dr > 0
-        dr, pairs = dr[keep], pairs[keep]
-    order = ak.argsort(dr, axis=2)
-    dr_sorted = dr[order]
-    other_sorted = pairs.b[order]
+    counts = ak.to_numpy(ak.num(rows, axis=1))
+    pairs = pairs_by_distance(rows, others, exclude_self)
+    values_of = {f: _flat(_field(others, f, where)) for f in fields if f != "dr"}
     out: dict[str, ak.Array] = {}
     names_iter = iter(names)
     for i in range(k):
+        chosen, dr = pairs.nearest(i)
         for f in fields:
-            name = next(names_iter)
-            if f == "dr":
-                values = ak.fill_none(ak.pad_none(dr_sorted, k, axis=2)[:, :, i], _FAR)
-            else:
-                values = ak.fill_none(ak.pad_none(_field(other_sorted, f, where), k, axis=2)[:, :, i], 0.0)
-            out[name] = values
+            values = np.where(chosen >= 0, dr, _FAR) if f == "dr" else _take(values_of[f], chosen)
+            out[next(names_iter)] = ak.unflatten(values, counts)
     return out

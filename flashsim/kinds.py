@@ -26,7 +26,7 @@ from typing_extensions import override
 from flashsim import event_outputs
 from flashsim.errors import ChainError, InputError, UnitError
 from flashsim.events import pointing, references_to, take
-from flashsim.expressions import REFERENCE_CUTS, select
+from flashsim.expressions import REFERENCE_CUTS, parse, select
 from flashsim.models import check_model_config
 from flashsim.registry import Registry
 from flashsim.streams import RowNoise, mix
@@ -108,13 +108,22 @@ class UnitKind:
     def _finish(unit: Unit, output: ak.Array) -> ak.Array:
         """Apply the ``output_rules`` in order, then the ``output_selection``; the values kept are checked (``check_drawn``)."""
         spec = unit.spec
+        if not spec.output_rules and not spec.output_selection:
+            unit.check_drawn({c: output[c] for c in output.fields})
+            return output
+        jagged = output.ndim > 1
+        columns = {c: flat(output[c]) for c in output.fields}  # the rules on flat numpy columns (awkward broadcasts are slow)
+        event = np.repeat(np.arange(len(output)), ak.to_numpy(ak.num(output, axis=1))) if jagged else np.arange(len(output))
         for rule in spec.output_rules:
-            mask = select(rule.where, output, f"unit {unit.name!r} output_rules")
+            mask = np.broadcast_to(parse(rule.where, f"unit {unit.name!r} output_rules")(columns), event.shape)
             for column in rule.columns:
-                dtype = flat(output[column]).dtype
-                output = ak.with_field(output, ak.values_astype(ak.where(mask, rule.value, output[column]), dtype), column)
+                columns[column] = np.where(mask, rule.value, columns[column]).astype(columns[column].dtype)
         if spec.output_selection:
-            output = output[select(spec.output_selection, output, f"unit {unit.name!r} output_selection")]
+            keep = np.broadcast_to(parse(spec.output_selection, f"unit {unit.name!r} output_selection")(columns), event.shape)
+            columns = {c: v[keep] for c, v in columns.items()}
+            event = event[keep]
+        output = ak.zip({c: ak.unflatten(v, np.bincount(event, minlength=len(output))) for c, v in columns.items()} if jagged
+                        else columns)
         unit.check_drawn({c: output[c] for c in output.fields})
         return output
 

@@ -64,3 +64,46 @@ def test_nearest_other_jet_excludes_the_jet_itself() -> None:
     assert cols["genjet1_dr"].tolist() == [pytest.approx([0.5, 0.5, 1.5]), [10.0]]  # and the far ΔR
     with_self = compute({**spec, "exclude_self": False}, events, events.GenJet, "unit 'jet'")
     assert with_self["genjet1_dr"].tolist() == [[0.0, 0.0, 0.0], [0.0]]
+
+
+def _nearest_by_brute_force(rows: ak.Array, others: ak.Array, k: int, field: str, exclude_self: bool) -> tuple[list, list]:
+    """Per row, the ΔR and ``field`` of its k nearest others, from a plain loop (10 and 0 where there are fewer)."""
+    import math
+
+    drs, values = [], []
+    for event_rows, event_others in zip(rows.tolist(), others.tolist()):
+        for row in event_rows:
+            pairs = []
+            for other in event_others:
+                dphi = (row["phi"] - other["phi"] + math.pi) % (2 * math.pi) - math.pi
+                dr = math.hypot(row["eta"] - other["eta"], dphi)
+                if dr > 0 or not exclude_self:
+                    pairs.append((dr, other[field]))
+            pairs.sort(key=lambda p: p[0])
+            pairs += [(10.0, 0)] * k
+            drs.append([p[0] for p in pairs[:k]])
+            values.append([p[1] for p in pairs[:k]])
+    return drs, values
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_nearest_gives_the_k_nearest_in_delta_r(exclude_self: bool) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 5, 200)
+    counts_other = rng.integers(0, 4, 200)
+    jets = ak.unflatten(ak.zip({"eta": rng.uniform(-3, 3, counts.sum()), "phi": rng.uniform(-np.pi, np.pi, counts.sum()),
+                                "pt": rng.uniform(10, 100, counts.sum())}), counts)
+    parts = ak.unflatten(ak.zip({"eta": rng.uniform(-3, 3, counts_other.sum()), "phi": rng.uniform(-np.pi, np.pi, counts_other.sum()),
+                                 "pdgId": rng.choice([11, -11, 22], counts_other.sum())}), counts_other)
+    events = ak.zip({"GenJet": jets, "GenPart": parts}, depth_limit=1)
+    others, field = (events.GenJet, "pt") if exclude_self else (events.GenPart, "pdgId")
+    spec = {"feature": "nearest", "collection": "GenJet" if exclude_self else "GenPart", "k": 2, "fields": ["dr", field],
+            "exclude_self": exclude_self, "name": "n"}
+    cols = compute(spec, events, events.GenJet, "unit 'jet'")
+    drs, values = _nearest_by_brute_force(events.GenJet, others, 2, field, exclude_self)
+    for i in range(2):
+        assert ak.num(cols[f"n{i + 1}_dr"]).tolist() == counts.tolist()
+        assert np.allclose(ak.flatten(cols[f"n{i + 1}_dr"]).to_numpy(), [d[i] for d in drs], rtol=1e-12)
+        assert np.allclose(ak.flatten(cols[f"n{i + 1}_{field}"]).to_numpy(), [v[i] for v in values])
