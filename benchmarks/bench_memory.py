@@ -20,9 +20,8 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from flashsim.chain import EVENT_ID_COLUMNS, GEN_PREFIXES
 from flashsim.locations import DEFAULT_CHAIN
-
-RECO = ("Jet", "Muon", "MET", "Electron", "Photon", "PV", "fixedGridRhoFastjetAll")  # refsim's detector output: not GEN input
 
 CHILD = """
 import resource, sys, warnings
@@ -45,7 +44,7 @@ def main() -> None:
     from flashsim.io import NanoAODWriter, read_events
 
     base = read_events(args.input)
-    base = base[[f for f in base.fields if f not in RECO]]
+    base = base[[f for f in base.fields if f in EVENT_ID_COLUMNS or f.startswith(GEN_PREFIXES)]]  # GEN input only
     print(f"chain {args.chain}, chunks of {args.step_size:,} events, input {args.input} repeated")
     print(f"{'events':>10s} {'input MB':>9s} {'peak RSS MiB':>13s} {'s':>7s} {'events/s':>9s}")
     with tempfile.TemporaryDirectory() as tmp:

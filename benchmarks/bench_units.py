@@ -30,7 +30,7 @@ import awkward as ak
 import numpy as np
 import torch
 
-from flashsim.chain import Chain
+from flashsim.chain import EVENT_ID_COLUMNS, GEN_PREFIXES, Chain
 from flashsim.io import read_events
 from flashsim.models import PRECISIONS
 from flashsim.validate import gen_efficiency_objects, validate
@@ -457,7 +457,9 @@ def main() -> None:
     chain = Chain(args.chain.split(","), precision=args.precision)
     print(f"chain {chain}, {args.precision} conditioners")
     ref = read_events(args.input)
-    gen = ref[[f for f in ref.fields if f not in chain.outputs]]
+    # the GEN part (what a GEN file of these events holds) and any other input the chain reads but does not draw;
+    # refsim's other reco collections stay out of the flash events
+    gen = ref[[f for f in ref.fields if f in EVENT_ID_COLUMNS or f.startswith(GEN_PREFIXES) or (f in chain.inputs and f not in chain.outputs)]]
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed = {seed: run_seed(chain, gen, ref, seed, args.ablation, args.out / f"seed_{seed}" if len(seeds) > 1 else args.out,
                                args.efficiency_oversample) for seed in seeds}
