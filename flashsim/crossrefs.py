@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-from flashsim.events import pointing
+from flashsim.events import group_ranks, pointing
 from flashsim.kinematics import pairs_by_distance
 
 __all__ = ["BackReference", "BACK_REFERENCES", "ELECTRONS_IN_JETS", "PHOTONS_OF_ELECTRONS", "nearest", "with_back_references", "derived_fields"]
@@ -52,9 +52,7 @@ class BackReference:
         target = (np.cumsum(target_counts) - target_counts)[event[inside]] + pointer[inside]
         local = local[inside]
         n_target = int(np.sum(target_counts))
-        count = np.bincount(target, minlength=n_target)
-        order = np.lexsort((local, target))
-        rank = np.arange(len(order)) - (np.cumsum(count) - count)[target[order]]  # 0 for the first source object of a target
+        order, rank, count = group_ranks(target, n_target, within=local)  # rank 0: the first source object of a target
         out = {}
         for k, name in enumerate(self.first):
             values = np.full(n_target, -1, np.int32)

@@ -14,7 +14,8 @@ from functools import cache
 import awkward as ak
 import numpy as np
 
-__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "pointing", "take"]
+__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "pointing", "take", "flat",
+           "group_ranks"]
 
 
 def collection_of(branch: str) -> str:
@@ -102,3 +103,16 @@ def take(values: np.ndarray, counts: np.ndarray, event: np.ndarray, index: np.nd
     out = np.full(len(index), fill, values.dtype)
     out[valid] = values[start[event[valid]] + index[valid]]
     return out, dangling
+
+
+def flat(values: ak.Array) -> np.ndarray:
+    """A jagged or flat awkward column as a flat numpy array."""
+    return ak.to_numpy(ak.flatten(values, axis=None) if values.ndim > 1 else values)
+
+
+def group_ranks(group: np.ndarray, n_groups: int, within: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items sorted by ``group`` (0 to ``n_groups`` - 1), then by ``within`` (else in their order): the sorting order,
+    each sorted item's rank in its group (0: the first) and the number of items per group."""
+    order = np.argsort(group, kind="stable") if within is None else np.lexsort((within, group))
+    held = np.bincount(group, minlength=n_groups)
+    return order, np.arange(len(order)) - (np.cumsum(held) - held)[group[order]], held

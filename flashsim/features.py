@@ -27,6 +27,7 @@ import vector
 from typing_extensions import override
 
 from flashsim.errors import InputError, UnitError
+from flashsim.events import flat
 from flashsim.expressions import parse, select
 from flashsim.kinematics import delta_phi, pairs_by_distance
 from flashsim.registry import Registry, suggest
@@ -422,10 +423,6 @@ def _leading_values(feat: Leading, events: ak.Array, objects: ak.Array, where: s
     return out
 
 
-def _flat(values: ak.Array) -> np.ndarray:
-    return ak.to_numpy(ak.flatten(values, axis=None))
-
-
 def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """``values[index]`` where ``index >= 0``, 0 elsewhere (also when there are no values)."""
     out = np.zeros(len(index), np.float64)
@@ -441,7 +438,7 @@ def _nearest(rows: ak.Array | None, others: ak.Array, k: int, fields: list[str],
         raise UnitError(f"{where}: feature 'nearest' needs a source collection")
     counts = ak.to_numpy(ak.num(rows, axis=1))
     pairs = pairs_by_distance(rows, others, exclude_self)
-    values_of = {f: _flat(_field(others, f, where)) for f in fields if f != "dr"}
+    values_of = {f: flat(_field(others, f, where)) for f in fields if f != "dr"}
     out: dict[str, ak.Array] = {}
     names_iter = iter(names)
     for i in range(k):

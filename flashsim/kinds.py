@@ -25,7 +25,7 @@ from typing_extensions import override
 
 from flashsim import event_outputs
 from flashsim.errors import ChainError, InputError, UnitError
-from flashsim.events import pointing, references_to, take
+from flashsim.events import flat, group_ranks, pointing, references_to, take
 from flashsim.expressions import REFERENCE_CUTS, parse, select
 from flashsim.models import check_model_config
 from flashsim.registry import Registry
@@ -46,11 +46,6 @@ EVENT_ID = "event_id"
 _EVENT_ONLY = ("selection", "event_columns", "target_features", "training_selection", "outputs")
 
 Outputs = dict[str, ak.Array]
-
-
-def flat(values: ak.Array) -> np.ndarray:
-    """A jagged or flat awkward column as a flat numpy array."""
-    return ak.to_numpy(ak.flatten(values, axis=None) if values.ndim > 1 else values)
 
 
 def _flat64(values: ak.Array) -> np.ndarray:
@@ -184,9 +179,7 @@ class ObjectKind(UnitKind):
         assert coll is not None
         rows = self.rows(unit, events)
         if spec.match is not None and spec.match.rank > 1:  # the sources already holding rank - 1 objects of earlier units
-            from flashsim.datasets import ExtractionReport
-
-            reco_event, index = self._reached(unit, events, ExtractionReport())
+            reco_event, index = self._reached(unit, events)
             source_counts = self._source_counts(unit, events)
             rows = self._held_rows(unit, rows, source_counts, _ranked_partner(source_counts, reco_event, index, spec.match.rank)[1])
         context = unit.context_array(unit.context_columns(events, rows))
@@ -229,13 +222,12 @@ class ObjectKind(UnitKind):
         report.dangling_index += dangling
         report.shared_partner += int(np.sum(held > rank))
         rows = self._held_rows(unit, self.rows(unit, events), source_counts, held)
-        offsets = np.r_[0, np.cumsum(source_counts)]
-        row_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(rows, axis=1)))
-        return rows, row_event, partner[offsets[row_event] + flat(rows["_index"]).astype(np.int64)]
+        row_event, position = _row_positions(rows, source_counts)
+        return rows, row_event, partner[position]
 
-    def _reached(self, unit: Unit, events: ak.Array, report: ExtractionReport) -> tuple[np.ndarray, np.ndarray]:
+    def _reached(self, unit: Unit, events: ak.Array, report: ExtractionReport | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Each object of the unit's reco collection: its event and the index of the source object it reaches
-        (-1: none, or cut by ``match.selection``)."""
+        (-1: none, or cut by ``match.selection``); dangling indices are counted in ``report`` when given."""
         spec = unit.spec
         reco = self._reco(unit, events)
         reco_event = np.repeat(np.arange(len(events)), ak.to_numpy(ak.num(reco, axis=1)))
@@ -255,11 +247,8 @@ class ObjectKind(UnitKind):
         rank = unit.spec.match.rank if unit.spec.match is not None else 1
         if rank == 1:
             return rows
-        counts = ak.to_numpy(ak.num(rows, axis=1))
-        offsets = np.r_[0, np.cumsum(source_counts)]
-        row_event = np.repeat(np.arange(len(counts)), counts)
-        enough = held[offsets[row_event] + flat(rows["_index"]).astype(np.int64)] >= rank - 1
-        return rows[ak.unflatten(enough, counts)]
+        enough = held[_row_positions(rows, source_counts)[1]] >= rank - 1
+        return rows[ak.unflatten(enough, ak.num(rows, axis=1))]
 
     def training_rows(self, unit, events, event_ids, report):
         spec = unit.spec
@@ -276,7 +265,7 @@ class ObjectKind(UnitKind):
         return table
 
     @staticmethod
-    def _source_index(unit: Unit, events: ak.Array, reco_event: np.ndarray, report: ExtractionReport) -> np.ndarray:
+    def _source_index(unit: Unit, events: ak.Array, reco_event: np.ndarray, report: ExtractionReport | None) -> np.ndarray:
         """Each reco object's index into the source collection, followed through the unit's cross-references (-1: none)."""
         spec = unit.spec
         index = None
@@ -289,7 +278,8 @@ class ObjectKind(UnitKind):
                 continue
             counts = ak.to_numpy(ak.num(events[collection], axis=1))
             index, dangling = take(values, counts, reco_event, index)
-            report.dangling_index += dangling
+            if report is not None:
+                report.dangling_index += dangling
         assert index is not None
         return index
 
@@ -470,6 +460,12 @@ class EventKind(UnitKind):
         return table
 
 
+def _row_positions(rows: ak.Array, source_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each selected source row's event and flat position in its whole source collection (``source_counts`` per event)."""
+    row_event = np.repeat(np.arange(len(rows)), ak.to_numpy(ak.num(rows, axis=1)))
+    return row_event, (np.cumsum(source_counts) - source_counts)[row_event] + flat(rows["_index"]).astype(np.int64)
+
+
 def _ranked_partner(n_source: np.ndarray, event: np.ndarray, index: np.ndarray, rank: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
     """For every source object (``n_source`` per event), the flat position of the ``rank``-th object (in their order:
     the leading one for rank 1) pointing to it through ``index`` (flat, with each object's ``event``; -1 if none) and
@@ -478,9 +474,7 @@ def _ranked_partner(n_source: np.ndarray, event: np.ndarray, index: np.ndarray, 
     valid, dangling = pointing(index, n_source[event])
     positions = np.flatnonzero(valid)
     target = offsets[event[positions]] + index[positions]
-    held = np.bincount(target, minlength=offsets[-1])
-    order = np.argsort(target, kind="stable")  # by source object, each one's objects in their order
-    occurrence = np.arange(len(order)) - (np.cumsum(held) - held)[target[order]]
+    order, occurrence, held = group_ranks(target, int(offsets[-1]))  # by source object, each one's objects in their order
     pick = order[occurrence == rank - 1]
     partner = np.full(offsets[-1], -1, np.int64)
     partner[target[pick]] = positions[pick]

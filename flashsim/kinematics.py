@@ -3,12 +3,13 @@ collections (nearest-object features, derived cross-references)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 import awkward as ak
 import numpy as np
+
+from flashsim.events import group_ranks
 
 __all__ = ["wrap_phi", "delta_phi", "Pairs", "pairs_by_distance"]
 
@@ -57,8 +58,5 @@ def pairs_by_distance(objects: ak.Array, others: ak.Array, exclude_self: bool = 
     if exclude_self:
         keep = dr > 0
         dr, pair_object, pair_other = dr[keep], pair_object[keep], pair_other[keep]
-    order = np.lexsort((dr, pair_object))  # by object, then ΔR (stable: ties keep the collection's order)
-    dr, pair_object, pair_other = dr[order], pair_object[order], pair_other[order]
-    held = np.bincount(pair_object, minlength=len(object_event))
-    rank = np.arange(len(pair_object)) - (np.cumsum(held) - held)[pair_object]
-    return Pairs(pair_object, pair_other, dr, rank, len(object_event))
+    order, rank, _ = group_ranks(pair_object, len(object_event), within=dr)  # by object, then ΔR (ties: the collection's order)
+    return Pairs(pair_object[order], pair_other[order], dr[order], rank, len(object_event))
