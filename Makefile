@@ -77,7 +77,7 @@ data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
 	$(REFSIM) --nano-version v15 --process ttbar --events 5000 --seed 303 -o $@
 
 # refsim 2 samples (per-seed pileup pools, electrons and photons; NanoAOD v9, one worker each so that a seed
-# gives the same file): the jet, fakejet, fakemuon, met and e/gamma units, the 30k held-out ttbar of
+# gives the same file): the jet, fakejet, fakemuon, met, puppimet and e/gamma units, the 30k held-out ttbar of
 # benchmarks/bench_units.py. About 2 h 30 min of one core in all (the 100k pools about 15 min each).
 REFSIM2 := $(VENV)/bin/flashsim refsim --pileup 35
 TRAIN_DATA_2 := data/refsim2/train_zee.root data/refsim2/train_ttbar.root data/refsim2/train_gjets.root \
@@ -123,7 +123,7 @@ data/refsim2/test_ttbar_30k_pool100k.root: | $(VENV)/.installed-refsim
 ZOO_UNITS := muon met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
 ZOO_UNITS_2 := jet fakemuon fakejet met electron photon electron_fromjet photon_fromjet photon_fromelectron \
-	fakeelectron fakephoton electron_fromjet2
+	fakeelectron fakephoton electron_fromjet2 puppimet
 .PHONY: train-units train-units-run3 train-units-2
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done

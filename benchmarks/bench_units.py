@@ -344,21 +344,22 @@ def fake_pair(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     return headline
 
 
-def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> dict[str, float]:
+def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None, met: str = "MET") -> dict[str, float]:
+    """Resolution per sumEt bin and the correlation with the upstream mismeasurement of one MET (PF or PUPPI)."""
     def met_xy(ev: ak.Array) -> tuple[np.ndarray, np.ndarray]:
-        x = ak.to_numpy(ev.MET.pt * np.cos(ev.MET.phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi))
-        y = ak.to_numpy(ev.MET.pt * np.sin(ev.MET.phi) - ev.GenMET.pt * np.sin(ev.GenMET.phi))
+        x = ak.to_numpy(ev[met].pt * np.cos(ev[met].phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi))
+        y = ak.to_numpy(ev[met].pt * np.sin(ev[met].phi) - ev.GenMET.pt * np.sin(ev.GenMET.phi))
         return x, y
 
-    sumet = ak.to_numpy(ref.MET.sumEt)
+    sumet = ak.to_numpy(ref[met].sumEt)
     edges = np.quantile(sumet, np.linspace(0, 1, 6))
     edges[-1] = np.nextafter(edges[-1], np.inf)  # the largest reference sumEt falls in the last bin
     fx, fy = met_xy(flash)
     rx, ry = met_xy(ref)
-    fsum = ak.to_numpy(flash.MET.sumEt)
+    fsum = ak.to_numpy(flash[met].sumEt)
     pf = response_profile(np.r_[fsum, fsum], np.r_[fx, fy], edges)
     pr = response_profile(np.r_[sumet, sumet], np.r_[rx, ry], edges)
-    _rows("MET x/y resolution (reco - gen, IQR/1.349) vs sumEt, diff % +- its bootstrap error",
+    _rows(f"{met} x/y resolution (reco - gen, IQR/1.349) vs sumEt, diff % +- its bootstrap error",
           f"{'sumEt':>15s} {'ref':>7s} {'flash':>7s} {'diff %':>12s}")
     worst, worst_excess = 0.0, -np.inf
     for i in range(len(edges) - 1):
@@ -375,15 +376,21 @@ def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None) -> di
     def corr(ev: ak.Array, name: str = "Jet", gen_name: str = "GenJet", index: str = "genJetIdx") -> float:
         return float(np.corrcoef(met_xy(ev)[0], mismeasure_x(ev, name, gen_name, index))[0, 1])
 
-    _rows("Correlation of (MET - GenMET)_x with the jets' total mismeasurement (sum reco - gen)_x", "")
+    _rows(f"Correlation of ({met} - GenMET)_x with the jets' total mismeasurement (sum reco - gen)_x", "")
     print(f"reference {corr(ref):+.3f}   flash (upstream reco conditioning) {corr(flash):+.3f}"
           + (f"   flash GEN-only MET (ablation) {corr(ablation):+.3f}" if ablation is not None else ""))
     for name in ("Muon", "Electron", "Photon"):  # the gen-matched leptons and photons the chain drew, if any
         if name in flash.fields and "genPartIdx" in flash[name].fields:
             print(f"with the {name}s' (sum reco - gen)_x: reference {corr(ref, name, 'GenPart', 'genPartIdx'):+.3f}   "
                   f"flash {corr(flash, name, 'GenPart', 'genPartIdx'):+.3f}")
-    headline = {"MET res worst %": worst, "MET res excess sig": worst_excess, "MET corr ref": corr(ref), "MET corr flash": corr(flash)}
-    return headline | ({"MET corr GEN-only": corr(ablation)} if ablation is not None else {})
+    headline = {f"{met} res worst %": worst, f"{met} res excess sig": worst_excess, f"{met} corr ref": corr(ref),
+                f"{met} corr flash": corr(flash)}
+    if met != "MET" and "MET" in flash.fields:  # how the two MET mismeasurements go together
+        with_pf = {name: float(np.corrcoef(met_xy(ev)[0], ak.to_numpy(ev.MET.pt * np.cos(ev.MET.phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi)))[0, 1])
+                   for name, ev in (("ref", ref), ("flash", flash))}
+        print(f"with the PF MET's (MET - GenMET)_x: reference {with_pf['ref']:+.3f}   flash {with_pf['flash']:+.3f}")
+        headline |= {f"{met} corr PF ref": with_pf["ref"], f"{met} corr PF flash": with_pf["flash"]}
+    return headline | ({f"{met} corr GEN-only": corr(ablation)} if ablation is not None else {})
 
 
 def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_unit: str | None, out: Path,
@@ -395,7 +402,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
     print(f"\n######## seed {seed}: chain {chain}, {len(ref)} held-out events, {elapsed:.2f} s in memory "
           f"({len(ref) / elapsed:,.0f} events/s, {torch.get_num_threads()} threads)")
     headline = {"chain events/s": len(ref) / elapsed}
-    collections = [c for c in ("Muon", "Jet", "MET", *PARTIAL) if c in chain.outputs]
+    collections = [c for c in ("Muon", "Jet", "MET", "PuppiMET", *PARTIAL) if c in chain.outputs]
     compared = ref
     for name in PARTIAL:
         if name in collections:
@@ -422,6 +429,8 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
             without = [u for u in chain.units if u.spec.output != "MET"]
             ablation = Chain([*without, ablation_unit], precision=chain.precision).run(gen, seed=seed)
         headline |= met_studies(flash, ref, ablation)
+    if "PuppiMET" in collections:
+        headline |= met_studies(flash, ref, None, "PuppiMET")
     print(f"report: {out / 'report.html'}")
     return headline
 

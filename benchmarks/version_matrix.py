@@ -1,9 +1,9 @@
-"""Every NanoAOD version end to end: refsim in that version's schema -> `dataset` rows for every zoo unit ->
-a short training -> `generate --keep-gen` with the zoo's Run-2 chain (v7, v9) or Run-3 chain (v12, v15) -> uproot,
-coffea (Jet.matched_gen) and ROOT.
+"""Every NanoAOD version end to end: refsim in that version's schema -> `dataset` rows for every zoo unit of the
+default and Run-3 chains -> a short training -> `generate --keep-gen` with the zoo's Run-2 chain (v7, v9) or Run-3
+chain (v12, v15) -> uproot, coffea (Jet.matched_gen, Electron, Photon, PuppiMET) and ROOT.
 
-Prints one markdown table (version x unit: training rows with a reco target, or why none) and the readers'
-verdicts. About 4 minutes on 2 cores at the default 1,000 ttbar events per version.
+Prints one markdown table (unit x version: training rows with a reco target, or why none) and the readers'
+verdicts per version.
 
     python benchmarks/version_matrix.py [--events 1000] [--workdir /tmp/flashsim-versions]
 """
@@ -21,16 +21,16 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from flashsim.chain import DEFAULT_CHAIN, Chain
+from flashsim.chain import Chain
 from flashsim.datasets import extract
 from flashsim.errors import FlashsimError
 from flashsim.io import open_source
 from flashsim.io.schema import VERSIONS, nano_version
+from flashsim.locations import DEFAULT_CHAIN, RUN3_CHAIN
 from flashsim.recipe import load_recipe
 from flashsim.train import train_unit
 from flashsim.unit import load_unit
 
-RUN3_CHAIN = ("muon", "jet_run3", "fakejet_run3", "met")
 SHORT_RECIPE = """unit = "{unit}"
 output = "{output}"
 [data]
@@ -76,11 +76,20 @@ def readers(source: Path, output: Path, chain: tuple[str, ...]) -> str:
         Chain(chain).generate(source, output, keep_gen=True)
         nano = NanoEventsFactory.from_root({str(output): "Events"}, schemaclass=NanoAODSchema, mode="eager").events()
         matched = int(ak.sum(~ak.is_none(nano.Jet.matched_gen.pt, axis=1)))
-    jets = uproot.open(output)["Events"].arrays(["Jet_pt", "Jet_genJetIdx"])
-    uproot_ok = int(ak.sum(jets.Jet_genJetIdx >= 0)) == matched
-    total = ROOT.RDataFrame("Events", str(output)).Define("s", "Sum(Jet_pt)").Sum("s").GetValue()
-    root_ok = np.isclose(total, float(ak.sum(ak.values_astype(jets.Jet_pt, np.float64))), rtol=1e-6)
-    return f"uproot {'ok' if uproot_ok else 'MISMATCH'}, coffea matched_gen {matched:,} jets, RDataFrame {'ok' if root_ok else 'MISMATCH'}"
+        coffea_counts = [int(ak.sum(ak.num(nano[c]))) for c in ("Electron", "Photon")]
+        puppi = float(ak.sum(nano.PuppiMET.pt))
+    tree = uproot.open(output)["Events"]
+    columns = tree.arrays(["Jet_pt", "Jet_genJetIdx", "nElectron", "nPhoton", "PuppiMET_pt"])
+    uproot_ok = (int(ak.sum(columns.Jet_genJetIdx >= 0)) == matched
+                 and coffea_counts == [int(ak.sum(columns.nElectron)), int(ak.sum(columns.nPhoton))]
+                 and np.isclose(puppi, float(ak.sum(columns.PuppiMET_pt)), rtol=1e-6))
+    frame = ROOT.RDataFrame("Events", str(output))
+    sums = frame.Define("s", "Sum(Jet_pt)").Sum("s"), frame.Sum("nElectron"), frame.Sum("PuppiMET_pt")
+    expected = (float(ak.sum(ak.values_astype(columns.Jet_pt, np.float64))), float(ak.sum(columns.nElectron)),
+                float(ak.sum(ak.values_astype(columns.PuppiMET_pt, np.float64))))
+    root_ok = np.allclose([s.GetValue() for s in sums], expected, rtol=1e-6)
+    return (f"uproot {'ok' if uproot_ok else 'MISMATCH'}, coffea: matched_gen {matched:,} jets, {coffea_counts[0]:,} electrons, "
+            f"{coffea_counts[1]:,} photons; RDataFrame {'ok' if root_ok else 'MISMATCH'}")
 
 
 def main() -> None:
@@ -88,21 +97,27 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/flashsim-versions"))
     args = parser.parse_args()
-    units = ["muon", "jet", "fakejet", "jet_run3", "fakejet_run3", "met"]
-    print(f"| version | detected | {' | '.join(units)} | generate --keep-gen, then readers |")
-    print("|---" * (len(units) + 3) + "|")
+    units = list(dict.fromkeys(DEFAULT_CHAIN + RUN3_CHAIN))
+    cells: dict[str, list[str]] = {unit: [] for unit in units}
+    verdicts = []
     for version in VERSIONS:
         workdir = args.workdir / version
         workdir.mkdir(parents=True, exist_ok=True)
         source = workdir / "refsim_ttbar.root"
         started = time.perf_counter()
         refsim(version, args.events, source)
-        cells = [rows_and_training(u, source, workdir) for u in units]
+        for unit in units:
+            cells[unit].append(rows_and_training(unit, source, workdir))
         chain = RUN3_CHAIN if nano_version(version).run == 3 else DEFAULT_CHAIN
-        verdict = f"{','.join(chain)}: " + readers(source, workdir / "flash.root", chain)
-        print(f"| {version} | {open_source(source).version} | {' | '.join(cells)} | {verdict} |"
-              f"  <!-- {time.perf_counter() - started:.0f} s -->", flush=True)
-
+        verdicts.append(f"- {version} (detected {open_source(source).version}), "
+                        f"{'Run-3' if chain == RUN3_CHAIN else 'default'} chain: {readers(source, workdir / 'flash.root', chain)}"
+                        f" ({time.perf_counter() - started:.0f} s)")
+        print(verdicts[-1], flush=True)
+    print(f"\n| unit | {' | '.join(VERSIONS)} |")
+    print("|---" * (len(VERSIONS) + 1) + "|")
+    for unit in units:
+        print(f"| {unit} | {' | '.join(cells[unit])} |")
+    print("\n" + "\n".join(verdicts))
 
 if __name__ == "__main__":
     main()

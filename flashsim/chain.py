@@ -20,6 +20,7 @@ from flashsim.crossrefs import with_back_references
 from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, OutputError
 from flashsim.events import collection_of, from_branches
 from flashsim.io import NanoAODWriter, open_source, resolve_inputs
+from flashsim.io.derived import left_out_on_write
 from flashsim.io.schema import NanoVersion, nano_version
 from flashsim.input_checks import DeclaredRange, bad_events, declared_ranges
 from flashsim.locations import DEFAULT_CHAIN
@@ -206,7 +207,7 @@ class Chain:
         lacking: dict[str, list[str]] = {}  # branch -> the units writing it (one warning, however many units write it)
         for unit in self.units:
             for b in unit.spec.reco_branches:
-                if version.file_name(b) not in version.types and collection_of(b) in version.collections:
+                if version.file_name(b) not in version.types and collection_of(b) in version.collections and not left_out_on_write(b, version.working_names):
                     lacking.setdefault(version.file_name(b), []).append(unit.name)
         if lacking:
             listed = "; ".join(f"{b} (units {', '.join(names)})" for b, names in lacking.items())

@@ -27,15 +27,17 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 __all__ = [
-    "UNITS_ENV", "zoo_dir", "recipes_dir", "unit_search_path", "zoo_unit_names", "find_units",
+    "UNITS_ENV", "DEFAULT_CHAIN", "RUN3_CHAIN", "zoo_dir", "recipes_dir", "unit_search_path", "zoo_unit_names", "find_units",
     "resolve_unit_dir", "recipe_names", "resolve_recipe", "analyses_dir", "analysis_names", "resolve_analysis",
 ]
 
 UNITS_ENV = "FLASHSIM_UNITS"
 # the zoo's default chain, in dependency order: the e/gamma units after the jets they link to; met conditions on
-# the muons' and jets' mismeasurement (refsim's MET does not see the electrons' and photons', README)
+# the muons' and jets' mismeasurement (refsim's MET does not see the electrons' and photons', README), puppimet on met
 DEFAULT_CHAIN = ("muon", "fakemuon", "jet", "fakejet", "electron", "electron_fromjet", "electron_fromjet2", "fakeelectron",
-                 "photon", "photon_fromjet", "photon_fromelectron", "fakephoton", "met")
+                 "photon", "photon_fromjet", "photon_fromelectron", "fakephoton", "met", "puppimet")
+# the same with the Run-3 jets (PNet/UParT taggers, multiplicities for the v15 jet ID) for NanoAOD v12 and v15 output
+RUN3_CHAIN = tuple({"jet": "jet_run3", "fakejet": "fakejet_run3"}.get(unit, unit) for unit in DEFAULT_CHAIN)
 
 _extracted = ExitStack()  # package data that only exists inside an archive, extracted once per process
 atexit.register(_extracted.close)

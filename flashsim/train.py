@@ -274,13 +274,16 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
 
     target_pipeline = TargetPipeline(spec.targets)
     pick = lambda cols, mask: {k: v[mask] for k, v in cols.items()}  # noqa: E731
+    # fitted on the rows the loss is computed on (training and validation): a class a categorical step learns from the
+    # data must include the validation rows' (a lostHits of 2 only among 70 validation electrons stopped a training)
+    fitting = train_mask | val_mask
     try:
-        context_pipeline = ContextPipeline(spec.context_steps()).fit({k: ctx[k][train_mask] for k in spec.context_columns})
+        context_pipeline = ContextPipeline(spec.context_steps()).fit({k: ctx[k][fitting] for k in spec.context_columns})
         context = torch.as_tensor(context_pipeline.forward({k: ctx[k] for k in spec.context_columns}))
-        target_pipeline.fit(pick(tgts, train_mask & labelled), pick(refs, train_mask & labelled),
+        target_pipeline.fit(pick(tgts, fitting & labelled), pick(refs, fitting & labelled),
                             np.random.default_rng(recipe.fit_config().seed))
     except ValueError as exc:  # a value outside a transform's domain: name the unit and stop before training
-        raise InputError(f"unit {spec.name!r}: preprocessing cannot be fitted on the training data: {exc}") from exc
+        raise InputError(f"unit {spec.name!r}: preprocessing cannot be fitted on the training and validation data: {exc}") from exc
 
     def targets_for(mask: np.ndarray, epoch: int) -> torch.Tensor:
         rng = np.random.default_rng(_seed(recipe.fit_config().seed, "noise", epoch))

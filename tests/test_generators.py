@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from flashsim.cli import app
 from flashsim.errors import InputError
 from flashsim.generators import GenSource, input_kind
+from flashsim.locations import RUN3_CHAIN
 from flashsim.refsim import DetectorParams
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*without a GenPart collection")
@@ -469,7 +470,7 @@ def test_one_command_from_lhe_to_coffea(tmp_path: Path) -> None:
     assert code == 0, output
     tree = uproot.open(out)["Events"]
     v15 = tmp_path / "flash_v15.root"
-    assert run("simulate", lhe, "-o", v15, "--seed", 2, "--chain", "muon,jet_run3,fakejet_run3,met", "--nano-version", "v15")[0] == 0
+    assert run("simulate", lhe, "-o", v15, "--seed", 2, "--chain", ",".join(RUN3_CHAIN), "--nano-version", "v15")[0] == 0
     run3 = uproot.open(v15)["Events"].typenames()
     assert run3["LHEScaleWeight"] == "float[]" and run3["GenPart_statusFlags"] == "uint16_t[]" and "PFMET_pt" in run3
     lhe_weights = [float(line.split()[2]) for line in re.findall(r"<event>\n([^\n]*)", text)]

@@ -370,3 +370,18 @@ def test_every_reco_azimuth_is_within_pi(sample):
         if name in sample.fields:
             phi = ak.to_numpy(ak.flatten(sample[name].phi, axis=None))
             assert np.all(np.abs(phi) <= np.float32(np.pi)), name
+
+
+@pytest.mark.slow
+def test_puppi_met_resists_pileup(sample):
+    """PUPPI weights the neutral pileup down: its sumEt barely follows nPU while PF MET's does, and its resolution
+    on the GenMET is better at <nPU> = 35."""
+    npu = ak.to_numpy(sample.Pileup.nPU).astype(float)
+    res = {}
+    for name in ("MET", "PuppiMET"):
+        met, gen = sample[name], sample.GenMET
+        res[name] = np.std(ak.to_numpy(met.pt * np.cos(met.phi) - gen.pt * np.cos(gen.phi)))
+        res[name + " slope"] = np.polyfit(npu, ak.to_numpy(met.sumEt), 1)[0]
+    print({k: round(float(v), 2) for k, v in res.items()})
+    assert res["PuppiMET slope"] < 0.2 * res["MET slope"]
+    assert res["PuppiMET"] < res["MET"]

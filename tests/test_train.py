@@ -203,3 +203,26 @@ def test_data_parallel_training_with_torchrun(tmp_path: Path, synthetic_file: Pa
     assert record["world_size"] == 2
     assert record["model"]["history"]["val"][-1] < record["model"]["history"]["val"][0]
     assert load_unit(unit_dir).trained
+
+
+def test_a_class_only_validation_rows_hold_is_learnt(tmp_path: Path) -> None:
+    """A categorical step that learns its classes sees the validation rows too (an electron's lostHits of 2 only
+    among the validation rows stopped a training)."""
+    from flashsim.io import write_events
+    from flashsim.train import _split
+
+    events = synthetic_events(400, seed=5)
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT.replace(
+        '{ column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },',
+        '{ column = "mass", steps = [{ type = "log" }, { type = "standardize" }] },\n'
+        '  { column = "jetId", steps = [{ type = "categorical" }, { type = "standardize" }] },'))
+    with_id = lambda ids: ak.with_field(events, ak.with_field(events.Jet, ids, "jetId"), "Jet")  # noqa: E731
+    path = write_events(with_id(ak.full_like(events.Jet.genJetIdx, 6)), tmp_path / "a.root")
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(path), epochs=1))
+    dataset, _, val_mask = _split(recipe, extract(load_unit(unit_dir, require_trained=False), path))
+    rare_event = int(dataset.columns["event_id"][val_mask & dataset.columns["reconstructed"].astype(bool)][0])  # file 0
+    in_rare = (np.arange(len(events)) == rare_event)[:, None] & ak.ones_like(events.Jet.genJetIdx, dtype=bool)
+    write_events(with_id(ak.where(in_rare, 2, 6)), path)
+    train_unit(load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(path), epochs=1)), log=lambda _m: None)
+    drawn = load_unit(unit_dir).run(events[[f for f in events.fields if f != "Jet"]], seed=1).Jet.jetId
+    assert set(np.unique(ak.to_numpy(ak.flatten(drawn)))) <= {2, 6}

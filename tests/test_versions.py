@@ -12,10 +12,11 @@ import pytest
 import uproot
 
 from flashsim.chain import DEFAULT_CHAIN, Chain
+from flashsim.locations import RUN3_CHAIN
 from flashsim.datasets import extract
 from flashsim.errors import ConfigError, InputError
 from flashsim.events import collection_of, is_counter, to_branches
-from flashsim.io import open_source, read_events
+from flashsim.io import open_source, read_events, write_events
 from flashsim.io.derived import add_derived
 from flashsim.io.schema import VERSIONS, NanoVersion, detect_version, nano_version, versions_storing
 from flashsim.unit import load_unit
@@ -102,6 +103,18 @@ def test_version_names_and_errors() -> None:
     assert nano_version("v9").file_name("MET_pt") == "MET_pt"
 
 
+def test_v7_photon_id_is_a_bitmap_both_ways(gen_reco: ak.Array, tmp_path: Path) -> None:
+    """v7 stores the photon's cut-based levels as a bitmap: written as one from flashsim's level, read back as the level."""
+    level = gen_reco.Photon.cutBased
+    assert set(np.unique(ak.to_numpy(ak.flatten(level)))) >= {0, 3}
+    out = write_events(gen_reco, tmp_path / "v7.root", version="v7")
+    tree = uproot.open(out)["Events"]
+    assert "Photon_cutBased" not in tree.keys() and tree.typenames()["Photon_cutBasedBitmap"] == "int32_t[]"
+    bitmap = tree["Photon_cutBasedBitmap"].array()
+    assert ak.all(bitmap == ak.where(level == 3, 7, ak.where(level == 2, 3, ak.where(level == 1, 1, 0))))
+    assert ak.all(read_events(out).Photon.cutBased == level)
+
+
 def test_reading_casts_and_renames_to_working_names(version_files: dict[str, Path]) -> None:
     v15 = read_events(version_files["v15"])
     assert "MET" in v15.fields and "PFMET" not in v15.fields
@@ -172,11 +185,14 @@ def test_keep_gen_passes_every_branch_through(version_files: dict[str, Path], ve
 
 def test_nano_version_asked_for_sets_names_and_types(version_files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "v15.root"
-    with pytest.warns(UserWarning, match=r"NanoAOD v15 has no Jet_qgl \(units jet, fakejet\); Jet_jetId \(units jet, fakejet\); Photon_mass \(units photon, .*\): written as extra branches"):
+    with pytest.warns(UserWarning, match=r"NanoAOD v15 has no Jet_qgl \(units jet, fakejet\); Jet_jetId \(units jet, fakejet\): written as extra branches$"):
         Chain(DEFAULT_CHAIN).generate(version_files["v9"], out, keep_gen=True, nano_version="v15")
     types = uproot.open(out)["Events"].typenames()
     assert types["Jet_genJetIdx"] == "int16_t[]" and types["GenPart_statusFlags"] == "uint16_t[]"
-    assert "PFMET_pt" in types and "MET_pt" not in types
+    assert "PFMET_pt" in types and "MET_pt" not in types and "PuppiMET_pt" in types
+    assert "Photon_mass" not in types  # Run 3 stores none (photons are massless): left out, 0 again on read
+    photons = read_events(out).Photon
+    assert ak.sum(ak.num(photons)) > 0 and ak.all(ak.flatten(photons.mass) == 0) and str(photons.mass.type.content) == "var * float32"
 
 
 def test_readers_read_every_version(version_files: dict[str, Path], tmp_path: Path) -> None:
@@ -226,17 +242,15 @@ def test_cli_nano_version(version_files: dict[str, Path], tmp_path: Path) -> Non
     assert "Muon_genPartIdx" in uproot.open(tmp_path / "out.root")["Events"].keys()
 
 
-RUN3_CHAIN = ("muon", "jet_run3", "fakejet_run3", "met")
-
-
 def test_run3_chain_writes_nanoaod_v15(version_files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "flash_v15.root"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every branch the Run-3 units write is one NanoAOD v15 has: no warning
         Chain(RUN3_CHAIN).generate(version_files["v15"], out, keep_gen=True)
     types = uproot.open(out)["Events"].typenames()
-    assert {"Jet_btagPNetB", "Jet_btagPNetQvG", "Jet_chMultiplicity", "PFMET_pt"} <= set(types)
-    assert not {"Jet_qgl", "Jet_jetId", "MET_pt"} & set(types)
+    assert {"Jet_btagPNetB", "Jet_btagPNetQvG", "Jet_chMultiplicity", "PFMET_pt", "PuppiMET_pt", "Electron_mvaIso",
+            "Photon_pfRelIso03_all_quadratic", "Jet_electronIdx1"} <= set(types)
+    assert not {"Jet_qgl", "Jet_jetId", "MET_pt", "Electron_mvaFall17V2Iso"} & set(types)
     assert types["Jet_chMultiplicity"] == "uint8_t[]" and types["Jet_genJetIdx"] == "int16_t[]"
     flash = read_events(out)
     assert set(np.unique(ak.to_numpy(ak.flatten(flash.Jet.jetId)))) <= {0, 2, 6}  # derived on read, as v15 readers must

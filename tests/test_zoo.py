@@ -24,7 +24,7 @@ from flashsim.locations import (
 
 ZOO = sorted(p.name for p in zoo_dir().iterdir() if (p / "unit.toml").is_file())
 SHIPPED = ["electron", "electron_fromjet", "electron_fromjet2", "fakeelectron", "fakejet", "fakejet_run3", "fakemuon", "fakephoton", "jet", "jet_run3", "met", "met_genonly",
-           "muon", "photon", "photon_fromelectron", "photon_fromjet", "wjet_flow", "wjet_regressor"]  # every one trained
+           "muon", "photon", "photon_fromelectron", "photon_fromjet", "puppimet", "wjet_flow", "wjet_regressor"]  # every one trained
 
 
 def test_the_zoo_holds_the_shipped_units() -> None:

@@ -1,18 +1,20 @@
 """Branches some NanoAOD versions store and others let one compute, derived on read where a file lacks them.
 
 DeepJet's CvB and CvL are ratios of its class probabilities (v7 stores B and C only); NanoAOD v15 dropped
-``Jet_jetId``, which JME prescribes computing from the jet's energy fractions and multiplicities.
+``Jet_jetId``, which JME prescribes computing from the jet's energy fractions and multiplicities; Run-3 NanoAOD
+stores no ``Photon_mass`` (photons are massless; coffea fills 0 as well), which output in those versions leaves out;
+NanoAOD v7 stores the photon's cut-based ID as a bitmap of its nested levels, written back as such.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import awkward as ak
 import numpy as np
 
-__all__ = ["Derivation", "DERIVATIONS", "add_derived", "derivable", "derivable_branches"]
+__all__ = ["Derivation", "DERIVATIONS", "ON_WRITE", "add_derived", "derivable", "derivable_branches", "left_out_on_write"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Derivation:
     needs: tuple[str, ...]
     compute: Callable[..., ak.Array]
     how: str
+    implied: bool = False  # a version without the branch is written without it: its value follows from what is written
 
 
 def _ratio(numerator: ak.Array, denominator: ak.Array, valid: ak.Array) -> ak.Array:
@@ -39,6 +42,20 @@ def _cvb(b: ak.Array, c: ak.Array) -> ak.Array:
 
 def _cvl(b: ak.Array, c: ak.Array) -> ak.Array:
     return _ratio(c, 1.0 - b, (b >= 0) & (c >= 0))
+
+
+def _massless(pt: ak.Array) -> ak.Array:
+    return ak.values_astype(pt * 0, np.float32)
+
+
+def _level_of_bitmap(bitmap: ak.Array) -> ak.Array:
+    """The highest of the nested levels (1 loose, 2 medium, 3 tight) a bitmap 2^(0:loose, 1:medium, 2:tight) sets."""
+    return ak.values_astype(ak.where(bitmap & 4 > 0, 3, ak.where(bitmap & 2 > 0, 2, ak.where(bitmap & 1 > 0, 1, 0))), np.int32)
+
+
+def _bitmap_of_level(level: ak.Array) -> ak.Array:
+    """The nested levels' bitmap: a level passes every lower one."""
+    return ak.values_astype((1 << ak.values_astype(level, np.int64)) - 1, np.int32)
 
 
 def _run3_jet_id(eta, nehef, neemef, chhef, chemef, muef, chmult, nemult) -> ak.Array:
@@ -61,7 +78,20 @@ DERIVATIONS: tuple[Derivation, ...] = (
         ("Jet_eta", "Jet_neHEF", "Jet_neEmEF", "Jet_chHEF", "Jet_chEmEF", "Jet_muEF", "Jet_chMultiplicity", "Jet_neMultiplicity"),
         _run3_jet_id, "JME's Run-3 jet ID from energy fractions and multiplicities",
     ),
+    Derivation("Photon_mass", ("Photon_pt",), _massless, "0: photons are massless", implied=True),
+    Derivation("Photon_cutBased", ("Photon_cutBasedBitmap",), _level_of_bitmap, "the highest level of v7's Fall17V2 bitmap",
+               implied=True),
 )
+# branches a version stores in place of flashsim's, derived when writing that version
+ON_WRITE: tuple[Derivation, ...] = (
+    Derivation("Photon_cutBasedBitmap", ("Photon_cutBased",), _bitmap_of_level, "v7's bitmap of the nested cut-based levels"),
+)
+
+
+def left_out_on_write(branch: str, stored: Collection[str]) -> bool:
+    """Whether a version storing ``stored`` (flashsim's names) but not ``branch`` is written without it: its value
+    follows from what that version stores."""
+    return any(d.branch == branch and d.implied and set(d.needs) <= set(stored) for d in DERIVATIONS)
 
 
 def derivable(branch: str, available: set[str]) -> Derivation | None:

@@ -67,6 +67,11 @@ class NanoVersion:
         return frozenset(collection_of(b) for b in self.types)
 
     @cached_property
+    def working_names(self) -> frozenset[str]:
+        """Every branch this version stores, as flashsim names it."""
+        return frozenset(self.working_name(b) for b in self.types)
+
+    @cached_property
     def _working_names(self) -> dict[str, str]:
         return {v: k for k, v in self.renamed.items()}
 
@@ -167,14 +172,15 @@ def detect_version(dtypes: Mapping[str, np.dtype]) -> NanoVersion:
 
 
 def versions_storing(branches: Iterable[str], derived: bool = False) -> list[str]:
-    """Versions that store every branch (flashsim's names), or with ``derived`` let one compute the rest."""
-    from flashsim.io.derived import derivable
+    """Versions that store every branch (flashsim's names) or imply it (Run-3 ``Photon_mass``), or with ``derived``
+    let one compute the rest."""
+    from flashsim.io.derived import derivable, left_out_on_write
 
     wanted = list(branches)
     found = []
     for name in VERSIONS:
         version = _version(name)
-        stored = {version.working_name(b) for b in version.types}
-        if all(b in stored or (derived and derivable(b, stored)) for b in wanted):
+        stored = version.working_names
+        if all(b in stored or left_out_on_write(b, stored) or (derived and derivable(b, set(stored))) for b in wanted):
             found.append(name)
     return found

@@ -18,6 +18,7 @@ import numpy as np
 from flashsim.errors import ConfigError, InputError, OutputError
 from flashsim.events import collection_of, is_counter, to_branches
 from flashsim.files import remove_stale_temporaries, temporary_sibling
+from flashsim.io.derived import ON_WRITE, left_out_on_write
 from flashsim.io.schema import WORKING_VERSION, NanoVersion, nano_version, nanoaod_types
 
 __all__ = ["NanoAODWriter", "write_events", "format_of", "typed_branches"]
@@ -35,12 +36,17 @@ def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
 
 
 def typed_branches(events: ak.Array, version: NanoVersion, strict: bool = False) -> dict[str, ak.Array]:
-    """Flat branches named and typed as ``version`` has them; branches it lacks keep flashsim's types, or with
-    ``strict`` are left out where the version has their collection."""
+    """Flat branches named and typed as ``version`` has them; branches it lacks keep flashsim's types, or are left
+    out where the version has their collection and either ``strict`` or the value is implied (Run-3 ``Photon_mass``)."""
     typed = {}
-    for name, values in to_branches(events).items():
+    branches = to_branches(events)
+    for derivation in ON_WRITE:
+        if version.file_name(derivation.branch) in version.types and set(derivation.needs) <= set(branches):
+            branches.setdefault(derivation.branch, derivation.compute(*(branches[n] for n in derivation.needs)))
+    for name, values in branches.items():
         branch = version.file_name(name)
-        if strict and branch not in version.types and collection_of(branch) in version.collections:
+        lacking = branch not in version.types and collection_of(branch) in version.collections
+        if lacking and (strict or left_out_on_write(name, version.working_names)):
             continue
         dtype = version.dtype(branch)
         if dtype is None and name in nanoaod_types():

@@ -54,7 +54,7 @@ def assemble_events(gen: dict, reco: dict | None, ids: dict[str, np.ndarray], ex
         **(extra or {}),
     }
     if reco is not None:
-        for k in ("Jet", "Muon", "Electron", "Photon", "MET", "fixedGridRhoFastjetAll", "PV_npvs"):
+        for k in ("Jet", "Muon", "Electron", "Photon", "MET", "PuppiMET", "fixedGridRhoFastjetAll", "PV_npvs"):
             if k in reco:
                 cols[k] = reco[k]
     return ak.zip(cols, depth_limit=1)

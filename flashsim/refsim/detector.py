@@ -14,7 +14,7 @@ Stages, all vectorised over the whole batch on flat numpy columns:
    energy fractions, jet ID, q/g likelihood and b/c tagging from track IP significances,
    a pseudo secondary vertex and soft muons;
 6. muon isolation from PF candidates (delta-beta corrected with the removed charged PU);
-7. PF MET;
+7. PF MET and PUPPI MET (``_puppi``);
 8. electrons and photons (``_egamma``, on their own random stream), with the jets' electron indices.
 """
 
@@ -30,6 +30,7 @@ from . import _kin
 from ._columns import collection, pt_order
 from ._egamma import Particles, PFCandidates, reconstruct_egamma
 from ._jets import cluster
+from ._puppi import Candidates, puppi_met
 from .params import DetectorParams
 from .pileup import PileupPool, draw_pileup
 
@@ -90,7 +91,7 @@ def simulate_detector(gen, pileup_pool: PileupPool | None, params: DetectorParam
     ``gen`` is the mapping/record array made by the GEN stage, with the private stable
     ``Particle`` list, ``GenJet`` and (optionally) ``Pileup``; if ``Pileup`` is absent it
     is drawn here with mean ``pileup_mean``.  Returns a dict of RECO collections: Jet,
-    Muon, Electron and Photon (with ``params.egamma``), MET, fixedGridRhoFastjetAll, PV_npvs (and Pileup when it
+    Muon, Electron and Photon (with ``params.egamma``), MET, PuppiMET, fixedGridRhoFastjetAll, PV_npvs (and Pileup when it
     was drawn here).
     """
     p = params or DetectorParams()
@@ -262,6 +263,17 @@ def _simulate(gen, pileup_pool, p, rng, eg_rng, pileup_mean) -> dict:
     )
     out["fixedGridRhoFastjetAll"] = rho.astype(np.float32)
     out["PV_npvs"] = (1 + rng.binomial(npu, p.pv_reco_eff)).astype(np.int32)
+    # PUPPI MET: the PF candidates and the charged pileup the vertex association removed
+    rm = np.nonzero(chs_removed)[0]
+    rpx, rpy = px[rm] * trk_scale[rm], py[rm] * trk_scale[rm]
+    rpt, reta, rphi = _kin.pt_eta_phi(rpx, rpy, pz[rm] * trk_scale[rm])
+    q_charged = (pf_trk | pf_mu)[pf_idx]
+    none_q, none_r = np.zeros(len(pf_idx), bool), np.zeros(len(rm), bool)
+    puppi_cands = Candidates(np.concatenate([pf_evt, evt[rm]]), np.concatenate([qpt, rpt]), np.concatenate([qeta, reta]),
+                       np.concatenate([qphi, rphi]), np.concatenate([qpx, rpx]), np.concatenate([qpy, rpy]),
+                       np.concatenate([q_charged, none_r]), np.concatenate([none_q, ~none_r]),
+                       np.concatenate([qcat == NE_EM, none_r]))
+    out["PuppiMET"] = ak.zip(puppi_met(puppi_cands, out["PV_npvs"], n_ev, p))
 
     # ---- jets ---------------------------------------------------------------------------
     # per-PF-candidate tagging inputs

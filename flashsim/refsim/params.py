@@ -275,6 +275,16 @@ class DetectorParams:
 
     # --- MET --------------------------------------------------------------------------
     met_eta_max: float = 5.0
+    puppi_r0: float = 0.4
+    """PUPPI's cone: a candidate's local shape alpha = log sum (pT_j / dR_j)^2 over its neighbours within r0."""
+    puppi_dr_min: float = 0.05
+    """Smallest neighbour distance in alpha (neighbours are summed on a grid of cells of this half-size)."""
+    puppi_weight_min: float = 0.01
+    """Weights below this are set to 0."""
+    puppi_neutral_pt_min: tuple[float, float] = (0.2, 0.015)
+    """A weighted neutral is kept when w pT > a + b nPV (central |eta| < 2.5) ..."""
+    puppi_neutral_pt_min_forward: tuple[float, float] = (1.0, 0.06)
+    """... and in the forward region without tracks."""
 
     # --- execution ----------------------------------------------------------------------
     detector_pass_events: int = 50
