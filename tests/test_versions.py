@@ -259,6 +259,20 @@ def test_run3_chain_writes_nanoaod_v15(version_files: dict[str, Path], tmp_path:
     assert versions_storing(load_unit("jet_run3").spec.reco_branches, derived=True) == ["v15"]
 
 
+def test_run3_chain_writes_v12_with_the_jet_id_it_stores(version_files: dict[str, Path], tmp_path: Path) -> None:
+    """v12 stores Jet_jetId and no multiplicities: the writer computes the ID from the Run-3 jet unit's fractions and
+    multiplicities (JME's rule), and the multiplicities go out as extra branches, with a warning."""
+    out = tmp_path / "flash_v12.root"
+    with pytest.warns(UserWarning, match=r"NanoAOD v12 has no Jet_chMultiplicity \(units jet_run3, fakejet_run3\); Jet_neMultiplicity"):
+        Chain(RUN3_CHAIN).generate(version_files["v12"], out, keep_gen=True)
+    tree = uproot.open(out)["Events"]
+    assert tree.typenames()["Jet_jetId"] == "uint8_t[]" and "PuppiMET_pt" in tree.keys() and "Photon_mass" not in tree.keys()
+    jets = read_events(out).Jet
+    derived = add_derived({f"Jet_{f}": jets[f] for f in ("eta", "neHEF", "neEmEF", "chHEF", "chEmEF", "muEF", "chMultiplicity",
+                                                          "neMultiplicity")})["Jet_jetId"]
+    assert ak.sum(ak.num(jets)) > 0 and ak.all(jets.jetId == derived)
+
+
 @pytest.mark.parametrize("counter, index, run", [("i", "I", 2), ("I", "S", 3)])
 def test_root_written_counters_and_indices_of_each_run(tmp_path: Path, counter: str, index: str, run: int) -> None:
     """Files written by ROOT itself with Run-2 (uint32 counter, int32 index) and Run-3 (int32, int16) leaf types."""

@@ -18,7 +18,7 @@ import numpy as np
 from flashsim.errors import ConfigError, InputError, OutputError
 from flashsim.events import collection_of, is_counter, to_branches
 from flashsim.files import remove_stale_temporaries, temporary_sibling
-from flashsim.io.derived import ON_WRITE, left_out_on_write
+from flashsim.io.derived import DERIVATIONS, ON_WRITE, left_out_on_write
 from flashsim.io.schema import WORKING_VERSION, NanoVersion, nano_version, nanoaod_types
 
 __all__ = ["NanoAODWriter", "write_events", "format_of", "typed_branches"]
@@ -36,11 +36,13 @@ def format_of(path: str | os.PathLike[str], fmt: str | None = None) -> Format:
 
 
 def typed_branches(events: ak.Array, version: NanoVersion, strict: bool = False) -> dict[str, ak.Array]:
-    """Flat branches named and typed as ``version`` has them; branches it lacks keep flashsim's types, or are left
-    out where the version has their collection and either ``strict`` or the value is implied (Run-3 ``Photon_mass``)."""
+    """Flat branches named and typed as ``version`` has them, with those it stores that the events lack but let one
+    compute (v12's ``Jet_jetId`` from the Run-3 jet unit's fractions and multiplicities, v7's photon ID bitmap); branches
+    it lacks keep flashsim's types, or are left out where the version has their collection and either ``strict`` or the
+    value is implied (Run-3 ``Photon_mass``)."""
     typed = {}
     branches = to_branches(events)
-    for derivation in ON_WRITE:
+    for derivation in (*DERIVATIONS, *ON_WRITE):  # what the version stores and the events lack but let one compute
         if version.file_name(derivation.branch) in version.types and set(derivation.needs) <= set(branches):
             branches.setdefault(derivation.branch, derivation.compute(*(branches[n] for n in derivation.needs)))
     for name, values in branches.items():
