@@ -584,8 +584,8 @@ EXAMPLES = {
     "categorical": ({"values": [0, 2, 6]}, _RNG.choice([0.0, 2.0, 6.0], 200), None, 0.0),
     "spike": ({"values": [0.0]}, np.where(_UNIT < 0.3, 0.0, _UNIT), None, 1e-9),
     "score": ({"default": -1.0, "spikes": [0, 1], "quantile": 0.0}, np.where(_UNIT < 0.2, -1.0, _UNIT), None, 1e-9),
-    # its reference is the basis of its inputs: a constant and one input column
-    "logit_residual": ({"lo": -1.0, "hi": 1.0, "inputs": ["a"]}, _UNIT * 2 - 1, np.column_stack([np.ones(200), _POSITIVE]), 1e-9),
+    # its reference is the basis of its inputs: where the score is defined, a constant and one input column
+    "logit_residual": ({"lo": -1.0, "hi": 1.0, "inputs": ["a"]}, _UNIT * 2 - 1, np.column_stack([np.ones(200), np.ones(200), _POSITIVE]), 1e-9),
 }
 
 
@@ -642,6 +642,17 @@ def test_logit_residual_draws_what_the_inputs_leave_open():
         TargetPipeline([*config[:3], {"column": "score", "steps": [{**config[3]["steps"][0], "inputs": ["r9x"]}]}])
     with pytest.raises(TransformError, match=r"inputs \['score'\]"):
         TargetPipeline([{"column": "score", "steps": [{"type": "logit_residual", "lo": -1, "hi": 1, "inputs": ["score"]}]}])
+    # a float32 score saturated at +-1 where the fit is beyond the bound counts as the fit; outside `where`: lo
+    steep = 36.0 * r9 - 16.0 - 20.0 * np.minimum(hoe, 0.2) + 0.05 * rng.normal(size=n)  # float32 saturates above ~17
+    steep_score = np.where(np.abs(eta) > 2.4, -1.0, (2 / (1 + np.exp(-steep)) - 1).astype(np.float32))
+    saturated = {**columns, "score": steep_score}
+    defined = [{**config[3]["steps"][0], "lo": -1.0, "hi": 1.0, "inputs": ["r9", "minimum(hoe, 0.2)"], "where": "abs(eta) <= 2.4"}]
+    sat = TargetPipeline([*config[:3], {"column": "score", "steps": defined}]).fit(saturated)
+    step = sat.groups[-1].chains[0][0]
+    residual = step.forward(steep_score, sat.groups[-1]._ref(step, {}, saturated))
+    assert np.mean(steep_score == 1.0) > 0.03 and np.all(residual[np.abs(eta) > 2.4] == 0)
+    assert np.abs(residual).max() < 0.5 and step.coefficients[1] == pytest.approx(36.0, rel=0.01)
+    assert np.allclose(sat.inverse(sat.forward(saturated))["score"], steep_score, atol=1e-6)
     wrong_call = [*config[:3], {"column": "score", "steps": [{**config[3]["steps"][0], "inputs": ["minimum(hoe)"]}]}]
     with pytest.raises(TransformError, match=r"input 'minimum\(hoe\)' cannot be evaluated"):
         TargetPipeline(wrong_call).fit(columns)
