@@ -138,8 +138,8 @@ class Language:
         return cut
 
 
-#: the cut language of unit files: columns of one collection (or per-event columns), abs, sqrt, hypot
-UNIT_CUTS = Language({"abs": abs, "sqrt": np.sqrt, "hypot": np.hypot})
+#: the cut language of unit files: columns of one collection (or per-event columns), abs, sqrt, hypot, minimum, maximum
+UNIT_CUTS = Language({"abs": abs, "sqrt": np.sqrt, "hypot": np.hypot, "minimum": np.minimum, "maximum": np.maximum})
 
 #: cuts on reco objects that may also read ``Collection.field``: the field of the object of ``Collection`` the reco
 #: object points to through its cross-reference (``GenPart.pdgId`` through ``genPartIdx``; see ``match.selection``)

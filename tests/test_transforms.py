@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from flashsim.errors import TransformError
 from flashsim.transforms import (
     TRANSFORMS,
     Categorical,
@@ -583,6 +584,8 @@ EXAMPLES = {
     "categorical": ({"values": [0, 2, 6]}, _RNG.choice([0.0, 2.0, 6.0], 200), None, 0.0),
     "spike": ({"values": [0.0]}, np.where(_UNIT < 0.3, 0.0, _UNIT), None, 1e-9),
     "score": ({"default": -1.0, "spikes": [0, 1], "quantile": 0.0}, np.where(_UNIT < 0.2, -1.0, _UNIT), None, 1e-9),
+    # its reference is the basis of its inputs: where the score is defined, a constant and one input column
+    "logit_residual": ({"lo": -1.0, "hi": 1.0, "inputs": ["a"]}, _UNIT * 2 - 1, np.column_stack([np.ones(200), np.ones(200), _POSITIVE]), 1e-9),
 }
 
 
@@ -609,3 +612,47 @@ def test_score_with_spikes_at_0_and_1_and_a_default(n, seed):
         assert y[x == -1].max() < y[x == 0].min()  # the default lies beyond the spike at 0
     # a fraction that is 1 or 0 up to float rounding belongs to the spike
     np.testing.assert_array_equal(t.inverse(t.forward(np.array([1 - 1e-8, 3e-7]), rng=np.random.default_rng(0))), [1.0, 0.0])
+
+
+def test_logit_residual_draws_what_the_inputs_leave_open():
+    """A score that is a sigmoid of its inputs plus a little noise: the fit leaves a narrow residual, the inverse adds
+    the fit of the (inverted) inputs back exactly, and the pipeline refuses inputs that are not earlier columns."""
+    rng = np.random.default_rng(4)
+    n = 4000
+    r9, hoe = rng.uniform(0.3, 1.0, n), rng.exponential(0.05, n)
+    eta = rng.uniform(-2.5, 2.5, n)
+    logit = 3.0 * r9 - 20.0 * np.minimum(hoe, 0.2) + 0.8 * (np.abs(eta) < 1.479) + 0.05 * rng.normal(size=n)
+    score = 2 / (1 + np.exp(-logit)) - 1
+    config = [
+        {"column": "r9", "steps": [{"type": "standardize"}]},
+        {"column": "hoe", "steps": [{"type": "log", "offset": 0.001}, {"type": "standardize"}]},
+        {"column": "eta", "steps": [{"type": "standardize"}]},
+        {"column": "score", "steps": [{"type": "logit_residual", "lo": -1.001, "hi": 1.001,
+                                       "inputs": ["r9", "minimum(hoe, 0.2)", "abs(eta) < 1.479"]},
+                                      {"type": "standardize"}]},
+    ]
+    columns = {"r9": r9, "hoe": hoe, "eta": eta, "score": score}
+    pipe = TargetPipeline(config).fit(columns)
+    residual = pipe.groups[-1].chains[0][0].forward(score, pipe.groups[-1]._ref(pipe.groups[-1].chains[0][0], {}, columns))
+    assert np.std(residual) < 0.06  # the 0.05 noise: the fit takes the rest
+    assert pipe.groups[-1].chains[0][0].coefficients[1] == pytest.approx(3.0, abs=0.05)
+    back = TargetPipeline.from_dict(json.loads(json.dumps(pipe.to_dict()))).inverse(pipe.forward(columns))
+    assert np.allclose(back["score"], score, atol=1e-6)
+    with pytest.raises(TransformError, match=r"column\(s\) \['score'\]: inputs \['r9x'\] are not columns of earlier target entries"):
+        TargetPipeline([*config[:3], {"column": "score", "steps": [{**config[3]["steps"][0], "inputs": ["r9x"]}]}])
+    with pytest.raises(TransformError, match=r"inputs \['score'\]"):
+        TargetPipeline([{"column": "score", "steps": [{"type": "logit_residual", "lo": -1, "hi": 1, "inputs": ["score"]}]}])
+    # a float32 score saturated at +-1 where the fit is beyond the bound counts as the fit; outside `where`: lo
+    steep = 36.0 * r9 - 16.0 - 20.0 * np.minimum(hoe, 0.2) + 0.05 * rng.normal(size=n)  # float32 saturates above ~17
+    steep_score = np.where(np.abs(eta) > 2.4, -1.0, (2 / (1 + np.exp(-steep)) - 1).astype(np.float32))
+    saturated = {**columns, "score": steep_score}
+    defined = [{**config[3]["steps"][0], "lo": -1.0, "hi": 1.0, "inputs": ["r9", "minimum(hoe, 0.2)"], "where": "abs(eta) <= 2.4"}]
+    sat = TargetPipeline([*config[:3], {"column": "score", "steps": defined}]).fit(saturated)
+    step = sat.groups[-1].chains[0][0]
+    residual = step.forward(steep_score, sat.groups[-1]._ref(step, {}, saturated))
+    assert np.mean(steep_score == 1.0) > 0.03 and np.all(residual[np.abs(eta) > 2.4] == 0)
+    assert np.abs(residual).max() < 0.5 and step.coefficients[1] == pytest.approx(36.0, rel=0.01)
+    assert np.allclose(sat.inverse(sat.forward(saturated))["score"], steep_score, atol=1e-6)
+    wrong_call = [*config[:3], {"column": "score", "steps": [{**config[3]["steps"][0], "inputs": ["minimum(hoe)"]}]}]
+    with pytest.raises(TransformError, match=r"input 'minimum\(hoe\)' cannot be evaluated"):
+        TargetPipeline(wrong_call).fit(columns)

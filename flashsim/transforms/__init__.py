@@ -34,6 +34,7 @@ from flashsim.transforms.base import (
 )
 from flashsim.transforms.continuous import Asinh, Clamp, Log, Log1p, Logit, Standardize
 from flashsim.transforms.discrete import Categorical, Dequantize, Score, Spike
+from flashsim.transforms.fitted import LogitResidual
 from flashsim.transforms.joint import (
     Excess,
     FlavourScores,
@@ -48,7 +49,7 @@ __all__ = [
     "Transform", "MultiColumnTransform", "TRANSFORMS", "MULTI_TRANSFORMS", "transform_from_config",
     "Log", "Log1p", "Asinh", "Logit", "Standardize", "Clamp",
     "Ratio", "LogRatio", "Difference", "PhiDifference",
-    "Dequantize", "Categorical", "Spike", "Score",
+    "Dequantize", "Categorical", "Spike", "Score", "LogitResidual",
     "StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio", "Excess",
     "TargetPipeline", "ContextPipeline",
 ]

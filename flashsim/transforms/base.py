@@ -42,6 +42,7 @@ class Transform:
     fitted: ClassVar[tuple[str, ...]] = ()
     uses_reference: ClassVar[bool] = False
     noisy: ClassVar[bool] = False  # forward adds noise when given an rng
+    reads_drawn: ClassVar[bool] = False  # reads other target columns (of earlier entries) through ``basis``
 
     def __init__(self, column: str = "?", reference: str | None = None, **params: Any):
         self.column = column

@@ -88,7 +88,15 @@ class _Group:
             raise TransformError(f"columns {self.columns}, step {self.multi.type!r}: reference column {missing[0]!r} not given")
         return [np.asarray(refs[r]) for r in self.multi.references]
 
-    def _ref(self, t: Transform, refs: Mapping[str, Any]) -> np.ndarray | None:
+    @property
+    def drawn_names(self) -> set[str]:
+        """Target columns of other entries that its steps read."""
+        return set().union(*(t.drawn_names for chain in self.chains for t in chain if t.reads_drawn))  # type: ignore[attr-defined]
+
+    def _ref(self, t: Transform, refs: Mapping[str, Any], drawn: Mapping[str, Any] | None = None) -> np.ndarray | None:
+        if t.reads_drawn:
+            n = len(next(iter(drawn.values()))) if drawn else 0
+            return t.basis(drawn or {}, n)  # type: ignore[attr-defined]
         if t.reference is None:
             return None
         if refs is None or t.reference not in refs:
@@ -116,7 +124,7 @@ class _Group:
             xs = self.multi.forward(xs, mrefs)
         for x, chain in zip(xs, self.chains):
             for t in chain:
-                ref = self._ref(t, refs)
+                ref = self._ref(t, refs, targets)
                 t.fit(x, ref)
                 x = t.forward(x, ref, rng)
 
@@ -127,16 +135,17 @@ class _Group:
         out = []
         for x, chain in zip(xs, self.chains):
             for t in chain:
-                x = t.forward(x, self._ref(t, refs), rng)
+                x = t.forward(x, self._ref(t, refs, targets), rng)
             out.append(x)
         return out
 
-    def inverse(self, ys: list[np.ndarray], refs) -> dict[str, np.ndarray]:
+    def inverse(self, ys: list[np.ndarray], refs, drawn: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Model-space columns -> this entry's columns; ``drawn``: the columns of the earlier entries, inverted."""
         xs = []
         for y, chain in zip(ys, self.chains):
             x = _as_float(y)
             for t in reversed(chain):
-                x = t.inverse(x, self._ref(t, refs))
+                x = t.inverse(x, self._ref(t, refs, drawn))
             xs.append(x)
         if self.multi is not None:
             xs = self.multi.inverse(xs, self._multi_refs(refs))
@@ -197,6 +206,10 @@ class TargetPipeline:
         self.groups = [_Group(cfg, i) for i, cfg in enumerate(config)]
         seen: set[str] = set()
         for g in self.groups:
+            unknown = sorted(g.drawn_names - seen)
+            if unknown:
+                raise TransformError(f"column(s) {g.columns}: inputs {unknown} are not columns of earlier target entries "
+                                     f"(earlier: {sorted(seen)})")
             for c in g.columns:
                 if c in seen:
                     raise TransformError(f"column {c!r} appears twice in the pipeline config")
@@ -260,7 +273,7 @@ class TargetPipeline:
         j = 0
         for g in self.groups:
             k = len(g.outputs)
-            out.update(g.inverse([a[:, j + i] for i in range(k)], refs or {}))
+            out.update(g.inverse([a[:, j + i] for i in range(k)], refs or {}, out))
             j += k
         return out
 
