@@ -9,7 +9,8 @@ import numpy as np
 from typing_extensions import override
 
 from flashsim import expressions
-from flashsim.transforms.base import _REQUIRED, TRANSFORMS, Transform, _first_bad, _logit, _sigmoid
+from flashsim.transforms.base import _REQUIRED, TRANSFORMS, Transform, _first_bad, _sigmoid
+from flashsim.transforms.continuous import Logit
 
 __all__ = ["LogitResidual"]
 
@@ -36,8 +37,7 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
 
     def _check_params(self) -> None:
         self.lo, self.hi, self.eps, self.fit_within = float(self.lo), float(self.hi), float(self.eps), float(self.fit_within)
-        if not self.hi > self.lo:
-            raise self._err(f"needs hi > lo, got lo={self.lo}, hi={self.hi}")
+        self._scale = Logit(column=self.column, lo=self.lo, hi=self.hi, eps=self.eps)  # the score's logit on [lo, hi]
         if not isinstance(self.inputs, (list, tuple)) or not self.inputs or not all(isinstance(i, str) for i in self.inputs):
             raise self._err(f"'inputs' must be a non-empty list of expressions, got {self.inputs!r}")
         self.inputs = list(self.inputs)
@@ -75,13 +75,11 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
         return x, np.asarray(ref, dtype=np.float64)
 
     def _logit(self, x: np.ndarray) -> np.ndarray:
-        return _logit(np.clip((x - self.lo) / (self.hi - self.lo), self.eps, 1 - self.eps))
+        return self._scale._forward(x, None, None)
 
     @override
     def _check_domain(self, x, ref):
-        bad = (x < self.lo) | (x > self.hi)
-        if bad.any():
-            raise self._err(f"value outside the declared range [{self.lo}, {self.hi}]: {_first_bad(x, bad)}")
+        self._scale._check_domain(x, None)
 
     @override
     def _fit(self, x, ref):
