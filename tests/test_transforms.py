@@ -633,7 +633,7 @@ def test_logit_residual_draws_what_the_inputs_leave_open():
     ]
     columns = {"r9": r9, "hoe": hoe, "eta": eta, "score": score}
     pipe = TargetPipeline(config).fit(columns)
-    residual = pipe.groups[-1].chains[0][0].forward(score, pipe.groups[-1]._ref(pipe.groups[-1].chains[0][0], {}, columns))
+    residual = pipe.groups[-1].chains[0][0].forward(score, pipe.groups[-1].chains[0][0].basis(columns, n))
     assert np.std(residual) < 0.06  # the 0.05 noise: the fit takes the rest
     assert pipe.groups[-1].chains[0][0].coefficients[1] == pytest.approx(3.0, abs=0.05)
     back = TargetPipeline.from_dict(json.loads(json.dumps(pipe.to_dict()))).inverse(pipe.forward(columns))
@@ -649,7 +649,7 @@ def test_logit_residual_draws_what_the_inputs_leave_open():
     defined = [{**config[3]["steps"][0], "lo": -1.0, "hi": 1.0, "inputs": ["r9", "minimum(hoe, 0.2)"], "where": "abs(eta) <= 2.4"}]
     sat = TargetPipeline([*config[:3], {"column": "score", "steps": defined}]).fit(saturated)
     step = sat.groups[-1].chains[0][0]
-    residual = step.forward(steep_score, sat.groups[-1]._ref(step, {}, saturated))
+    residual = step.forward(steep_score, step.basis(saturated, n))
     assert np.mean(steep_score == 1.0) > 0.03 and np.all(residual[np.abs(eta) > 2.4] == 0)
     assert np.abs(residual).max() < 0.5 and step.coefficients[1] == pytest.approx(36.0, rel=0.01)
     assert np.allclose(sat.inverse(sat.forward(saturated))["score"], steep_score, atol=1e-6)

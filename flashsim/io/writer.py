@@ -43,8 +43,9 @@ def typed_branches(events: ak.Array, version: NanoVersion, strict: bool = False)
     typed = {}
     branches = to_branches(events)
     for derivation in (*DERIVATIONS, *ON_WRITE):  # what the version stores and the events lack but let one compute
-        if version.file_name(derivation.branch) in version.types and set(derivation.needs) <= set(branches):
-            branches.setdefault(derivation.branch, derivation.compute(*(branches[n] for n in derivation.needs)))
+        if (derivation.branch not in branches and version.file_name(derivation.branch) in version.types
+                and set(derivation.needs) <= set(branches)):
+            branches[derivation.branch] = derivation.compute(*(branches[n] for n in derivation.needs))
     for name, values in branches.items():
         branch = version.file_name(name)
         lacking = branch not in version.types and collection_of(branch) in version.collections

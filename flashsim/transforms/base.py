@@ -69,6 +69,15 @@ class Transform:
     def _check_params(self) -> None:
         pass
 
+    @property
+    def drawn_names(self) -> frozenset[str]:
+        """Target columns of earlier entries the step reads (``reads_drawn`` steps)."""
+        return frozenset()
+
+    def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
+        """The reference array a ``reads_drawn`` step takes, from ``n`` rows of the other target columns ``drawn``."""
+        raise NotImplementedError
+
     def _fit(self, x: np.ndarray, ref: np.ndarray | None) -> None:
         pass
 

@@ -48,10 +48,12 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
         self.low, self.high = self.lo, self.hi
 
     @property
+    @override
     def drawn_names(self) -> frozenset[str]:
         """The columns the inputs read."""
         return frozenset().union(*(cut.names for cut in [*self._cuts, *([self._where] if self._where else [])]))
 
+    @override
     def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
         """``(n, 2 + len(inputs))``: whether the score is defined, a constant and each input on the drawn columns."""
         defined = np.ones(n) if self._where is None else np.broadcast_to(np.asarray(self._where(drawn), dtype=np.float64), (n,))

@@ -91,12 +91,13 @@ class _Group:
     @property
     def drawn_names(self) -> set[str]:
         """Target columns of other entries that its steps read."""
-        return set().union(*(t.drawn_names for chain in self.chains for t in chain if t.reads_drawn))  # type: ignore[attr-defined]
+        return set().union(*(t.drawn_names for chain in self.chains for t in chain))
 
-    def _ref(self, t: Transform, refs: Mapping[str, Any], drawn: Mapping[str, Any] | None = None) -> np.ndarray | None:
+    def _ref(self, t: Transform, refs: Mapping[str, Any], drawn: Mapping[str, Any], x: np.ndarray) -> np.ndarray | None:
+        """The reference of step ``t`` on the rows of ``x``: a GEN column of ``refs``, or the basis a step reading the
+        other target columns ``drawn`` takes."""
         if t.reads_drawn:
-            n = len(next(iter(drawn.values()))) if drawn else 0
-            return t.basis(drawn or {}, n)  # type: ignore[attr-defined]
+            return t.basis(drawn, len(x))
         if t.reference is None:
             return None
         if refs is None or t.reference not in refs:
@@ -124,7 +125,7 @@ class _Group:
             xs = self.multi.forward(xs, mrefs)
         for x, chain in zip(xs, self.chains):
             for t in chain:
-                ref = self._ref(t, refs, targets)
+                ref = self._ref(t, refs, targets, x)
                 t.fit(x, ref)
                 x = t.forward(x, ref, rng)
 
@@ -135,17 +136,17 @@ class _Group:
         out = []
         for x, chain in zip(xs, self.chains):
             for t in chain:
-                x = t.forward(x, self._ref(t, refs, targets), rng)
+                x = t.forward(x, self._ref(t, refs, targets, x), rng)
             out.append(x)
         return out
 
-    def inverse(self, ys: list[np.ndarray], refs, drawn: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    def inverse(self, ys: list[np.ndarray], refs, drawn: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Model-space columns -> this entry's columns; ``drawn``: the columns of the earlier entries, inverted."""
         xs = []
         for y, chain in zip(ys, self.chains):
             x = _as_float(y)
             for t in reversed(chain):
-                x = t.inverse(x, self._ref(t, refs, drawn))
+                x = t.inverse(x, self._ref(t, refs, drawn, x))
             xs.append(x)
         if self.multi is not None:
             xs = self.multi.inverse(xs, self._multi_refs(refs))
