@@ -82,7 +82,8 @@ data/refsim/test_ttbar_v15.root: | $(VENV)/.installed-refsim
 REFSIM2 := $(VENV)/bin/flashsim refsim --pileup 35
 TRAIN_DATA_2 := data/refsim2/train_zee.root data/refsim2/train_ttbar.root data/refsim2/train_gjets.root \
 	data/refsim2/train_wjets.root data/refsim2/train_minbias.root data/refsim2/train_minbias_pool100k.root \
-	data/refsim2/train_minbias_pool100k_b.root data/refsim2/train_ttbar_b.root data/refsim2/train_ttbar_c.root data/refsim2/train_wjets_b.root
+	data/refsim2/train_minbias_pool100k_b.root data/refsim2/train_ttbar_b.root data/refsim2/train_ttbar_c.root data/refsim2/train_wjets_b.root \
+	data/refsim2/train_gjets_b.root data/refsim2/train_zee_b.root
 HELDOUT_DATA_2 := data/refsim2/test_zee.root data/refsim2/test_ttbar.root data/refsim2/test_gjets.root \
 	data/refsim2/test_ttbar_30k_pool100k.root
 .PHONY: training-data-2
@@ -93,6 +94,11 @@ data/refsim2/train_ttbar.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process ttbar --events 10000 --seed 512 -o $@
 data/refsim2/train_gjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process gjets --events 10000 --seed 513 -o $@
+# more photons (photon unit) and more electrons (the photons of electron clusters: photon_fromelectron)
+data/refsim2/train_gjets_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process gjets --events 30000 --seed 641 -o $@
+data/refsim2/train_zee_b.root: | $(VENV)/.installed-refsim
+	$(REFSIM2) --process zee --events 30000 --seed 642 -o $@
 data/refsim2/train_wjets.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process wjets --events 10000 --seed 514 -o $@
 data/refsim2/train_minbias.root: | $(VENV)/.installed-refsim

@@ -137,3 +137,22 @@ def test_both_sources_merge_into_one_collection(zee_gen) -> None:
         assert ak.all(pointed == (in_jet > k))
         assert ak.all(e.jetIdx[jet[name][pointed]] == ak.local_index(jet)[pointed])
     assert ak.all(jet.electronIdx1[jet.nElectrons >= 2] < jet.electronIdx2[jet.nElectrons >= 2])
+
+
+def test_photon_id_level_agrees_with_the_drawn_variables() -> None:
+    """A photon drawn at cut-based level k passes refsim's cuts of every level up to k on its drawn H/E, sieie and
+    charged isolation (the level is drawn below what those pass: cut_level_residual)."""
+    from flashsim.refsim import DetectorParams, generate
+
+    params = DetectorParams()
+    gen = ak.concatenate(list(generate("gjets", 300, pileup=35.0, seed=5, gen_only=True, params=DetectorParams(pu_pool_size=200))))
+    ph = ak.flatten(Chain(["jet", "photon", "photon_fromjet"]).run(gen, seed=3).Photon)
+    level, endcap = ak.to_numpy(ph.cutBased), ak.to_numpy(abs(ph.eta) > 1.5)
+    variables = np.column_stack([ak.to_numpy(ph.hoe), ak.to_numpy(ph.sieie), ak.to_numpy(ph.pfRelIso03_chg * ph.pt)])
+    assert len(level) > 100 and set(np.unique(level)) >= {0, 3}
+    for region, table in ((False, params.pho_id_barrel), (True, params.pho_id_endcap)):
+        cuts = np.reshape(table, (3, 5))[:, :3]  # H/E, sieie, charged isolation (GeV) per working point
+        rows = endcap == region
+        for k in range(1, 4):
+            reached = rows & (level >= k)
+            assert np.all(variables[reached] < cuts[k - 1]), f"level {k} {'endcap' if region else 'barrel'}"

@@ -586,6 +586,8 @@ EXAMPLES = {
     "score": ({"default": -1.0, "spikes": [0, 1], "quantile": 0.0}, np.where(_UNIT < 0.2, -1.0, _UNIT), None, 1e-9),
     # its reference is the basis of its inputs: where the score is defined, a constant and one input column
     "logit_residual": ({"lo": -1.0, "hi": 1.0, "inputs": ["a"]}, _UNIT * 2 - 1, np.column_stack([np.ones(200), np.ones(200), _POSITIVE]), 1e-9),
+    # its reference: the region and one input column
+    "cut_level_residual": ({"levels": 2, "inputs": ["a"]}, _RNG.choice([0.0, 1.0, 2.0], 200), np.column_stack([np.zeros(200), _POSITIVE]), 0.0),
 }
 
 
@@ -656,3 +658,45 @@ def test_logit_residual_draws_what_the_inputs_leave_open():
     wrong_call = [*config[:3], {"column": "score", "steps": [{**config[3]["steps"][0], "inputs": ["minimum(hoe)"]}]}]
     with pytest.raises(TransformError, match=r"input 'minimum\(hoe\)' cannot be evaluated"):
         TargetPipeline(wrong_call).fit(columns)
+
+
+def test_cut_level_residual_never_contradicts_the_drawn_variables():
+    """A cut-based level from two drawn variables and a hidden one: the thresholds are learnt per region, the residual is
+    the levels the hidden cut took off, and an inverted level never exceeds what the drawn variables pass."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    eta = rng.uniform(-2.5, 2.5, n)
+    endcap = np.abs(eta) >= 1.479
+    sieie = np.where(endcap, 0.03, 0.01) * rng.uniform(0.5, 1.5, n)
+    hoe, hidden = rng.exponential(0.05, n), rng.exponential(1.0, n)
+    table = {False: [(0.0125, 0.10, 3.0), (0.0110, 0.05, 1.0)], True: [(0.0400, 0.10, 3.0), (0.0330, 0.05, 1.0)]}
+    passes = np.stack([np.where(endcap, *[(sieie < table[e][k][0]) & (hoe < table[e][k][1]) & (hidden < table[e][k][2])
+                                          for e in (True, False)]) for k in range(2)], axis=1)
+    level = np.cumprod(passes, axis=1).sum(axis=1).astype(float)
+    config = [
+        {"column": "eta", "steps": [{"type": "standardize"}]},
+        {"column": "sieie", "steps": [{"type": "log"}, {"type": "standardize"}]},
+        {"column": "hoe", "steps": [{"type": "log"}, {"type": "standardize"}]},
+        {"column": "cutBased", "steps": [{"type": "cut_level_residual", "levels": 2, "inputs": ["sieie", "hoe"], "by": "abs(eta) >= 1.479"},
+                                         {"type": "categorical", "values": [0, 1, 2]}, {"type": "standardize"}]},
+    ]
+    columns = {"eta": eta, "sieie": sieie, "hoe": hoe, "cutBased": level}
+    pipe = TargetPipeline(config).fit(columns)
+    step = pipe.groups[-1].chains[0][0]
+    assert step.regions == [0.0, 1.0]
+    np.testing.assert_allclose(np.array(step.thresholds)[:, :, 0], [[0.0125, 0.0110], [0.0400, 0.0330]], rtol=0.02)
+    residual = step.forward(level, step.basis(columns, n))
+    visible = hidden < 1.0  # where the hidden cut never binds, the drawn variables give the level exactly
+    assert np.all(residual[visible] == 0) and residual[~visible].mean() > 0.3
+    back = TargetPipeline.from_dict(json.loads(json.dumps(pipe.to_dict()))).inverse(pipe.forward(columns, rng=np.random.default_rng(1)))
+    np.testing.assert_array_equal(back["cutBased"], level)
+    # levels inverted for other drawn variables stay within what those pass
+    other = {**columns, "sieie": sieie * 1.2, "hoe": hoe * 0.5}
+    inverted = step.inverse(residual, step.basis(other, n))
+    assert np.all(inverted <= step.bound(step.basis(other, n))) and np.all(inverted >= 0)
+    with pytest.raises(TransformError, match=r"a level must be an integer in \[0, 2\]: 3.0"):
+        step.forward(np.full(n, 3.0), step.basis(columns, n))
+    with pytest.raises(TransformError, match=r"'levels' must be a positive integer, got 0"):
+        TargetPipeline([*config[:3], {"column": "cutBased", "steps": [{**config[3]["steps"][0], "levels": 0}]}])
+    with pytest.raises(TransformError, match=r"inputs \['sieiex'\] are not columns of earlier target entries"):
+        TargetPipeline([*config[:3], {"column": "cutBased", "steps": [{**config[3]["steps"][0], "inputs": ["sieiex", "hoe"]}]}])

@@ -34,7 +34,7 @@ from flashsim.transforms.base import (
 )
 from flashsim.transforms.continuous import Asinh, Clamp, Log, Log1p, Logit, Standardize
 from flashsim.transforms.discrete import Categorical, Dequantize, Score, Spike
-from flashsim.transforms.fitted import LogitResidual
+from flashsim.transforms.fitted import CutLevelResidual, LogitResidual
 from flashsim.transforms.joint import (
     Excess,
     FlavourScores,
@@ -49,7 +49,7 @@ __all__ = [
     "Transform", "MultiColumnTransform", "TRANSFORMS", "MULTI_TRANSFORMS", "transform_from_config",
     "Log", "Log1p", "Asinh", "Logit", "Standardize", "Clamp",
     "Ratio", "LogRatio", "Difference", "PhiDifference",
-    "Dequantize", "Categorical", "Spike", "Score", "LogitResidual",
+    "Dequantize", "Categorical", "Spike", "Score", "LogitResidual", "CutLevelResidual",
     "StickBreaking", "PolarResidual", "FlavourScores", "HypotRatio", "Excess",
     "TargetPipeline", "ContextPipeline",
 ]

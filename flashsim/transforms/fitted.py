@@ -1,4 +1,5 @@
-"""A score drawn as its residual from a fit on other drawn columns (an ID's MVA of the shower shape and isolation)."""
+"""Steps that draw what other drawn columns leave open: an ID's MVA score as its residual from a fit on the shower shape
+and isolation, a cut-based ID level as the levels below what the drawn variables pass."""
 
 from __future__ import annotations
 
@@ -12,11 +13,61 @@ from flashsim import expressions
 from flashsim.transforms.base import _REQUIRED, TRANSFORMS, Transform, _first_bad, _sigmoid
 from flashsim.transforms.continuous import Logit
 
-__all__ = ["LogitResidual"]
+__all__ = ["LogitResidual", "CutLevelResidual"]
+
+
+class _ReadsInputs(Transform):
+    """A step whose reference is a basis of ``inputs``: expressions of the columns of earlier target entries."""
+
+    reads_drawn = True
+    inputs: list[str]
+
+    def _parse_inputs(self, *extra: tuple[str, str | None]) -> list[Any]:
+        """Parse ``inputs`` and the named ``extra`` expressions (None where not given)."""
+        if not isinstance(self.inputs, (list, tuple)) or not self.inputs or not all(isinstance(i, str) for i in self.inputs):
+            raise self._err(f"'inputs' must be a non-empty list of expressions, got {self.inputs!r}")
+        self.inputs = list(self.inputs)
+        self._cuts = [expressions.parse(i, f"column {self.column!r}, step {self.type!r}, inputs") for i in self.inputs]
+        return [None if text is None else expressions.parse(text, f"column {self.column!r}, step {self.type!r}, {name}")
+                for name, text in extra]
+
+    def _expressions(self) -> list[Any]:
+        return self._cuts
+
+    @property
+    @override
+    def drawn_names(self) -> frozenset[str]:
+        """The columns the inputs read."""
+        return frozenset().union(*(cut.names for cut in self._expressions()))
+
+    def _input_columns(self, drawn: Mapping[str, Any], n: int) -> list[np.ndarray]:
+        """Each input on the ``n`` drawn rows, as float64; a non-finite value or a wrong call is an error naming it."""
+        columns = []
+        for text, cut in zip(self.inputs, self._cuts):
+            try:
+                value = np.broadcast_to(np.asarray(cut(drawn, f"column {self.column!r}, input {text!r}"), dtype=np.float64), (n,))
+            except (TypeError, ValueError) as exc:  # a function called with the wrong arguments, a non-numeric result
+                raise self._err(f"input {text!r} cannot be evaluated: {exc}") from exc
+            bad = ~np.isfinite(value)
+            if bad.any():
+                raise self._err(f"input {text!r} is not finite: {_first_bad(value, bad)}")
+            columns.append(value)
+        return columns
+
+    def _basis_width(self) -> int:
+        raise NotImplementedError
+
+    @override
+    def _prep(self, x: Any, ref: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.asarray(x, dtype=np.float64)
+        width = self._basis_width()
+        if x.ndim != 1 or ref is None or np.shape(ref) != (len(x), width):
+            raise self._err(f"needs the inputs' basis of shape ({len(x)}, {width}), got {np.shape(ref)}")
+        return x, np.asarray(ref, dtype=np.float64)
 
 
 @TRANSFORMS.register
-class LogitResidual(Transform):
+class LogitResidual(_ReadsInputs):
     """A score in [lo, hi] that is nearly a function of other columns the unit draws: y = logit of the score minus a
     linear least-squares fit of it on ``inputs`` (expressions of the columns of earlier target entries, such as
     ``"minimum(hoe, 1)"`` or ``"sieie * (abs(eta) < 1.479)"``); the inverse adds the fit of the drawn inputs back, so
@@ -27,54 +78,33 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
     type = "logit_residual"
     params = {"lo": _REQUIRED, "hi": _REQUIRED, "inputs": _REQUIRED, "where": None, "eps": 1e-7, "fit_within": 9.0}
     fitted = ("coefficients", "low", "high")
-    reads_drawn = True
     lo: float
     hi: float
     eps: float
     fit_within: float
-    inputs: list[str]
     where: str | None
 
     def _check_params(self) -> None:
         self.lo, self.hi, self.eps, self.fit_within = float(self.lo), float(self.hi), float(self.eps), float(self.fit_within)
         self._scale = Logit(column=self.column, lo=self.lo, hi=self.hi, eps=self.eps)  # the score's logit on [lo, hi]
-        if not isinstance(self.inputs, (list, tuple)) or not self.inputs or not all(isinstance(i, str) for i in self.inputs):
-            raise self._err(f"'inputs' must be a non-empty list of expressions, got {self.inputs!r}")
-        self.inputs = list(self.inputs)
-        self._cuts = [expressions.parse(i, f"column {self.column!r}, step 'logit_residual', inputs") for i in self.inputs]
         # where the score is defined (elsewhere it is lo: a photon outside the barrel and endcap has no ID)
-        self._where = None if self.where is None else expressions.parse(self.where, f"column {self.column!r}, step 'logit_residual', where")
+        [self._where] = self._parse_inputs(("where", self.where))
         self.coefficients: list[float] = []
         self.low, self.high = self.lo, self.hi
 
-    @property
     @override
-    def drawn_names(self) -> frozenset[str]:
-        """The columns the inputs read."""
-        return frozenset().union(*(cut.names for cut in [*self._cuts, *([self._where] if self._where else [])]))
+    def _expressions(self) -> list[Any]:
+        return [*self._cuts, *([self._where] if self._where else [])]
 
     @override
     def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
         """``(n, 2 + len(inputs))``: whether the score is defined, a constant and each input on the drawn columns."""
         defined = np.ones(n) if self._where is None else np.broadcast_to(np.asarray(self._where(drawn), dtype=np.float64), (n,))
-        columns = [defined, np.ones(n)]
-        for text, cut in zip(self.inputs, self._cuts):
-            try:
-                value = np.broadcast_to(np.asarray(cut(drawn, f"column {self.column!r}, input {text!r}"), dtype=np.float64), (n,))
-            except (TypeError, ValueError) as exc:  # a function called with the wrong arguments, a non-numeric result
-                raise self._err(f"input {text!r} cannot be evaluated: {exc}") from exc
-            bad = ~np.isfinite(value)
-            if bad.any():
-                raise self._err(f"input {text!r} is not finite: {_first_bad(value, bad)}")
-            columns.append(value)
-        return np.stack(columns, axis=1)
+        return np.stack([defined, np.ones(n), *self._input_columns(drawn, n)], axis=1)
 
     @override
-    def _prep(self, x: Any, ref: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 1 or ref is None or np.shape(ref) != (len(x), 2 + len(self.inputs)):
-            raise self._err(f"needs the inputs' basis of shape ({len(x)}, {2 + len(self.inputs)}), got {np.shape(ref)}")
-        return x, np.asarray(ref, dtype=np.float64)
+    def _basis_width(self) -> int:
+        return 2 + len(self.inputs)
 
     def _logit(self, x: np.ndarray) -> np.ndarray:
         return self._scale._forward(x, None, None)
@@ -110,3 +140,75 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
     def _inverse(self, y, ref):
         x = self.lo + (self.hi - self.lo) * _sigmoid(y + ref[:, 1:] @ np.asarray(self.coefficients))
         return np.where(ref[:, 0] > 0, np.clip(x, self.low, self.high), self.lo)  # within the training range, as a clamp keeps it
+
+
+@TRANSFORMS.register
+class CutLevelResidual(_ReadsInputs):
+    """A cut-based ID level (0 none, then one per working point passed in turn, up to ``levels``) drawn as the number of
+    levels it lies below the bound that the drawn ``inputs`` pass: each input is cut from above, with thresholds learnt
+    per working point (and per value of ``by``, such as the barrel and the endcap) as the largest value the objects
+    reaching that point show. The inverse is the bound minus the drawn residual, so a drawn level never contradicts the
+    drawn variables; a level above the bound (an object outside the rows it was fitted on) counts as the bound."""
+
+    type = "cut_level_residual"
+    params = {"levels": _REQUIRED, "inputs": _REQUIRED, "by": None}
+    fitted = ("regions", "thresholds")
+    levels: int
+    by: str | None
+
+    def _check_params(self) -> None:
+        if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 1:
+            raise self._err(f"'levels' must be a positive integer, got {self.levels!r}")
+        [self._by] = self._parse_inputs(("by", self.by))
+        self.regions: list[float] = []
+        self.thresholds: list[list[list[float | None]]] = []  # [region][working point][input]; None: no object reached it
+
+    @override
+    def _expressions(self) -> list[Any]:
+        return [*self._cuts, *([self._by] if self._by else [])]
+
+    @override
+    def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
+        """``(n, 1 + len(inputs))``: the region (the value of ``by``, 0 without it) and each input on the drawn columns."""
+        region = np.zeros(n) if self._by is None else np.broadcast_to(np.asarray(self._by(drawn), dtype=np.float64), (n,))
+        return np.stack([region, *self._input_columns(drawn, n)], axis=1)
+
+    @override
+    def _basis_width(self) -> int:
+        return 1 + len(self.inputs)
+
+    @override
+    def _check_domain(self, x, ref):
+        bad = (x != np.round(x)) | (x < 0) | (x > self.levels)
+        if bad.any():
+            raise self._err(f"a level must be an integer in [0, {self.levels}]: {_first_bad(x, bad)}")
+
+    @override
+    def _fit(self, x, ref):
+        self.regions = [float(r) for r in np.unique(ref[:, 0])]
+        self.thresholds = []
+        for region in self.regions:
+            rows = ref[:, 0] == region
+            # the largest value, widened by a relative 1e-5 so that the float32 model space gives the fitted rows back
+            self.thresholds.append([[float(v + 1e-5 * abs(v)) for v in ref[rows & (x >= k), 1:].max(axis=0)] if (rows & (x >= k)).any()
+                                    else [None] * len(self.inputs) for k in range(1, self.levels + 1)])
+
+    def bound(self, ref: np.ndarray) -> np.ndarray:
+        """The highest level whose working points (and every looser one) the inputs of each row pass; 0 in a region
+        no fitted row held."""
+        passes = np.zeros((len(ref), self.levels), dtype=bool)
+        for region, table in zip(self.regions, self.thresholds):
+            rows = ref[:, 0] == region
+            cuts = np.array([[np.inf if t is None else t for t in point] for point in table])  # (levels, inputs)
+            unreached = np.array([point[0] is None for point in table])
+            passes[rows] = np.all(ref[rows, None, 1:] <= cuts[None], axis=2) & ~unreached[None]
+        return np.cumprod(passes, axis=1).sum(axis=1).astype(np.float64)
+
+    @override
+    def _forward(self, x, ref, rng):
+        return np.maximum(self.bound(ref) - x, 0.0)
+
+    @override
+    def _inverse(self, y, ref):
+        bound = self.bound(ref)
+        return np.clip(bound - np.round(y), 0.0, bound)
