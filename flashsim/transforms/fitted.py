@@ -28,17 +28,16 @@ class _ReadsInputs(Transform):
             raise self._err(f"'inputs' must be a non-empty list of expressions, got {self.inputs!r}")
         self.inputs = list(self.inputs)
         self._cuts = [expressions.parse(i, f"column {self.column!r}, step {self.type!r}, inputs") for i in self.inputs]
-        return [None if text is None else expressions.parse(text, f"column {self.column!r}, step {self.type!r}, {name}")
-                for name, text in extra]
-
-    def _expressions(self) -> list[Any]:
-        return self._cuts
+        parsed = [None if text is None else expressions.parse(text, f"column {self.column!r}, step {self.type!r}, {name}")
+                  for name, text in extra]
+        self._read = [*self._cuts, *(e for e in parsed if e is not None)]
+        return parsed
 
     @property
     @override
     def drawn_names(self) -> frozenset[str]:
-        """The columns the inputs read."""
-        return frozenset().union(*(cut.names for cut in self._expressions()))
+        """The columns the inputs (and the other expressions of the step) read."""
+        return frozenset().union(*(cut.names for cut in self._read))
 
     def _input_columns(self, drawn: Mapping[str, Any], n: int) -> list[np.ndarray]:
         """Each input on the ``n`` drawn rows, as float64; a non-finite value or a wrong call is an error naming it."""
@@ -91,10 +90,6 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
         [self._where] = self._parse_inputs(("where", self.where))
         self.coefficients: list[float] = []
         self.low, self.high = self.lo, self.hi
-
-    @override
-    def _expressions(self) -> list[Any]:
-        return [*self._cuts, *([self._where] if self._where else [])]
 
     @override
     def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
@@ -162,10 +157,6 @@ class CutLevelResidual(_ReadsInputs):
         [self._by] = self._parse_inputs(("by", self.by))
         self.regions: list[float] = []
         self.thresholds: list[list[list[float | None]]] = []  # [region][working point][input]; None: no object reached it
-
-    @override
-    def _expressions(self) -> list[Any]:
-        return [*self._cuts, *([self._by] if self._by else [])]
 
     @override
     def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
