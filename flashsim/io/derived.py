@@ -91,7 +91,7 @@ ON_WRITE: tuple[Derivation, ...] = (
 def left_out_on_write(branch: str, stored: Collection[str]) -> bool:
     """Whether a version storing ``stored`` (flashsim's names) but not ``branch`` is written without it: its value
     follows from what that version stores."""
-    return any(d.branch == branch and d.implied and set(d.needs) <= set(stored) for d in DERIVATIONS)
+    return any(d.branch == branch and d.implied and set(d.needs).issubset(stored) for d in DERIVATIONS)
 
 
 def derivable(branch: str, available: set[str]) -> Derivation | None:

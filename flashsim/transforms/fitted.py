@@ -39,19 +39,20 @@ class _ReadsInputs(Transform):
         """The columns the inputs (and the other expressions of the step) read."""
         return frozenset().union(*(cut.names for cut in self._read))
 
+    def _evaluate(self, what: str, text: str, cut: Any, drawn: Mapping[str, Any], n: int) -> np.ndarray:
+        """One expression on the ``n`` drawn rows, as float64; a non-finite value or a wrong call is an error naming it."""
+        try:
+            value = np.broadcast_to(np.asarray(cut(drawn, f"column {self.column!r}, {what} {text!r}"), dtype=np.float64), (n,))
+        except (TypeError, ValueError) as exc:  # a function called with the wrong arguments, a non-numeric result
+            raise self._err(f"{what} {text!r} cannot be evaluated: {exc}") from exc
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise self._err(f"{what} {text!r} is not finite: {_first_bad(value, bad)}")
+        return value
+
     def _input_columns(self, drawn: Mapping[str, Any], n: int) -> list[np.ndarray]:
-        """Each input on the ``n`` drawn rows, as float64; a non-finite value or a wrong call is an error naming it."""
-        columns = []
-        for text, cut in zip(self.inputs, self._cuts):
-            try:
-                value = np.broadcast_to(np.asarray(cut(drawn, f"column {self.column!r}, input {text!r}"), dtype=np.float64), (n,))
-            except (TypeError, ValueError) as exc:  # a function called with the wrong arguments, a non-numeric result
-                raise self._err(f"input {text!r} cannot be evaluated: {exc}") from exc
-            bad = ~np.isfinite(value)
-            if bad.any():
-                raise self._err(f"input {text!r} is not finite: {_first_bad(value, bad)}")
-            columns.append(value)
-        return columns
+        """Each input on the ``n`` drawn rows."""
+        return [self._evaluate("input", text, cut, drawn, n) for text, cut in zip(self.inputs, self._cuts)]
 
     def _basis_width(self) -> int:
         raise NotImplementedError
@@ -94,7 +95,7 @@ is ``lo`` (an ID not defined there). A drawn score stays within the training ran
     @override
     def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
         """``(n, 2 + len(inputs))``: whether the score is defined, a constant and each input on the drawn columns."""
-        defined = np.ones(n) if self._where is None else np.broadcast_to(np.asarray(self._where(drawn), dtype=np.float64), (n,))
+        defined = np.ones(n) if self._where is None else self._evaluate("where", str(self.where), self._where, drawn, n)
         return np.stack([defined, np.ones(n), *self._input_columns(drawn, n)], axis=1)
 
     @override
@@ -161,7 +162,7 @@ class CutLevelResidual(_ReadsInputs):
     @override
     def basis(self, drawn: Mapping[str, Any], n: int) -> np.ndarray:
         """``(n, 1 + len(inputs))``: the region (the value of ``by``, 0 without it) and each input on the drawn columns."""
-        region = np.zeros(n) if self._by is None else np.broadcast_to(np.asarray(self._by(drawn), dtype=np.float64), (n,))
+        region = np.zeros(n) if self._by is None else self._evaluate("by", str(self.by), self._by, drawn, n)
         return np.stack([region, *self._input_columns(drawn, n)], axis=1)
 
     @override
