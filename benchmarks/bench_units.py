@@ -346,9 +346,9 @@ def fake_pair(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
 
 def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None, met: str = "MET") -> dict[str, float]:
     """Resolution per sumEt bin and the correlation with the upstream mismeasurement of one MET (PF or PUPPI)."""
-    def met_xy(ev: ak.Array) -> tuple[np.ndarray, np.ndarray]:
-        x = ak.to_numpy(ev[met].pt * np.cos(ev[met].phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi))
-        y = ak.to_numpy(ev[met].pt * np.sin(ev[met].phi) - ev.GenMET.pt * np.sin(ev.GenMET.phi))
+    def met_xy(ev: ak.Array, name: str = met) -> tuple[np.ndarray, np.ndarray]:
+        x = ak.to_numpy(ev[name].pt * np.cos(ev[name].phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi))
+        y = ak.to_numpy(ev[name].pt * np.sin(ev[name].phi) - ev.GenMET.pt * np.sin(ev.GenMET.phi))
         return x, y
 
     sumet = ak.to_numpy(ref[met].sumEt)
@@ -386,8 +386,7 @@ def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None, met: 
     headline = {f"{met} res worst %": worst, f"{met} res excess sig": worst_excess, f"{met} corr ref": corr(ref),
                 f"{met} corr flash": corr(flash)}
     if met != "MET" and "MET" in flash.fields:  # how the two MET mismeasurements go together
-        with_pf = {name: float(np.corrcoef(met_xy(ev)[0], ak.to_numpy(ev.MET.pt * np.cos(ev.MET.phi) - ev.GenMET.pt * np.cos(ev.GenMET.phi)))[0, 1])
-                   for name, ev in (("ref", ref), ("flash", flash))}
+        with_pf = {name: float(np.corrcoef(met_xy(ev)[0], met_xy(ev, "MET")[0])[0, 1]) for name, ev in (("ref", ref), ("flash", flash))}
         print(f"with the PF MET's (MET - GenMET)_x: reference {with_pf['ref']:+.3f}   flash {with_pf['flash']:+.3f}")
         headline |= {f"{met} corr PF ref": with_pf["ref"], f"{met} corr PF flash": with_pf["flash"]}
     return headline | ({f"{met} corr GEN-only": corr(ablation)} if ablation is not None else {})
