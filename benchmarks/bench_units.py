@@ -344,6 +344,23 @@ def fake_pair(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     return headline
 
 
+FAKE_JET_VARIABLES = ("pt", "eta", "phi", "mass", "area", "nConstituents", "neHEF", "btagDeepFlavB", "qgl")
+
+
+def fake_jets_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
+    """The jets with no GenJet (genJetIdx -1: the fake-jet unit's, and refsim's pileup and displaced jets) alone: their
+    number and the noise-floor ratio per variable (in the all-jet rows they are a third of the jets, mostly forward)."""
+    fakes = {k: ev.Jet[ev.Jet.genJetIdx < 0] for k, ev in (("flash", flash), ("ref", ref))}
+    n_f, n_r = (int(ak.sum(ak.num(j))) for j in fakes.values())
+    _rows(f"Jets with genJetIdx -1 ({n_f} flash / {n_r} reference): noise-floor ratio", f"{'variable':18s} {'R':>7s}")
+    ratios = {v: noise_floor_ratio(fakes["flash"][v], fakes["ref"][v]).ratio for v in FAKE_JET_VARIABLES}
+    for var, r in ratios.items():
+        print(f"{var:18s} {r:7.2f}{'  > 2' if r > 2 else ''}")
+    print(f"median R {np.median(list(ratios.values())):.2f}, max R {max(ratios.values()):.2f}")
+    return {"Jet fake median R": float(np.median(list(ratios.values()))), "Jet fake max R": max(ratios.values()),
+            "Jet fake btagDeepFlavB R": ratios["btagDeepFlavB"], "Jet fake eta R": ratios["eta"], "Jet fake flash/ref": n_f / n_r}
+
+
 def met_studies(flash: ak.Array, ref: ak.Array, ablation: ak.Array | None, met: str = "MET") -> dict[str, float]:
     """Resolution per sumEt bin and the correlation with the upstream mismeasurement of one MET (PF or PUPPI)."""
     def met_xy(ev: ak.Array, name: str = met) -> tuple[np.ndarray, np.ndarray]:
@@ -423,6 +440,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
     if "Jet" in collections and any(u.spec.type == "multiplicity" for u in chain.units):
         headline |= jet_multiplicity_by_pileup(flash, ref)
         headline |= fake_pair(flash, ref)
+        headline |= fake_jets_study(flash, ref)
     if "MET" in collections:
         ablation = None
         if ablation_unit:
