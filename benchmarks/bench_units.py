@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import awkward as ak
@@ -304,15 +305,20 @@ ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRel
                "Photon": ("pt", "eta", "phi", "sieie", "r9", "hoe", "pfRelIso03_all", "mvaID", "electronVeto", "genPartFlav")}
 
 
+def print_ratios(title: str, flash: ak.Array, ref: ak.Array, names: Sequence[str]) -> dict[str, float]:
+    """The paired noise-floor ratio of each variable of two jagged collections, printed one per row."""
+    _rows(f"{title}: noise-floor ratio", f"{'variable':18s} {'R':>7s}")
+    ratios = {var: noise_floor_ratio(flash[var], ref[var]).ratio for var in names}
+    for var, r in ratios.items():
+        print(f"{var:18s} {r:7.2f}{'  > 2' if r > 2 else ''}")
+    return ratios
+
+
 def all_objects_study(flash: ak.Array, ref: ak.Array, collection: str) -> dict[str, float]:
     """Every object of the collection, gen-matched or not (the validation report compares matched ones only): the paired
     noise-floor ratio per variable and the classifier AUC beside the reference halves' (the issue-26 "all" rows)."""
     names = [v for v in ALL_OBJECTS[collection] if v in flash[collection].fields and v in ref[collection].fields]
-    _rows(f"{collection}, all objects (matched and unmatched): noise-floor ratio", f"{'variable':18s} {'R':>7s}")
-    ratios = {}
-    for var in names:
-        ratios[var] = noise_floor_ratio(flash[collection][var], ref[collection][var]).ratio
-        print(f"{var:18s} {ratios[var]:7.2f}{'  > 2' if ratios[var] > 2 else ''}")
+    ratios = print_ratios(f"{collection}, all objects (matched and unmatched)", flash[collection], ref[collection], names)
     values = {k: [np.column_stack([ak.to_numpy(ak.flatten(ev[collection][v])).astype(float) for v in names]),
                   np.repeat(np.arange(len(ev)), ak.to_numpy(ak.num(ev[collection])))] for k, ev in (("flash", flash), ("ref", ref))}
     split = event_splits(len(flash), len(ref), paired=True, n_splits=1, seed=0)[0]
@@ -352,12 +358,10 @@ def fake_jets_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     number and the noise-floor ratio per variable (in the all-jet rows they are a third of the jets, mostly forward)."""
     fakes = {k: ev.Jet[ev.Jet.genJetIdx < 0] for k, ev in (("flash", flash), ("ref", ref))}
     n_f, n_r = (int(ak.sum(ak.num(j))) for j in fakes.values())
-    _rows(f"Jets with genJetIdx -1 ({n_f} flash / {n_r} reference): noise-floor ratio", f"{'variable':18s} {'R':>7s}")
-    ratios = {v: noise_floor_ratio(fakes["flash"][v], fakes["ref"][v]).ratio for v in FAKE_JET_VARIABLES}
-    for var, r in ratios.items():
-        print(f"{var:18s} {r:7.2f}{'  > 2' if r > 2 else ''}")
-    print(f"median R {np.median(list(ratios.values())):.2f}, max R {max(ratios.values()):.2f}")
-    return {"Jet fake median R": float(np.median(list(ratios.values()))), "Jet fake max R": max(ratios.values()),
+    ratios = print_ratios(f"Jets with genJetIdx -1 ({n_f} flash / {n_r} reference)", fakes["flash"], fakes["ref"], FAKE_JET_VARIABLES)
+    median = float(np.median(list(ratios.values())))
+    print(f"median R {median:.2f}, max R {max(ratios.values()):.2f}")
+    return {"Jet fake median R": median, "Jet fake max R": max(ratios.values()),
             "Jet fake btagDeepFlavB R": ratios["btagDeepFlavB"], "Jet fake eta R": ratios["eta"], "Jet fake flash/ref": n_f / n_r}
 
 
