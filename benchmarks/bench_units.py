@@ -11,7 +11,7 @@ efficiency vs pT/eta (flash averaged over --efficiency-oversample generations; e
 are compared with the reference objects the chain's units stand for, the others counted by genPartFlav), jet multiplicity per pileup
 bin (chi2/ndf), the leading fake-jet pair, MET resolution vs sumEt, the MET-vs-jet-mismeasurement
 correlation (with a GEN-only MET ablation), the electrons and photons in a jet and Jet_nElectrons, photons per event by
-source and their electronIdx (issue 24; e/gamma chain: ``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``,
+source and their electronIdx, the e/gamma objects with no gen partner by the jet they lie in (issue 24; e/gamma chain: ``--chain jet,fakejet,electron,electron_fromjet,photon,photon_fromjet``,
 with ``photon_fromelectron`` the third photon source), and the chain's events/s next to the refsim detector
 stage's. ``--seeds 11,12,13`` repeats everything per generation seed and ends with a table of the
 headline figures per seed, their mean and spread. ``--precision bfloat16`` runs the flows' conditioner networks in
@@ -298,6 +298,43 @@ def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     return headline
 
 
+def jet_kind(objects: ak.Array, jets: ak.Array) -> ak.Array:
+    """Where each object lies: 2 in a gen-matched jet (its ``jetIdx`` names a Jet with a genJetIdx), 1 in a jet with
+    none (a pileup or unmatched jet), 0 in no jet."""
+    index = objects.jetIdx
+    inside = (index >= 0) & (index < ak.num(jets))
+    matched = ak.fill_none(ak.pad_none(jets.genJetIdx, 1)[ak.where(inside, index, 0)], -1) >= 0
+    return ak.where(inside, ak.where(matched, 2, 1), 0)
+
+
+def unmatched_egamma_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
+    """Issue 24: electrons and photons per event by what genPartIdx names (a GenPart electron, photon or none), and
+    those with none by where they lie (a gen-matched jet, a jet with no GenJet, no jet), flash vs reference."""
+    if "Jet" not in flash.fields or "genJetIdx" not in flash.Jet.fields:
+        return {}
+    _rows("Electrons and photons per event by genPartIdx (to a GenPart electron, photon or none) and, with none, by the jet "
+          "they lie in", f"{'objects':40s} {'ref':>8s} {'flash':>8s} {'flash/ref':>9s}")
+    headline = {}
+    for name in ("Electron", "Photon"):
+        if name not in flash.fields:
+            continue
+        cells: dict[str, list[float]] = {}
+        for ev in (ref, flash):
+            objects = ev[name]
+            index = objects.genPartIdx
+            pdg = abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
+            kind = jet_kind(objects, ev.Jet)
+            n = len(ev)
+            for label, cut in (("-> GenPart electron", pdg == 11), ("-> GenPart photon", pdg == 22),
+                               ("genPartIdx -1", index < 0), ("  in a gen-matched jet", (index < 0) & (kind == 2)),
+                               ("  in a jet with no GenJet", (index < 0) & (kind == 1)), ("  in no jet", (index < 0) & (kind == 0))):
+                cells.setdefault(label, []).append(float(ak.sum(cut)) / n)
+        for label, (r, f) in cells.items():
+            print(f"{name + ' ' + label:40s} {r:8.4f} {f:8.4f} {f / r if r else float('nan'):9.3f}")
+            headline[f"{name} {label.strip()} /event ref"], headline[f"{name} {label.strip()} /event flash"] = r, f
+    return headline
+
+
 ALL_OBJECTS = {"Muon": ("pt", "eta", "phi", "dxy", "dz", "ip3d", "sip3d", "pfRelIso04_all", "tightId"),
                "Jet": ("pt", "eta", "phi", "btagDeepFlavB"),
                "Electron": ("pt", "eta", "phi", "dxy", "dz", "sip3d", "sieie", "r9", "hoe", "pfRelIso03_all", "miniPFRelIso_all",
@@ -437,6 +474,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
         headline |= jet_links_study(flash, ref)
     if "Photon" in collections:  # (without a photon unit the input's Photon passes through unchanged)
         headline |= photon_sources_study(flash, ref)
+        headline |= unmatched_egamma_study(flash, ref)
     for name in ALL_OBJECTS:
         if name in collections:
             headline |= all_objects_study(flash, ref, name)
