@@ -316,7 +316,7 @@ def unmatched_egamma_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
           "they lie in", f"{'objects':40s} {'ref':>8s} {'flash':>8s} {'flash/ref':>9s}")
     headline = {}
     for name in ("Electron", "Photon"):
-        if name not in flash.fields:
+        if name not in flash.fields or "jetIdx" not in flash[name].fields:
             continue
         cells: dict[str, list[float]] = {}
         for ev in (ref, flash):
