@@ -265,6 +265,12 @@ def jet_links_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     return headline | {"Jet nElectrons R": ratio}
 
 
+def partner_pdg(objects: ak.Array, ev: ak.Array) -> ak.Array:
+    """|pdgId| of the GenPart each object's genPartIdx names (0: none)."""
+    index = objects.genPartIdx
+    return abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
+
+
 def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     """Issue 24: photons per event by source (where genPartIdx points: the `photon`, `photon_fromelectron` and
     `photon_fromjet` units' objects), the fraction of each naming an electron (electronIdx >= 0), and of electrons
@@ -272,14 +278,10 @@ def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
     if "Photon" not in flash.fields:
         return {}
 
-    def sources(ev: ak.Array) -> ak.Array:
-        index = ev.Photon.genPartIdx
-        return abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
-
     _rows("Photons by source (genPartIdx to a GenPart photon, electron or none): per event, and the fraction naming an "
           "electron (electronIdx >= 0); error: binomial", f"{'photons':22s} {'/event ref':>10s} {'flash':>7s} {'with electron ref':>18s} {'flash':>13s}")
     headline = {}
-    kinds = {ev_name: sources(ev) for ev_name, ev in (("ref", ref), ("flash", flash))}
+    kinds = {ev_name: partner_pdg(ev.Photon, ev) for ev_name, ev in (("ref", ref), ("flash", flash))}
     for label, code in (("all", None), ("-> GenPart photon", 22), ("-> GenPart electron", 11), ("genPartIdx -1", 0)):
         cells = []
         for name, ev in (("ref", ref), ("flash", flash)):
@@ -307,22 +309,21 @@ def jet_kind(objects: ak.Array, jets: ak.Array) -> ak.Array:
     return ak.where(inside, ak.where(matched, 2, 1), 0)
 
 
-def unmatched_egamma_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
-    """Issue 24: electrons and photons per event by what genPartIdx names (a GenPart electron, photon or none), and
-    those with none by where they lie (a gen-matched jet, a jet with no GenJet, no jet), flash vs reference."""
-    if "Jet" not in flash.fields or "genJetIdx" not in flash.Jet.fields:
+def unmatched_egamma_study(flash: ak.Array, ref: ak.Array, collections: Sequence[str]) -> dict[str, float]:
+    """Issue 24: the electrons and photons the chain writes (of ``collections``), per event by what genPartIdx names (a
+    GenPart electron, photon or none), and those with none by where they lie (a gen-matched jet, a jet with no GenJet,
+    no jet), flash vs reference."""
+    names = [c for c in ("Electron", "Photon") if c in collections and "jetIdx" in flash[c].fields]
+    if not names or "Jet" not in flash.fields or "genJetIdx" not in flash.Jet.fields:
         return {}
     _rows("Electrons and photons per event by genPartIdx (to a GenPart electron, photon or none) and, with none, by the jet "
           "they lie in", f"{'objects':40s} {'ref':>8s} {'flash':>8s} {'flash/ref':>9s}")
     headline = {}
-    for name in ("Electron", "Photon"):
-        if name not in flash.fields or "jetIdx" not in flash[name].fields:
-            continue
+    for name in names:
         cells: dict[str, list[float]] = {}
         for ev in (ref, flash):
             objects = ev[name]
-            index = objects.genPartIdx
-            pdg = abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
+            index, pdg = objects.genPartIdx, partner_pdg(objects, ev)
             kind = jet_kind(objects, ev.Jet)
             n = len(ev)
             for label, cut in (("-> GenPart electron", pdg == 11), ("-> GenPart photon", pdg == 22),
@@ -474,7 +475,7 @@ def run_seed(chain: Chain, gen: ak.Array, ref: ak.Array, seed: int, ablation_uni
         headline |= jet_links_study(flash, ref)
     if "Photon" in collections:  # (without a photon unit the input's Photon passes through unchanged)
         headline |= photon_sources_study(flash, ref)
-        headline |= unmatched_egamma_study(flash, ref)
+    headline |= unmatched_egamma_study(flash, ref, collections)
     for name in ALL_OBJECTS:
         if name in collections:
             headline |= all_objects_study(flash, ref, name)
