@@ -129,7 +129,7 @@ data/refsim2/test_ttbar_30k_pool100k.root: | $(VENV)/.installed-refsim
 ZOO_UNITS := muon met_genonly
 ZOO_UNITS_RUN3 := jet_run3 fakejet_run3
 ZOO_UNITS_2 := jet fakemuon fakejet met electron photon electron_fromjet photon_fromjet photon_fromelectron \
-	fakeelectron fakephoton electron_fromjet2 puppimet
+	fakeelectron fakephoton electron_fromjet2 electron_fromphoton puppimet
 .PHONY: train-units train-units-run3 train-units-2
 train-units: training-data
 	for unit in $(ZOO_UNITS); do $(VENV)/bin/flashsim train $$unit || exit 1; done

@@ -190,7 +190,8 @@ def covered_reference(chain: Chain, ref: ak.Array, collection: str) -> ak.Array:
     those pointing (``gen_index``) to a source object of a GenPart-sourced object unit keep their genPartIdx (the
     gen-matched comparison); where a from-jet (``match``) or pileup (multiplicity) unit writes the collection too, it
     stands for all the others, with genPartIdx -1 as those units write it (a conversion electron pointing to its GenPart
-    photon in refsim is a from-jet unit's electron with no gen partner in flash). Prints how many that is."""
+    photon in refsim is a from-jet unit's electron with no gen partner in a chain without electron_fromphoton). Prints
+    how many that is."""
     objects = ref[collection]
     by_gen = ak.zeros_like(objects.pt, dtype=bool)
     rest = False

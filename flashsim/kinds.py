@@ -159,6 +159,8 @@ class ObjectKind(UnitKind):
         _refuse(spec, self.type, ("multiplicity",))
         if spec.efficiency is not None:
             check_model_config({"type": "efficiency", **spec.efficiency}, "efficiency")
+        if spec.selection_redraws:
+            _check_selection_redraws(spec)
 
     def classifier_config(self, spec: UnitSpec) -> dict[str, Any] | None:
         return spec.efficiency
@@ -193,8 +195,7 @@ class ObjectKind(UnitKind):
         else:
             keep = np.ones(len(context), bool)
         refs = {k: _flat64(v)[keep] for k, v in unit.reference_columns(events, rows).items()}
-        drawn = unit.draw(context[keep], objects.derive("model").subset(keep), device, batch_size)
-        columns = unit.target_pipeline.inverse(drawn, refs)
+        columns = _draw_accepted(unit, context[keep], objects.derive("model").subset(keep), refs, device, batch_size)
         kept_counts = ak.to_numpy(ak.sum(ak.unflatten(keep, counts), axis=1))
         for out_name, src_name in spec.carry.items():
             columns[out_name] = ak.to_numpy(ak.flatten(rows[src_name]))[keep]
@@ -296,7 +297,7 @@ class MultiplicityKind(UnitKind):
         super().check(spec)
         if spec.multiplicity is None:
             raise UnitError("multiplicity units need a multiplicity table with max_objects")
-        _refuse(spec, self.type, ("source", "gen_index", "match", "carry", "efficiency"))
+        _refuse(spec, self.type, ("source", "gen_index", "match", "carry", "efficiency", "selection_redraws"))
         unknown = [c for c in spec.multiplicity.previous if c not in spec.target_columns]
         if unknown:
             raise UnitError(f"multiplicity.previous: {unknown} are not targets of the unit ({spec.target_columns})")
@@ -420,7 +421,7 @@ class EventKind(UnitKind):
     def check(self, spec: UnitSpec) -> None:
         super().check(spec)
         _refuse(spec, self.type, ("source", "gen_index", "match", "link", "partner", "carry", "constants", "efficiency", "multiplicity",
-                                  "output_rules", "output_selection"))
+                                  "output_rules", "output_selection", "selection_redraws"))
 
     def draw(self, unit, events, noise, device, batch_size):
         spec = unit.spec
@@ -458,6 +459,38 @@ class EventKind(UnitKind):
         table |= {f"ref.{k}": _flat64(v) for k, v in unit.reference_columns(events, None, context).items()}
         table |= {f"tgt.{c}": v for c, v in targets.items()}
         return table
+
+
+def _check_selection_redraws(spec: UnitSpec) -> None:
+    """``selection_redraws`` needs an efficiency model and an ``output_selection`` on the drawn target columns alone."""
+    if spec.efficiency is None or not spec.output_selection:
+        raise UnitError(f"selection_redraws = {spec.selection_redraws}: needs an efficiency model and an output_selection "
+                        "(an object the efficiency reconstructed but drawn outside the selection is redrawn)")
+    outside = sorted(parse(spec.output_selection, "output_selection").names - set(spec.target_columns))
+    if outside:
+        raise UnitError(f"selection_redraws = {spec.selection_redraws}: output_selection {spec.output_selection!r} reads "
+                        f"{outside}, which are not target columns (the redraw decides on the drawn targets alone)")
+
+
+def _draw_accepted(unit: Unit, context: np.ndarray, noise: RowNoise, refs: dict[str, np.ndarray], device: torch.device,
+                   batch_size: int) -> dict[str, np.ndarray]:
+    """The target columns drawn for every context row; rows outside ``output_selection`` are redrawn (each its own
+    stream) up to ``selection_redraws`` times, so the kept objects follow the flow truncated to the selection."""
+    columns = unit.target_pipeline.inverse(unit.draw(context, noise, device, batch_size), refs)
+    spec = unit.spec
+    if not spec.selection_redraws:
+        return columns
+    accepted = parse(spec.output_selection or "", f"unit {unit.name!r} output_selection")
+    outside = np.flatnonzero(~np.broadcast_to(accepted(columns), (len(context),)))
+    for attempt in range(1, spec.selection_redraws + 1):
+        if not len(outside):
+            break
+        again = unit.draw(context[outside], noise.subset(outside).derive(f"selection redraw {attempt}"), device, batch_size)
+        redrawn = unit.target_pipeline.inverse(again, {k: v[outside] for k, v in refs.items()})
+        for name, values in redrawn.items():
+            columns[name][outside] = values
+        outside = outside[~np.broadcast_to(accepted(redrawn), (len(outside),))]
+    return columns
 
 
 def _row_positions(rows: ak.Array, source_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

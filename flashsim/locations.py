@@ -34,8 +34,8 @@ __all__ = [
 UNITS_ENV = "FLASHSIM_UNITS"
 # the zoo's default chain, in dependency order: the e/gamma units after the jets they link to; met conditions on
 # the muons' and jets' mismeasurement (refsim's MET does not see the electrons' and photons', README), puppimet on met
-DEFAULT_CHAIN = ("muon", "fakemuon", "jet", "fakejet", "electron", "electron_fromjet", "electron_fromjet2", "fakeelectron",
-                 "photon", "photon_fromjet", "photon_fromelectron", "fakephoton", "met", "puppimet")
+DEFAULT_CHAIN = ("muon", "fakemuon", "jet", "fakejet", "electron", "electron_fromphoton", "electron_fromjet", "electron_fromjet2",
+                 "fakeelectron", "photon", "photon_fromjet", "photon_fromelectron", "fakephoton", "met", "puppimet")
 # the same with the Run-3 jets (PNet/UParT taggers, multiplicities for the v15 jet ID) for NanoAOD v12 and v15 output
 RUN3_CHAIN = tuple({"jet": "jet_run3", "fakejet": "fakejet_run3"}.get(unit, unit) for unit in DEFAULT_CHAIN)
 

@@ -163,6 +163,9 @@ class UnitSpec(_Table):
     carry: dict[str, str] = {}
     constants: dict[str, int | float] = {}
     output_selection: str | None = None  # reco-level cut applied after sampling (e.g. NanoAOD's jet pt > 15)
+    # object units with efficiency: an object drawn outside output_selection is redrawn up to this many times before it
+    # is dropped (the efficiency already holds the acceptance; dropping would count it twice)
+    selection_redraws: int = Field(default=0, ge=0, le=100)
     output_rules: list[OutputRule] = []
     gen_index: str | None = None
     match: Match | None = None

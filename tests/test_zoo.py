@@ -23,7 +23,7 @@ from flashsim.locations import (
 )
 
 ZOO = sorted(p.name for p in zoo_dir().iterdir() if (p / "unit.toml").is_file())
-SHIPPED = ["electron", "electron_fromjet", "electron_fromjet2", "fakeelectron", "fakejet", "fakejet_run3", "fakemuon", "fakephoton", "jet", "jet_run3", "met", "met_genonly",
+SHIPPED = ["electron", "electron_fromjet", "electron_fromjet2", "electron_fromphoton", "fakeelectron", "fakejet", "fakejet_run3", "fakemuon", "fakephoton", "jet", "jet_run3", "met", "met_genonly",
            "muon", "photon", "photon_fromelectron", "photon_fromjet", "puppimet", "wjet_flow", "wjet_regressor"]  # every one trained
 
 
