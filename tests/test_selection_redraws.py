@@ -26,11 +26,11 @@ REDRAWS = "selection_redraws = 100"
 
 @pytest.fixture(scope="module")
 def jets() -> ak.Array:
-    """GEN ttbar events with the flash jets that electron_fromjet links to."""
+    """GEN ttbar events with the flash jets electron_fromjet links to and the electrons of gen electrons and photons it sees."""
     from flashsim.refsim import DetectorParams, generate
 
     gen = ak.concatenate(list(generate("ttbar", 120, pileup=35.0, seed=6, gen_only=True, params=DetectorParams(pu_pool_size=200))))
-    return Chain(["jet"]).run(gen, seed=1)
+    return Chain(["jet", "electron", "electron_fromphoton"]).run(gen, seed=1)
 
 
 def _variant(tmp_path: Path, name: str, redraws: int) -> Path:
@@ -44,7 +44,8 @@ def _variant(tmp_path: Path, name: str, redraws: int) -> Path:
 
 
 def _objects(events: ak.Array) -> set[tuple[int, float, float]]:
-    e = events.Electron
+    """(event, pt, eta) of the unit's electrons (no gen partner)."""
+    e = events.Electron[events.Electron.genPartIdx < 0]
     event = np.repeat(np.arange(len(e)), ak.to_numpy(ak.num(e)))
     return set(zip(event.tolist(), ak.to_numpy(ak.flatten(e.pt)).tolist(), ak.to_numpy(ak.flatten(e.eta)).tolist()))
 
@@ -56,7 +57,7 @@ def test_redrawn_objects_replace_dropped_ones_and_do_not_depend_on_batching(jets
     first, kept = _objects(dropped), _objects(redrawn)
     assert all(abs(eta) < 1.0 for _, _, eta in kept)
     # the objects drawn inside at once are the same; the redraws add those drawn outside at first
-    assert first < kept and len(kept) > 1.2 * len(first)
+    assert first < kept and len(first) > 10
     # the same objects in batches of 7 (float32 sums in another order: equal to rounding)
     small = redrawing.run(jets, seed=3, batch_size=7).Electron
     assert ak.all(ak.num(small) == ak.num(redrawn.Electron))
