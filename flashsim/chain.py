@@ -16,6 +16,7 @@ import awkward as ak
 import numpy as np
 import torch
 
+from flashsim import features
 from flashsim.crossrefs import with_back_references
 from flashsim.errors import ChainError, ConfigError, FlashsimError, InputError, OutputError
 from flashsim.events import collection_of, from_branches
@@ -347,4 +348,6 @@ def _earlier_collections(spec: UnitSpec) -> list[tuple[str, str]]:
     if spec.match is not None and spec.match.rank > 1:
         needs.append((out, f"draws the {out} of rank {spec.match.rank} per {spec.source.collection} object (match.rank), "
                            f"after the {out} earlier units drew"))
+    if spec.merge and any(out in features.collections_used(entry) for entry in spec.context):
+        needs.append((out, f"reads the {out} earlier units drew in its context"))
     return needs

@@ -12,6 +12,7 @@ pytest.importorskip("pythia8mc")
 from flashsim.chain import DEFAULT_CHAIN, Chain  # noqa: E402
 from flashsim.crossrefs import nearest  # noqa: E402
 from flashsim.datasets import ExtractionReport  # noqa: E402
+from flashsim.errors import ChainError  # noqa: E402
 from flashsim.locations import zoo_dir  # noqa: E402
 from flashsim.unit import load_unit  # noqa: E402
 
@@ -78,3 +79,12 @@ def test_conversion_legs_point_to_their_photon(flash) -> None:
     # the from-jet electrons have no gen partner: genPartIdx -1 and genPartFlav 0, as NanoAOD writes an unmatched one
     none = e[pdg == 0]
     assert ak.all(none.genPartIdx == -1) and ak.all(none.genPartFlav == 0)
+
+
+def test_from_jet_electrons_need_the_electrons_they_see_drawn_first() -> None:
+    """electron_fromjet reads the flash electrons with a gen partner in its context: a chain without an earlier
+    Electron unit is refused before anything runs."""
+    with pytest.raises(ChainError, match=r"unit 'electron_fromjet' reads the Electron earlier units drew in its context; "
+                                         r"no earlier unit of the chain produces 'Electron'"):
+        Chain(["jet", "electron_fromjet"]).check(["GenJet", "GenPart", "Pileup"])
+    Chain(["jet", "electron", "electron_fromjet"]).check(["GenJet", "GenPart", "Pileup"])
