@@ -466,10 +466,15 @@ def _check_selection_redraws(spec: UnitSpec) -> None:
     if spec.efficiency is None or not spec.output_selection:
         raise UnitError(f"selection_redraws = {spec.selection_redraws}: needs an efficiency model and an output_selection "
                         "(an object the efficiency reconstructed but drawn outside the selection is redrawn)")
-    outside = sorted(parse(spec.output_selection, "output_selection").names - set(spec.target_columns))
+    read = parse(spec.output_selection, "output_selection").names
+    outside = sorted(read - set(spec.target_columns))
     if outside:
         raise UnitError(f"selection_redraws = {spec.selection_redraws}: output_selection {spec.output_selection!r} reads "
                         f"{outside}, which are not target columns (the redraw decides on the drawn targets alone)")
+    ruled = sorted(read & {c for rule in spec.output_rules for c in rule.columns})
+    if ruled:
+        raise UnitError(f"selection_redraws = {spec.selection_redraws}: output_selection {spec.output_selection!r} reads "
+                        f"{ruled}, which output_rules set after the draw (the redraw decides on the drawn values)")
 
 
 def _draw_accepted(unit: Unit, context: np.ndarray, noise: RowNoise, refs: dict[str, np.ndarray], device: torch.device,

@@ -70,6 +70,8 @@ def test_redrawn_objects_replace_dropped_ones_and_do_not_depend_on_batching(jets
     (SELECTION, "", r"selection_redraws = 100: needs an efficiency model and an output_selection"),
     ("efficiency = { hidden = 64, layers = 3 }", "", r"selection_redraws = 100: needs an efficiency model"),
     (REDRAWS, "selection_redraws = -1", r"selection_redraws"),
+    ("output_rules = [\n", 'output_rules = [\n  { where = "pt > 100", columns = ["pt"], value = 100.0 },\n',
+     r"reads \['pt'\], which output_rules set after the draw"),
 ])
 def test_spec_refuses_redraws_it_cannot_honour(old: str, new: str, message: str) -> None:
     assert SPEC.count(old) == 1
