@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from flashsim.chain import EVENT_ID_COLUMNS, GEN_PREFIXES, Chain
+from flashsim.events import pointed
 from flashsim.io import read_events
 from flashsim.models import PRECISIONS
 from flashsim.validate import gen_efficiency_objects, validate
@@ -268,8 +269,7 @@ def jet_links_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:
 
 def partner_pdg(objects: ak.Array, ev: ak.Array) -> ak.Array:
     """|pdgId| of the GenPart each object's genPartIdx names (0: none)."""
-    index = objects.genPartIdx
-    return abs(ak.where(index >= 0, ev.GenPart.pdgId[ak.where(index >= 0, index, 0)], 0))
+    return abs(pointed(objects.genPartIdx, ev.GenPart.pdgId))
 
 
 def photon_sources_study(flash: ak.Array, ref: ak.Array) -> dict[str, float]:

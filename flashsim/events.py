@@ -14,8 +14,8 @@ from functools import cache
 import awkward as ak
 import numpy as np
 
-__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "pointing", "take", "flat",
-           "group_ranks"]
+__all__ = ["from_branches", "to_branches", "collection_of", "is_collection", "is_counter", "references_to", "pointing", "take", "pointed",
+           "flat", "group_ranks"]
 
 
 def collection_of(branch: str) -> str:
@@ -103,6 +103,12 @@ def take(values: np.ndarray, counts: np.ndarray, event: np.ndarray, index: np.nd
     out = np.full(len(index), fill, values.dtype)
     out[valid] = values[start[event[valid]] + index[valid]]
     return out, dangling
+
+
+def pointed(index: ak.Array, values: ak.Array, fill: float = 0) -> ak.Array:
+    """Per object, ``values`` (jagged, same events) of the object its cross-reference ``index`` names; ``fill`` where -1
+    (e.g. ``pointed(events.Electron.genPartIdx, events.GenPart.pdgId)``)."""
+    return ak.fill_none(values[ak.mask(index, index >= 0)], fill, axis=-1)
 
 
 def flat(values: ak.Array) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 from flashsim.chain import Chain
 from flashsim.crossrefs import ELECTRONS_IN_JETS, nearest, with_back_references
 from flashsim.errors import ChainError, UnitError
+from flashsim.events import pointed
 from flashsim.io.schema import nano_version
 from flashsim.io.writer import typed_branches
 from flashsim.locations import zoo_dir
@@ -125,3 +126,10 @@ def test_zoo_units_link_jet_and_need_it_earlier_in_the_chain():
         Chain([unit]).check(["GenPart", "GenJet", "Pileup", "Jet"])  # an input Jet (full simulation) is not the chain's
     with pytest.raises(ChainError, match=r"unit 'electron': link\.collection 'Jet' \(for Electron_jetIdx\) needs Jet_eta"):
         unit.linked(ak.zip({"GenPart": JETS}, depth_limit=1), _electrons([[], [], []]))
+
+
+def test_pointed_gives_the_named_objects_values_and_the_fill_for_none() -> None:
+    gen_pdg = ak.Array([[11, 22, -11], [], [13]])
+    index = ak.Array([[2, -1, 0], [-1], []])
+    assert pointed(index, gen_pdg).tolist() == [[-11, 0, 11], [0], []]
+    assert pointed(index, gen_pdg, fill=-99).tolist() == [[-11, -99, 11], [-99], []]

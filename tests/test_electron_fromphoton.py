@@ -13,6 +13,7 @@ from flashsim.chain import DEFAULT_CHAIN, Chain  # noqa: E402
 from flashsim.crossrefs import nearest  # noqa: E402
 from flashsim.datasets import ExtractionReport  # noqa: E402
 from flashsim.errors import ChainError  # noqa: E402
+from flashsim.events import pointed  # noqa: E402
 from flashsim.locations import zoo_dir  # noqa: E402
 from flashsim.unit import load_unit  # noqa: E402
 
@@ -34,12 +35,6 @@ def flash(gjets) -> ak.Array:
     return Chain(CHAIN).run(gen, seed=4)
 
 
-def _pdg_of_target(objects: ak.Array, gen: ak.Array) -> ak.Array:
-    """|pdgId| of the GenPart each object's genPartIdx names (0: none)."""
-    pointed = objects.genPartIdx >= 0
-    return abs(ak.where(pointed, gen.pdgId[ak.where(pointed, objects.genPartIdx, 0)], 0))
-
-
 def test_zoo_unit_loads_and_precedes_the_photon_in_the_default_chain() -> None:
     unit = load_unit(NAME)
     assert unit.trained and unit.spec.merge and unit.spec.output == "Electron" and unit.spec.gen_index == "genPartIdx"
@@ -51,7 +46,7 @@ def test_training_sets_partition_the_reference_electrons(gjets) -> None:
     """electron takes those pointing to a GenPart electron, electron_fromphoton those pointing to a GenPart photon, the
     from-jet units only those with none (before: conversion legs too, written with genPartIdx -1)."""
     e = gjets.Electron
-    pdg = _pdg_of_target(e, gjets.GenPart)
+    pdg = abs(pointed(e.genPartIdx, gjets.GenPart.pdgId))
     ids = np.arange(len(gjets))
     taken = {}
     for name in ("electron", NAME, "electron_fromjet", "electron_fromjet2"):
@@ -69,7 +64,7 @@ def test_training_sets_partition_the_reference_electrons(gjets) -> None:
 
 def test_conversion_legs_point_to_their_photon(flash) -> None:
     e, gen = flash.Electron, flash.GenPart
-    pdg = _pdg_of_target(e, gen)
+    pdg = abs(pointed(e.genPartIdx, gen.pdgId))
     legs = e[pdg == 22]
     assert ak.sum(ak.num(legs)) > 10 and ak.all(legs.pt > 5) and ak.all(abs(legs.eta) < 2.5)
     assert ak.all(gen.status[legs.genPartIdx] == 1)

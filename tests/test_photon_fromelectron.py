@@ -15,6 +15,7 @@ pytest.importorskip("pythia8mc")
 from flashsim.chain import DEFAULT_CHAIN, Chain  # noqa: E402
 from flashsim.crossrefs import nearest  # noqa: E402
 from flashsim.errors import ChainError, UnitError  # noqa: E402
+from flashsim.events import pointed  # noqa: E402
 from flashsim.locations import zoo_dir  # noqa: E402
 from flashsim.unit import UnitSpec, load_unit  # noqa: E402
 
@@ -84,7 +85,7 @@ def test_three_sources_merge_into_one_photon_with_consistent_references(flash) -
     electron units drew none); Electron.photonIdx is its back-reference; jetIdx a flash Jet."""
     ph, e = flash.Photon, flash.Electron
     assert ak.all(ph.pt[:, 1:] <= ph.pt[:, :-1])
-    source = abs(ak.where(ph.genPartIdx >= 0, flash.GenPart.pdgId[ak.where(ph.genPartIdx >= 0, ph.genPartIdx, 0)], 0))
+    source = abs(pointed(ph.genPartIdx, flash.GenPart.pdgId))
     # from electrons and photons; photon_fromjet's (no gen partner, source 0) are too rare in 60 Z -> ee events to require
     assert {11, 22} <= {int(s) for s in np.unique(ak.to_numpy(ak.flatten(source)))} <= {0, 11, 22}
     assert ak.all(ph.electronIdx[source != 11] == -1)
