@@ -15,7 +15,7 @@ The chain, dataset extraction and training see only :class:`UnitKind`; a new kin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import awkward as ak
@@ -355,8 +355,7 @@ class MultiplicityKind(UnitKind):
         """Redraw objects that would sort before the previous one (the flow's leak across the ordering edge),
         up to ``ORDER_REDRAWS`` times, then cap the rest at it: the model's density truncated to descending order.
 
-        Attempt ``a`` of a row draws from its own keyed stream, so the attempts of a block are drawn in one call
-        and the first in order is kept: the result is that of redrawing one attempt after the other."""
+        The attempts of a block are drawn in one call (:func:`_redraw`)."""
         key = unit.spec.sort_by
         assert key is not None
         bad = np.flatnonzero(objects[key] > previous)
@@ -366,17 +365,8 @@ class MultiplicityKind(UnitKind):
                 return
             if stop == first:
                 continue
-            attempts = stop - first
-            rows = np.tile(bad, attempts)  # attempt-major: block row j * len(bad) + i is attempt first + j of row bad[i]
-            keys = np.concatenate([noise.derive(f"order{a}").subset(bad).keys for a in range(first, stop)])
-            drawn = unit.target_pipeline.inverse(unit.draw(context[rows], RowNoise(keys), device, batch_size),
-                                                 {r: v[rows] for r, v in refs.items()})
-            ok = (drawn[key] <= previous[rows]).reshape(attempts, len(bad))
-            kept = np.where(ok.any(axis=0), ok.argmax(axis=0), attempts - 1)  # the first in order, else the last
-            pick = kept * len(bad) + np.arange(len(bad))
-            for column, values in drawn.items():
-                objects[column][bad] = values[pick]
-            bad = bad[~ok.any(axis=0)]
+            bad = _redraw(unit, objects, bad, [f"order{a}" for a in range(first, stop)], context, refs, noise,
+                          lambda drawn, rows: drawn[key] <= previous[rows], device, batch_size)
         objects[key] = np.minimum(objects[key], previous).astype(objects[key].dtype)
 
     @override
@@ -479,23 +469,38 @@ def _check_selection_redraws(spec: UnitSpec) -> None:
 
 def _draw_accepted(unit: Unit, context: np.ndarray, noise: RowNoise, refs: dict[str, np.ndarray], device: torch.device,
                    batch_size: int) -> dict[str, np.ndarray]:
-    """The target columns drawn for every context row; rows outside ``output_selection`` are redrawn (each its own
-    stream) up to ``selection_redraws`` times, so the kept objects follow the flow truncated to the selection."""
+    """The target columns drawn for every context row; rows outside ``output_selection`` are redrawn (each attempt its
+    own stream) up to ``selection_redraws`` times, so the kept objects follow the flow truncated to the selection."""
     columns = unit.target_pipeline.inverse(unit.draw(context, noise, device, batch_size), refs)
     spec = unit.spec
     if not spec.selection_redraws:
         return columns
     accepted = parse(spec.output_selection or "", f"unit {unit.name!r} output_selection")
     outside = np.flatnonzero(~np.broadcast_to(accepted(columns), (len(context),)))
-    for attempt in range(1, spec.selection_redraws + 1):
-        if not len(outside):
-            break
-        again = unit.draw(context[outside], noise.subset(outside).derive(f"selection redraw {attempt}"), device, batch_size)
-        redrawn = unit.target_pipeline.inverse(again, {k: v[outside] for k, v in refs.items()})
-        for name, values in redrawn.items():
-            columns[name][outside] = values
-        outside = outside[~np.broadcast_to(accepted(redrawn), (len(outside),))]
+    done = 0
+    while len(outside) and done < spec.selection_redraws:
+        copies = min(spec.selection_redraws - done, max(1, len(context) // len(outside)))  # about the first call's size
+        labels = [f"selection redraw {attempt}" for attempt in range(done + 1, done + copies + 1)]
+        outside = _redraw(unit, columns, outside, labels, context, refs, noise, lambda drawn, _: accepted(drawn), device, batch_size)
+        done += copies
     return columns
+
+
+def _redraw(unit: Unit, columns: dict[str, np.ndarray], rows: np.ndarray, labels: list[str], context: np.ndarray,
+            refs: Mapping[str, np.ndarray], noise: RowNoise, accepted: Callable[[dict[str, np.ndarray], np.ndarray], Any],
+            device: torch.device, batch_size: int) -> np.ndarray:
+    """Redraw ``rows`` of ``columns`` in place, one attempt per stream label, all in one call: each row keeps its first
+    attempt that ``accepted`` (drawn columns, their rows) passes, else its last, as one attempt after the other would.
+    Returns the rows no attempt passed."""
+    tiled = np.tile(rows, len(labels))  # attempt-major: row j * len(rows) + i is attempt j of rows[i]
+    streams = RowNoise(np.concatenate([noise.subset(rows).derive(label).keys for label in labels]))
+    drawn = unit.target_pipeline.inverse(unit.draw(context[tiled], streams, device, batch_size), {k: v[tiled] for k, v in refs.items()})
+    ok = np.broadcast_to(accepted(drawn, tiled), (len(tiled),)).reshape(len(labels), len(rows))
+    found = ok.any(axis=0)
+    pick = np.where(found, ok.argmax(axis=0), len(labels) - 1) * len(rows) + np.arange(len(rows))
+    for name, values in drawn.items():
+        columns[name][rows] = values[pick]
+    return rows[~found]
 
 
 def _row_positions(rows: ak.Array, source_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

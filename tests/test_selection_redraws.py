@@ -65,6 +65,39 @@ def test_redrawn_objects_replace_dropped_ones_and_do_not_depend_on_batching(jets
         assert np.allclose(ak.to_numpy(ak.flatten(small[field])), ak.to_numpy(ak.flatten(redrawn.Electron[field])), rtol=1e-5, atol=1e-5)
 
 
+def test_attempts_drawn_in_one_call_equal_one_attempt_at_a_time(jets, tmp_path: Path) -> None:
+    import torch
+
+    from flashsim.events import flat
+    from flashsim.expressions import parse
+    from flashsim.kinds import _draw_accepted
+    from flashsim.streams import RowNoise
+
+    unit, cpu = load_unit(_variant(tmp_path, "some", 50)), torch.device("cpu")
+    rows = unit.rows(jets)
+    context = unit.context_array(unit.context_columns(jets, rows))
+    refs = {k: np.asarray(flat(v), np.float64) for k, v in unit.reference_columns(jets, rows).items()}
+    noise = RowNoise(np.arange(len(context), dtype=np.uint64) * np.uint64(7919))
+    together = _draw_accepted(unit, context, noise, refs, cpu, 100_000)
+    # the same attempts drawn one call each
+    accepted = parse(unit.spec.output_selection or "", "test")
+    alone = unit.target_pipeline.inverse(unit.draw(context, noise, cpu, 100_000), refs)
+    outside = np.flatnonzero(~accepted(alone))
+    first_outside, calls = len(outside), 0
+    for attempt in range(1, 51):
+        if not len(outside):
+            break
+        again = unit.draw(context[outside], noise.subset(outside).derive(f"selection redraw {attempt}"), cpu, 100_000)
+        redrawn = unit.target_pipeline.inverse(again, {k: v[outside] for k, v in refs.items()})
+        for name, values in redrawn.items():
+            alone[name][outside] = values
+        outside, calls = outside[~accepted(redrawn)], calls + 1
+    assert first_outside > 20 and calls > 3  # rows needing several attempts
+    assert accepted(together).sum() == accepted(alone).sum() > len(context) - first_outside  # the redraws kept some
+    for name in alone:  # float32 products over other row counts: equal to rounding
+        assert np.allclose(together[name], alone[name], rtol=1e-5, atol=1e-5), name
+
+
 @pytest.mark.parametrize(("old", "new", "message"), [
     (SELECTION, 'output_selection = "(pt > 5) & (mass > 0)"', r"output_selection '\(pt > 5\) & \(mass > 0\)' reads \['mass'\], which are not target"),
     (SELECTION, "", r"selection_redraws = 100: needs an efficiency model and an output_selection"),
