@@ -113,6 +113,9 @@ class ClassifierTraining(_Section):
     patience: int | None = Field(default=None, ge=1)
     hidden: int | None = Field(default=None, ge=1)
     layers: int | None = Field(default=None, ge=1)
+    # the rows Platt scaling is fitted on: the validation rows, or training and validation together (a small
+    # validation split's chance rate otherwise shifts every probability)
+    calibration: Literal["validation", "all"] = "validation"
 
 
 class Selection(_Section):

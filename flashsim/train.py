@@ -410,5 +410,6 @@ def _fit_classifier(spec: UnitSpec, recipe: Recipe, context: torch.Tensor, label
     res = fit_model(classifier, lambda _epoch: (label[tm], context[tm]), (label[vm], context[vm]),
                     recipe.fit_config("efficiency"), device, checkpoint, resume, progress)
     classifier.to("cpu")
-    a, b = classifier.calibrate(context[vm], label[vm])
+    rows = vm if recipe.efficiency.calibration == "validation" else tm | vm
+    a, b = classifier.calibrate(context[rows], label[rows])
     return classifier, {"best_val": res["best_val"], "epochs_run": res["epochs_run"], "platt": [a, b], "history": res["history"]}

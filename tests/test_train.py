@@ -167,6 +167,36 @@ def test_recipe_errors_before_training(tmp_path: Path, synthetic_file: Path) -> 
     assert not (bad_unit / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("calibration", ["validation", "all"])
+def test_platt_scaling_is_fitted_on_the_rows_the_recipe_names(tmp_path: Path, synthetic_file: Path, calibration: str) -> None:
+    import torch
+
+    from flashsim.train import _dataset_for, _split
+    from flashsim.unit import Unit
+
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    recipe = load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), epochs=1, extra=f'calibration = "{calibration}"'))
+    unit = train_unit(recipe, log=lambda _m: None)
+    dataset, train, validation = _split(recipe, _dataset_for(recipe, Unit(unit.spec), lambda _m: None))
+    assert unit.context_pipeline is not None and unit.efficiency is not None
+    context = torch.as_tensor(unit.context_pipeline.forward({k: dataset.columns[f"ctx.{k}"] for k in unit.spec.context_columns}))
+    with torch.no_grad():
+        p = unit.efficiency.probability(context).numpy()
+    label = dataset.columns["reconstructed"].astype(bool)
+    rows = validation if calibration == "validation" else train | validation
+    # a logistic fit with an intercept matches the rate of the rows it is fitted on
+    assert p[rows].sum() == pytest.approx(label[rows].sum(), rel=1e-3)
+    if calibration == "validation":  # the training rows were not in the fit: their rate is not matched
+        assert p[train].sum() != pytest.approx(label[train].sum(), rel=1e-3)
+
+
+def test_an_unknown_calibration_is_an_error(tmp_path: Path, synthetic_file: Path) -> None:
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    recipe = write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), extra='calibration = "training"')
+    with pytest.raises(InputError, match=r"efficiency\.calibration.*'validation' or 'all'"):
+        load_recipe(recipe)
+
+
 def test_zero_matched_objects_is_an_error(tmp_path: Path) -> None:
     events = synthetic_events(200)
     events = ak.with_field(events, ak.with_field(events.Jet, ak.full_like(events.Jet.genJetIdx, -1), "genJetIdx"), "Jet")
