@@ -303,6 +303,7 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         classifiers[kind], classifier_records[kind] = _fit_classifier(
             spec, recipe, context, label, (torch.as_tensor(train_mask), torch.as_tensor(val_mask)), device,
             out_dir / f"checkpoint_{kind}.pt", resume, progress)
+        _warn_high_rate_stop(spec.name, kind, classifier_records[kind], recipe.fit_config("efficiency").epochs, log)
 
     unit = Unit(spec, context_pipeline, target_pipeline, model, classifiers.get("efficiency"), classifiers.get("multiplicity"))
     tr, va = train_mask & labelled, val_mask & labelled
@@ -394,6 +395,15 @@ def _split(recipe: Recipe, dataset: Dataset) -> tuple[Dataset, np.ndarray, np.nd
         fractions = [1 - validation, validation]
     train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, recipe.split.seed)[:2]
     return dataset, train_mask, val_mask
+
+
+def _warn_high_rate_stop(unit: str, kind: str, record: Mapping[str, Any], epochs: int, log: Callable[[str], None]) -> None:
+    """Say so when a classifier stopped early with its learning rate above half the start: its best state is then a
+    noisy high-rate epoch (the from-jet units' efficiencies missed interactions so)."""
+    rates = record["history"]["lr"]
+    if record["epochs_run"] < epochs and rates and rates[-1] > 0.5 * rates[0]:
+        log(f"unit {unit}: warning: the {kind} classifier stopped early, at epoch {record['epochs_run']} of {epochs} with the "
+            f"learning rate still {rates[-1]:.2g} (from {rates[0]:.2g}); set [efficiency] patience >= epochs to run its whole schedule")
 
 
 def _fit_classifier(spec: UnitSpec, recipe: Recipe, context: torch.Tensor, label: torch.Tensor,

@@ -190,6 +190,21 @@ def test_platt_scaling_is_fitted_on_the_rows_the_recipe_names(tmp_path: Path, sy
         assert p[train].sum() != pytest.approx(label[train].sum(), rel=1e-3)
 
 
+@pytest.mark.parametrize(("patience", "warned"), [(1, True), (30, False)])
+def test_a_classifier_stopped_at_a_high_rate_is_reported(tmp_path: Path, synthetic_file: Path, patience: int, warned: bool) -> None:
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    recipe = write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), epochs=1)
+    text = recipe.read_text().replace("[efficiency]\nepochs = 2", f"[efficiency]\nepochs = 30\nlr = 0.05\npatience = {patience}")
+    recipe.write_text(text)
+    lines: list[str] = []
+    train_unit(load_recipe(recipe), log=lines.append)
+    record = json.loads((unit_dir / "training.json").read_text())["efficiency"]
+    stopped = [line for line in lines if "classifier stopped early" in line]
+    assert bool(stopped) == warned, (record["epochs_run"], lines)
+    if warned:
+        assert record["epochs_run"] < 30 and f"at epoch {record['epochs_run']} of 30" in stopped[0]
+
+
 def test_an_unknown_calibration_is_an_error(tmp_path: Path, synthetic_file: Path) -> None:
     unit_dir = write_unit(tmp_path / "u", JET_UNIT)
     recipe = write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), extra='calibration = "training"')
