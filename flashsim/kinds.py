@@ -493,7 +493,8 @@ def _redraw(unit: Unit, columns: dict[str, np.ndarray], rows: np.ndarray, labels
     attempt that ``accepted`` (drawn columns, their rows) passes, else its last, as one attempt after the other would.
     Returns the rows no attempt passed."""
     tiled = np.tile(rows, len(labels))  # attempt-major: row j * len(rows) + i is attempt j of rows[i]
-    streams = RowNoise(np.concatenate([noise.subset(rows).derive(label).keys for label in labels]))
+    here = noise.subset(rows)
+    streams = RowNoise(np.concatenate([here.derive(label).keys for label in labels]))
     drawn = unit.target_pipeline.inverse(unit.draw(context[tiled], streams, device, batch_size), {k: v[tiled] for k, v in refs.items()})
     ok = np.broadcast_to(accepted(drawn, tiled), (len(tiled),)).reshape(len(labels), len(rows))
     found = ok.any(axis=0)
