@@ -24,6 +24,7 @@ from flashsim.io import NanoAODWriter, open_source, resolve_inputs
 from flashsim.io.derived import left_out_on_write
 from flashsim.io.schema import NanoVersion, nano_version
 from flashsim.input_checks import DeclaredRange, bad_events, declared_ranges
+from flashsim.interrupts import stop_if_signalled
 from flashsim.locations import DEFAULT_CHAIN
 from flashsim.processes import Chunk, chunks_of, run_in_processes
 from flashsim.spec import UnitSpec
@@ -193,6 +194,7 @@ class Chain:
         self.skipped_events: Counter[str] = Counter()
         with NanoAODWriter(output, format, version=self.nano_version) as writer:
             for chunk, (result, skipped) in zip(chunks, results):
+                stop_if_signalled()
                 writer.write(result)
                 self.skipped_events.update(skipped)
                 if progress is not None:

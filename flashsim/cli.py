@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import re
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -22,8 +21,9 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from flashsim.locations import DEFAULT_CHAIN
 from flashsim.errors import FlashsimError
+from flashsim.interrupts import install_handlers
+from flashsim.locations import DEFAULT_CHAIN
 
 DEBUG_ENV = "FLASHSIM_DEBUG"
 PRECISION_HELP = ("the precision of the coupling flows' conditioner networks (the splines and all else stay float32). bfloat16 is opt-in: "
@@ -75,12 +75,7 @@ def _main(
                                help=f"show the full traceback of an error (also {DEBUG_ENV}=1)"),
 ) -> None:
     """flashsim: machine-learning fast simulation of LHC events (GEN -> NANOAOD-like RECO)."""
-    signal.signal(signal.SIGTERM, _terminate)  # batch systems preempt with SIGTERM: clean up as for Ctrl-C
-
-
-def _terminate(signum: int, _frame: Any) -> None:
-    """Leave like an interrupted run: outputs in progress are discarded, exit status 128 + signal."""
-    raise SystemExit(128 + signum)
+    install_handlers()  # Ctrl-C and a batch system's SIGTERM: clean up and leave with 128 + signal
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")

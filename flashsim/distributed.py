@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from flashsim.errors import ConfigError, FlashsimError, InputError
 from flashsim.files import atomic_write_text
+from flashsim.interrupts import stop_if_signalled
 
 if TYPE_CHECKING:  # dask is optional: a local run never imports it
     from distributed import Client
@@ -432,6 +433,7 @@ def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> I
     ``allowed-failures``)."""
     if client is None:
         for index, args in enumerate(calls):
+            stop_if_signalled()
             try:
                 yield index, fn(*args)
             except Exception as exc:  # noqa: BLE001 - reported as a failure of this call
@@ -441,6 +443,7 @@ def _map(fn: Callable[..., Any], calls: list[tuple], client: Client | None) -> I
 
     futures = {client.submit(_final_errors, fn, *args, pure=False, retries=RETRIES): i for i, args in enumerate(calls)}
     for future in as_completed(futures):
+        stop_if_signalled()
         index = futures.pop(future)
         try:
             result = future.result()

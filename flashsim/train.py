@@ -32,6 +32,7 @@ from flashsim.datasets import (
 )
 from flashsim.errors import InputError
 from flashsim.files import atomic_output
+from flashsim.interrupts import stop_if_signalled
 from flashsim.io import resolve_inputs
 from flashsim.locations import resolve_unit_dir
 from flashsim.models import ConditionalModel, EfficiencyModel, build_model, check_model_config
@@ -109,6 +110,7 @@ def fit_model(
     steps_per_epoch = None
     amp = cfg.amp and device.type == "cuda"
     for epoch in range(state["epoch"], cfg.epochs):
+        stop_if_signalled()
         if state["bad_epochs"] >= cfg.patience:
             break
         torch.manual_seed(_seed(cfg.seed, "epoch", epoch))

@@ -12,6 +12,7 @@ import awkward as ak
 import numpy as np
 
 from flashsim.errors import ConfigError, FlashsimError
+from flashsim.interrupts import stop_if_signalled
 
 from .detector import simulate_detector
 from .gen import build_gen
@@ -148,6 +149,7 @@ def generate(
     if workers == 1:
         state = _Worker(*args[:4], 0, *args[4:])
         for _, n, first in tasks:
+            stop_if_signalled()
             yield state.chunk(n, first)
         return
 
@@ -171,6 +173,7 @@ def _parallel_chunks(args: tuple, tasks: list, workers: int) -> Iterator[ak.Arra
         pr.start()
     try:
         for k, _, _ in tasks:
+            stop_if_signalled()
             w = k % workers
             while True:
                 try:
