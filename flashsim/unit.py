@@ -197,15 +197,21 @@ class Unit:
         Every random number is keyed by (``seed``, unit, run, luminosityBlock, event, object): the output of an
         event does not depend on which other events are run with it, nor on ``batch_size`` or ``device``.
         """
-        self.trained_model()
-        device = torch.device(device)
-        noise = RowNoise(event_keys(events, seed, self.name))
-        events, outputs = self.kind.draw(self, events, noise, device, batch_size)
+        events, outputs = self.collections(events, seed, device, batch_size)
         for name, collection in outputs.items():
-            if self.spec.link is not None and name == self.spec.output:
-                collection = self.linked(events, collection)
             events = attach(events, name, collection, merge=self.spec.merge, sort_by=self.spec.sort_by)
         return events
+
+    def collections(self, events: ak.Array, seed: int = 0, device: str | torch.device = "cpu",
+                    batch_size: int = 100_000) -> tuple[ak.Array, dict[str, ak.Array]]:
+        """``events`` (fewer if the unit selects events) and the collections the unit draws for them, not yet attached
+        (:meth:`run` attaches them): a merging unit's own objects alone."""
+        self.trained_model()
+        noise = RowNoise(event_keys(events, seed, self.name))
+        events, outputs = self.kind.draw(self, events, noise, torch.device(device), batch_size)
+        if self.spec.link is not None and self.spec.output in outputs:
+            outputs = outputs | {self.spec.output: self.linked(events, outputs[self.spec.output])}
+        return events, outputs
 
     def linked(self, events: ak.Array, output: ak.Array) -> ak.Array:
         """The drawn ``output`` with its ``link`` field: each object's nearest object of ``link.collection`` within ``link.max_dr``."""

@@ -26,7 +26,7 @@ def validation_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _stand_in(unit, jets):
     """The unit with its model replaced by the reference itself (perfect) or by a transformation of it
     (the synthetic events are numbered 0, 1, ...: an event's number is its row)."""
-    unit.run = lambda events, seed, device: ak.with_field(events, jets[ak.to_numpy(events.event).astype(int)], "Jet")  # noqa: ARG005
+    unit.collections = lambda events, seed, device: (events, {"Jet": jets[ak.to_numpy(events.event).astype(int)]})  # noqa: ARG005
     return unit
 
 
@@ -41,6 +41,27 @@ def test_metric_of_a_perfect_and_a_broken_model(trained_units, validation_file):
     assert broken.auc > broken.auc_floor + 0.2 and broken.score > perfect.score + 0.5
     trained = physics_metric(load_unit(trained_units["tinyjet"]), events)
     assert set(trained.ratios) == {"pt", "eta", "phi", "mass"} and trained.events == len(events)
+
+
+def test_metric_of_a_merging_unit_whose_context_reads_its_collection(tmp_path, synthetic_file, validation_file, trained_units):
+    """A fake-jet unit conditioned on the matched jets earlier units drew: run beside the reference's matched jets (as
+    in training), its own jets alone compared."""
+    from conftest import FAKE_UNIT, write_unit
+    from flashsim.recipe import load_recipe
+    from flashsim.train import train_unit
+
+    text = FAKE_UNIT.replace('context = [', 'context = [ { feature = "count", collection = "Jet", selection = "genJetIdx >= 0", '
+                                           'name = "n_matched" },')
+    unit_dir = write_unit(tmp_path / "fake_on_matched", text)
+    train_unit(load_recipe(write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file))), log=lambda _msg: None)
+    events = read_validation_events(validation_file)
+    fakes = events.Jet[events.Jet.genJetIdx < 0][:, :4]  # the reference rows: up to max_objects per event
+    perfect = physics_metric(_stand_in(load_unit(unit_dir), fakes), events)
+    assert perfect.median_ratio == pytest.approx(1.0) and perfect.worst_ratio == pytest.approx(1.0)
+    trained = physics_metric(load_unit(unit_dir), events)
+    alone = physics_metric(load_unit(trained_units["tinyfake"]), events)
+    assert set(trained.ratios) == set(alone.ratios) == {"pt", "eta", "phi", "mass"}
+    assert trained.worst_ratio < 3 * alone.worst_ratio, (trained.ratios, alone.ratios)  # its own fakes, not the matched jets too
 
 
 def test_selection_keeps_the_best_evaluated_epoch(tmp_path, synthetic_file, validation_file):

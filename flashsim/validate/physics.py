@@ -20,11 +20,11 @@ from flashsim.datasets import ExtractionReport, training_rows
 from flashsim.errors import InputError
 from flashsim.io import read_events
 from flashsim.kinds import EVENT_ID
-from flashsim.unit import Unit
+from flashsim.unit import Unit, attach
 from flashsim.validate.metrics import EventValues, as_event_values, classifier_two_sample_test, event_splits, noise_floor_ratios
 from flashsim.validate.report import jsonable
 
-__all__ = ["PhysicsMetric", "physics_metric", "read_validation_events"]
+__all__ = ["PhysicsMetric", "physics_metric", "read_validation_events", "unit_input"]
 
 AUC_WEIGHT = 2.0  # 2 (AUC - floor) runs from 0 (indistinguishable) to ~1 (separable), as R - 1 does for a poor target
 _ROW = "_flashsim_row"  # the event's position in the validation sample, carried through the unit's event selection
@@ -60,6 +60,12 @@ def read_validation_events(path: str | os.PathLike[str], max_events: int | None 
     return events[:max_events] if max_events is not None else events
 
 
+def unit_input(unit: Unit, events: ak.Array) -> ak.Array:
+    """GEN+RECO ``events`` as ``unit`` meets them in a chain: without the collections it writes, except one it merges
+    into, whose objects from earlier units its context and rank read (as in training)."""
+    return events[[f for f in events.fields if unit.spec.merge or f not in unit.spec.produces]]
+
+
 def physics_metric(unit: Unit, events: ak.Array, seed: int = 0, n_splits: int = 8,
                    device: str | torch.device = "cpu") -> PhysicsMetric:
     """Compare ``unit`` run on the GEN of ``events`` with their reco objects the unit models (its training targets)."""
@@ -70,8 +76,10 @@ def physics_metric(unit: Unit, events: ak.Array, seed: int = 0, n_splits: int = 
     columns = unit.spec.target_columns
     reference = {c: EventValues(np.asarray(rows[f"tgt.{c}"][labelled], np.float64), ref_event, n) for c in columns}
 
-    gen = events[[f for f in events.fields if f not in unit.spec.produces]]
-    flashed = unit.run(ak.with_field(gen, np.arange(n), _ROW), seed, device)
+    # a merging unit's own objects alone are compared
+    flashed, drawn = unit.collections(ak.with_field(unit_input(unit, events), np.arange(n), _ROW), seed, device)
+    for name, collection in drawn.items():
+        flashed = attach(flashed, name, collection, sort_by=unit.spec.sort_by)
     origin = ak.to_numpy(flashed[_ROW])
     flash: dict[str, EventValues] = {}
     for c, values in unit.target_values(flashed).items():
