@@ -300,11 +300,14 @@ def train(
         tasks: dict[str, TaskID] = {}
 
         def progress(info: dict) -> None:
-            key = f"{info['epochs']}"
-            if key not in tasks:
-                tasks[key] = bar.add_task(f"{r.unit}", total=info["epochs"], rate="")
-            bar.update(tasks[key], completed=info["epoch"],
-                       rate=f"train {info['train']:.4f} val {info['val']:.4f} {info['samples_per_s']:,.0f} samples/s")
+            rate = f"train {info['train']:.4f} val {info['val']:.4f} {info['samples_per_s']:,.0f} samples/s"
+            what = f"{info['unit']} {info['fit']}"
+            if not console.is_terminal:  # a batch job's log, where a progress bar shows nothing: one line per epoch
+                console.print(f"{what}: epoch {info['epoch']}/{info['epochs']} {rate}", soft_wrap=True)
+                return
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=info["epochs"], rate="")
+            bar.update(tasks[what], completed=info["epoch"], rate=rate)
 
         train_unit(r, resume=resume, log=console.print, progress=progress)
 

@@ -304,14 +304,15 @@ def train_unit(recipe: Recipe, resume: bool = False, log: Callable[[str], None] 
         label = torch.as_tensor(labelled.astype(np.float32))
         classifiers[kind], classifier_records[kind] = _fit_classifier(
             spec, recipe, context, label, (torch.as_tensor(train_mask), torch.as_tensor(val_mask)), device,
-            out_dir / f"checkpoint_{kind}.pt", resume, progress)
+            out_dir / f"checkpoint_{kind}.pt", resume, _labelled(progress, spec.name, kind))
         _warn_high_rate_stop(spec.name, kind, classifier_records[kind], recipe.fit_config("efficiency").epochs, log)
 
     unit = Unit(spec, context_pipeline, target_pipeline, model, classifiers.get("efficiency"), classifiers.get("multiplicity"))
     tr, va = train_mask & labelled, val_mask & labelled
     result = fit_model(
         model, lambda epoch: (targets_for(tr, epoch), context[torch.as_tensor(tr)]),
-        (targets_for(va, -1), context[torch.as_tensor(va)]), cfg, device, out_dir / "checkpoint_model.pt", resume, progress,
+        (targets_for(va, -1), context[torch.as_tensor(va)]), cfg, device, out_dir / "checkpoint_model.pt", resume,
+        _labelled(progress, spec.name, "model"),
         *_physics_selection(recipe, unit, device, log),
     )
     record: dict[str, Any] = {"model": {k: v for k, v in result.items() if k != "history"} | {"history": result["history"]}}
@@ -397,6 +398,12 @@ def _split(recipe: Recipe, dataset: Dataset) -> tuple[Dataset, np.ndarray, np.nd
         fractions = [1 - validation, validation]
     train_mask, val_mask = split_by_event(dataset.columns["event_id"], fractions, recipe.split.seed)[:2]
     return dataset, train_mask, val_mask
+
+
+def _labelled(progress: Callable[[dict[str, Any]], None] | None, unit: str,
+              fit: str) -> Callable[[dict[str, Any]], None] | None:
+    """``progress`` told which unit and which of its networks (model, efficiency, multiplicity) an epoch is of."""
+    return None if progress is None else lambda info: progress(info | {"unit": unit, "fit": fit})
 
 
 def _warn_high_rate_stop(unit: str, kind: str, record: Mapping[str, Any], epochs: int, log: Callable[[str], None]) -> None:

@@ -346,3 +346,18 @@ def test_a_disk_that_refuses_more_bytes_is_a_clear_error_and_leaves_nothing(trai
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "File too large" in result.stderr, result.stderr
     assert not out.exists() and not list(tmp_path.glob(f".out.{suffix}*")), "no output and no temporary"
+
+
+def test_train_logs_a_line_per_epoch_where_its_output_is_not_a_terminal(tmp_path: Path, synthetic_file: Path) -> None:
+    """A batch job's log shows the training's progress (a progress bar is not drawn there)."""
+    from conftest import JET_UNIT, write_recipe, write_unit
+
+    unit_dir = write_unit(tmp_path / "u", JET_UNIT)
+    recipe = write_recipe(tmp_path / "r.toml", unit_dir, str(synthetic_file), epochs=3)
+    result = subprocess.run([sys.executable, "-m", "flashsim.cli", "train", "tinyjet", "--recipe", str(recipe)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split()[3] for line in lines if line.startswith("tinyjet model: epoch ")] == ["1/3", "2/3", "3/3"], result.stderr
+    assert [line.split()[3] for line in lines if line.startswith("tinyjet efficiency: epoch ")] == ["1/2", "2/2"], result.stderr
+    assert all(" val " in line and "samples/s" in line for line in lines if ": epoch " in line)
