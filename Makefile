@@ -83,7 +83,7 @@ REFSIM2 := $(VENV)/bin/flashsim refsim --pileup 35
 TRAIN_DATA_2 := data/refsim2/train_zee.root data/refsim2/train_ttbar.root data/refsim2/train_gjets.root \
 	data/refsim2/train_wjets.root data/refsim2/train_minbias.root data/refsim2/train_minbias_pool100k.root \
 	data/refsim2/train_minbias_pool100k_b.root data/refsim2/train_ttbar_b.root data/refsim2/train_ttbar_c.root data/refsim2/train_wjets_b.root \
-	data/refsim2/train_gjets_b.root data/refsim2/train_zee_b.root data/refsim2/train_ttbar_d.root data/refsim2/train_ttbar_e.root
+	data/refsim2/train_gjets_b.root data/refsim2/train_zee_b.root
 HELDOUT_DATA_2 := data/refsim2/test_zee.root data/refsim2/test_ttbar.root data/refsim2/test_gjets.root \
 	data/refsim2/test_ttbar_30k_pool100k.root
 .PHONY: training-data-2
@@ -108,11 +108,6 @@ data/refsim2/train_ttbar_b.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process ttbar --events 30000 --seed 631 -o $@
 data/refsim2/train_ttbar_c.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process ttbar --events 20000 --seed 519 -o $@
-# more electrons from jets for electron_fromjet (on 29k its flow overfit: training loss 11.6 against validation 12.8)
-data/refsim2/train_ttbar_d.root: | $(VENV)/.installed-refsim
-	$(REFSIM2) --process ttbar --events 30000 --seed 643 -o $@
-data/refsim2/train_ttbar_e.root: | $(VENV)/.installed-refsim
-	$(REFSIM2) --process ttbar --events 30000 --seed 644 -o $@
 data/refsim2/train_wjets_b.root: | $(VENV)/.installed-refsim
 	$(REFSIM2) --process wjets --events 30000 --seed 518 -o $@
 # the same over a 100,000-event min-bias pool (about 15 min for the pool): rare pileup objects (muons) from many events
