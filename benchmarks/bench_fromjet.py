@@ -18,7 +18,6 @@ import torch
 
 from flashsim.datasets import ExtractionReport, training_rows
 from flashsim.io import read_events
-from flashsim.streams import RowNoise, event_keys
 from flashsim.unit import Unit, load_unit
 from flashsim.validate.physics import physics_metric, unit_input
 
@@ -40,8 +39,7 @@ def flash_rate(unit: Unit, gen: ak.Array, seeds: list[int]) -> tuple[np.ndarray,
     position[offsets[event] + ak.to_numpy(ak.flatten(rows["_index"]))] = np.arange(len(event))
     held = np.zeros(len(event))
     for seed in seeds:
-        noise = RowNoise(event_keys(gen, seed, unit.name))  # the streams Unit.run gives the unit
-        _, outputs = tagged.kind.draw(tagged, gen, noise, torch.device("cpu"), 100_000)
+        _, outputs = tagged.collections(gen, seed)  # the streams Unit.run gives the unit (same name)
         drawn = outputs[spec.output]
         owner = np.repeat(np.arange(len(gen)), ak.to_numpy(ak.num(drawn, axis=1)))
         held[position[offsets[owner] + ak.to_numpy(ak.flatten(drawn[index_column]))]] += 1

@@ -63,7 +63,8 @@ def read_validation_events(path: str | os.PathLike[str], max_events: int | None 
 def unit_input(unit: Unit, events: ak.Array) -> ak.Array:
     """GEN+RECO ``events`` as ``unit`` meets them in a chain: without the collections it writes, except one it merges
     into, whose objects from earlier units its context and rank read (as in training)."""
-    return events[[f for f in events.fields if unit.spec.merge or f not in unit.spec.produces]]
+    kept = unit.spec.output if unit.spec.merge else None
+    return events[[f for f in events.fields if f == kept or f not in unit.spec.produces]]
 
 
 def physics_metric(unit: Unit, events: ak.Array, seed: int = 0, n_splits: int = 8,
